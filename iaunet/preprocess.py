@@ -1,0 +1,48 @@
+"""The one eval preprocessing, shared by training, export checks and the runtime.
+
+numpy and Pillow only. An image becomes float32 RGB in 0..255, resized to the model's
+(height, width) with the config's filter; mean/std normalisation is the model's job
+(inside the ONNX graph, or ``train.transforms.normalize`` in PyTorch).
+"""
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+from PIL import Image, UnidentifiedImageError
+
+from iaunet.errors import IAUnetError
+
+RESIZE_FILTERS = {"bilinear": Image.BILINEAR, "bicubic": Image.BICUBIC,
+                  "nearest": Image.NEAREST, "lanczos": Image.LANCZOS}
+
+
+def load_image(path) -> Image.Image:
+    """Open an image as RGB; a missing or corrupt file is an IAUnetError naming it."""
+    path = Path(path)
+    try:
+        with Image.open(path) as img:
+            img.load()
+            return img.convert("RGB")
+    except FileNotFoundError:
+        raise IAUnetError(f"image {path} not found") from None
+    except (UnidentifiedImageError, OSError, SyntaxError) as exc:
+        raise IAUnetError(f"corrupt image {path}: {exc}; expected a readable JPEG or PNG") from None
+
+
+def resize_filter(name: str):
+    if name not in RESIZE_FILTERS:
+        raise IAUnetError(f"unknown resize filter {name!r}; expected one of {sorted(RESIZE_FILTERS)}")
+    return RESIZE_FILTERS[name]
+
+
+def to_model_array(img: Image.Image, height: int, width: int, filter_name: str = "bilinear") -> np.ndarray:
+    """Resize an RGB image to (height, width) and return float32 CHW in 0..255."""
+    if img.size != (width, height):
+        img = img.resize((width, height), resize_filter(filter_name))
+    return np.asarray(img, dtype=np.float32).transpose(2, 0, 1).copy()
+
+
+def preprocess_file(path, height: int, width: int, filter_name: str = "bilinear") -> np.ndarray:
+    """Path -> float32 CHW 0..255 array, exactly as the model expects before normalisation."""
+    return to_model_array(load_image(path), height, width, filter_name)

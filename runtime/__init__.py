@@ -1,0 +1,6 @@
+"""Runtime stage: the lightweight inference layer (preprocessing, TensorRT and ONNX
+Runtime backends, embedder, gallery search, benchmark).
+
+Imports with numpy alone; backends import tensorrt, pycuda or onnxruntime lazily.
+The preprocessing is ``iaunet.preprocess``, the same code training evaluates with.
+"""

@@ -1,0 +1,43 @@
+"""Shared fixtures and the GPU / TensorRT auto-skip."""
+from __future__ import annotations
+
+import importlib.util
+
+import pytest
+
+
+def _cuda_available() -> bool:
+    if importlib.util.find_spec("torch") is None:
+        return False
+    import torch
+    return torch.cuda.is_available()
+
+
+def _tensorrt_loads() -> bool:
+    try:
+        import tensorrt  # noqa: F401
+        return True
+    except Exception:
+        return False
+
+
+def pytest_collection_modifyitems(config, items):
+    no_gpu = pytest.mark.skip(reason="needs a CUDA GPU; none is visible on this machine")
+    no_trt = pytest.mark.skip(reason="needs the TensorRT libraries; the bindings cannot load here")
+    gpu, trt = _cuda_available(), None
+    for item in items:
+        if "gpu" in item.keywords and not gpu:
+            item.add_marker(no_gpu)
+        if "trt" in item.keywords:
+            trt = _tensorrt_loads() if trt is None else trt
+            if not trt:
+                item.add_marker(no_trt)
+
+
+@pytest.fixture(scope="session")
+def market_synth(tmp_path_factory):
+    """A small synthetic Market-1501-layout set shared by the tests that read one."""
+    from train.data.synth import generate_market
+    root = tmp_path_factory.mktemp("synth_market")
+    generate_market(root, identities=12, cameras=3, seed=3, images_per_camera=(2, 3), distractors=3, junk=2)
+    return root

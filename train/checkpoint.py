@@ -1,0 +1,66 @@
+"""Checkpoints: the state dict plus the model config, loadable with ``weights_only=True``."""
+from __future__ import annotations
+
+import os
+import tempfile
+from pathlib import Path
+
+import torch
+
+from iaunet.errors import IAUnetError
+from train.config import ModelConfig
+
+FORMAT = "iaunet-checkpoint-v1"
+
+
+def save_checkpoint(path, model, extra: dict | None = None) -> Path:
+    """Write ``{format, config, state_dict, **extra}`` atomically (temp file, rename)."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    payload = {"format": FORMAT, "config": model.config.to_dict(),
+               "state_dict": {k: v.detach().cpu() for k, v in model.state_dict().items()}}
+    payload.update(extra or {})
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=path.name, suffix=".tmp")
+    os.close(fd)
+    try:
+        torch.save(payload, tmp)
+        os.replace(tmp, path)
+    finally:
+        if os.path.exists(tmp):
+            os.remove(tmp)
+    return path
+
+
+def read_checkpoint(path) -> dict:
+    """Load and validate the raw payload; one-line IAUnetError on any problem."""
+    path = Path(path)
+    if not path.is_file():
+        raise IAUnetError(f"checkpoint {path} not found; expected a file written by 'iaunet train'")
+    try:
+        payload = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as exc:
+        raise IAUnetError(f"{path} is not a readable checkpoint ({type(exc).__name__}); "
+                          "expected a file written by 'iaunet train'") from None
+    if not isinstance(payload, dict) or payload.get("format") != FORMAT:
+        raise IAUnetError(f"{path} is not an IAUnet checkpoint; expected a dict with format {FORMAT!r}")
+    return payload
+
+
+def load_checkpoint(path):
+    """Rebuild the model from a checkpoint: returns ``(model in eval mode, ModelConfig)``."""
+    from train.registry import create_model
+    payload = read_checkpoint(path)
+    config = ModelConfig.from_dict(payload["config"])
+    overrides = {k: v for k, v in config.to_dict().items() if k != "name"}
+    model = create_model(config.name, **overrides)
+    state, own = payload["state_dict"], model.state_dict()
+    missing = [k for k in own if k not in state]
+    unexpected = [k for k in state if k not in own]
+    wrong_shape = [k for k in own if k in state and tuple(state[k].shape) != tuple(own[k].shape)]
+    if missing or unexpected or wrong_shape:
+        first = (wrong_shape + missing + unexpected)[:3]
+        raise IAUnetError(f"checkpoint {path} weights do not match its config ({config.name}): "
+                          f"{len(wrong_shape)} wrong-shape, {len(missing)} missing, "
+                          f"{len(unexpected)} unexpected keys (first: {', '.join(first)})")
+    model.load_state_dict(state)
+    return model.eval(), config

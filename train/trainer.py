@@ -1,0 +1,225 @@
+"""Training and evaluation loops: ``train_one_epoch``, ``evaluate``, ``main``.
+
+Adam with linear warm-up and step decay; label-smoothed CE + batch-hard triplet
+(+ part-mask BCE when the data has masks); AMP on CUDA; a checkpoint every epoch
+(``last.pt``, with optimizer state for ``--resume``) and ``model.pt`` at the end;
+DistributedDataParallel when started by ``torchrun``.
+"""
+from __future__ import annotations
+
+import json
+import os
+import random
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch import nn
+
+from iaunet.errors import IAUnetError
+from iaunet.log import get_logger
+from iaunet.progress import Progress
+from train.checkpoint import read_checkpoint, save_checkpoint
+from train.data.datasets import open_dataset
+from train.data.loaders import eval_loader, train_loader
+from train.losses import BatchHardTriplet, LabelSmoothCrossEntropy, PartMaskLoss
+from train.metrics import distance_matrix, rank_metrics, re_rank
+from train.registry import create_model
+
+log = get_logger("train")
+
+
+def normalize(images: torch.Tensor, config) -> torch.Tensor:
+    """0..255 RGB -> mean/std normalised, channel axis -3 (images and clips)."""
+    mean = torch.tensor(config.mean, dtype=images.dtype, device=images.device).view(3, 1, 1)
+    std = torch.tensor(config.std, dtype=images.dtype, device=images.device).view(3, 1, 1)
+    return (images - mean) / std
+
+
+@dataclass
+class TrainOptions:
+    data: str
+    out: str
+    model: str = "iaunet_r50"
+    epochs: int = 60
+    height: int = 256
+    width: int = 128
+    frames: int = 4
+    batch_size: int = 32
+    num_instances: int = 4
+    lr: float = 3.5e-4
+    weight_decay: float = 5e-4
+    warmup_epochs: int = 10
+    milestones: list = field(default_factory=lambda: [40, 70])
+    gamma: float = 0.1
+    margin: float = 0.3
+    mask_weight: float = 0.5
+    label_smooth: float = 0.1
+    pretrained: str | None = None
+    resume: str | None = None
+    seed: int = 0
+    workers: int = 0
+    eval_every: int = 0
+    amp: bool = True
+    progress: bool = True
+
+
+def lr_factor(epoch: int, warmup: int, milestones, gamma: float) -> float:
+    """Linear warm-up from 1% over ``warmup`` epochs, then x gamma at each milestone."""
+    if epoch < warmup:
+        return 0.01 + 0.99 * epoch / warmup
+    return gamma ** sum(epoch >= m for m in milestones)
+
+
+def seed_everything(seed: int):
+    random.seed(seed)
+    np.random.seed(seed)
+    torch.manual_seed(seed)
+
+
+def train_one_epoch(model, loader, criteria, optimizer, scaler, device, config, epoch, opts) -> dict:
+    """One pass over the P x K loader; returns the mean losses and images/s."""
+    model.train()
+    loader.sampler.set_epoch(epoch)
+    loader.dataset.set_epoch(epoch)
+    ce, triplet, mask_loss = criteria
+    use_masks = opts.mask_weight > 0 and loader.dataset.samples[0].masks
+    totals, seen, start = {"loss": 0.0, "ce": 0.0, "tri": 0.0, "mask": 0.0}, 0, time.perf_counter()
+    bar = Progress(len(loader), f"epoch {epoch + 1}/{opts.epochs}", "img", enabled=opts.progress)
+    for images, pids, _, masks in loader:
+        images, pids, masks = images.to(device), pids.to(device), masks.to(device)
+        with torch.autocast(device_type=device.type, dtype=torch.float16, enabled=scaler.is_enabled()):
+            logits, embedding, part_maps = model(normalize(images, config))
+            losses = {"ce": ce(logits, pids), "tri": triplet(embedding, pids)}
+            if use_masks:
+                losses["mask"] = opts.mask_weight * mask_loss(part_maps, masks)
+            loss = sum(losses.values())
+        optimizer.zero_grad(set_to_none=True)
+        scaler.scale(loss).backward()
+        scaler.step(optimizer)
+        scaler.update()
+        n = images.shape[0]
+        seen += n
+        totals["loss"] += loss.item() * n
+        for k, v in losses.items():
+            totals[k] += v.item() * n
+        bar.update(1, items=n, loss=totals["loss"] / seen)
+    bar.close()
+    stats = {k: v / max(seen, 1) for k, v in totals.items()}
+    stats["images_per_s"] = seen / (time.perf_counter() - start)
+    return stats
+
+
+@torch.no_grad()
+def extract_features(model, loader, device, config, flip=False):
+    """Embeddings (N, D) numpy plus pids and camids; ``flip`` averages with the mirror."""
+    model.eval()
+    feats, pids, camids = [], [], []
+    for images, pid, camid, _ in loader:
+        x = normalize(images.to(device), config)
+        f = model(x)
+        if flip:
+            f = (f + model(x.flip(-1))) / 2
+        feats.append(f.float().cpu())
+        pids.append(pid)
+        camids.append(camid)
+    return torch.cat(feats).numpy(), torch.cat(pids).numpy(), torch.cat(camids).numpy()
+
+
+def evaluate(model, data, device, config, metric="cosine", flip=False, rerank=False, workers=0) -> dict:
+    """Rank-1/5/10, mAP and mINP on the query/gallery split (Market-1501 / MARS protocol)."""
+    qf, q_pids, q_cams = extract_features(model, eval_loader(data.query, config, data.video, workers=workers),
+                                          device, config, flip)
+    gf, g_pids, g_cams = extract_features(model, eval_loader(data.gallery, config, data.video, workers=workers),
+                                          device, config, flip)
+    dist = distance_matrix(qf, gf, metric)
+    if rerank:
+        dist = re_rank(dist, distance_matrix(qf, qf, metric), distance_matrix(gf, gf, metric))
+    result = rank_metrics(dist, q_pids, g_pids, q_cams, g_cams)
+    cmc = result.pop("cmc")
+    return {"rank1": float(cmc[0]), "rank5": float(cmc[min(4, len(cmc) - 1)]),
+            "rank10": float(cmc[min(9, len(cmc) - 1)]), **result, "cmc": [float(c) for c in cmc]}
+
+
+def _distributed():
+    world = int(os.environ.get("WORLD_SIZE", "1"))
+    if world <= 1:
+        return 1, 0, None
+    import torch.distributed as dist
+    backend = "nccl" if torch.cuda.is_available() else "gloo"
+    dist.init_process_group(backend)
+    local = int(os.environ.get("LOCAL_RANK", "0"))
+    if torch.cuda.is_available():
+        torch.cuda.set_device(local)
+    return world, dist.get_rank(), local
+
+
+def _build(opts: TrainOptions, data):
+    overrides = dict(num_classes=data.num_train_pids, height=opts.height, width=opts.width)
+    if data.video:
+        overrides["frames"] = opts.frames
+    model = create_model(opts.model, pretrained=opts.pretrained, **overrides)
+    if data.video != (model.config.variant == "video"):
+        raise IAUnetError(f"model {opts.model} is a {model.config.variant} model but {data.root} holds "
+                          f"{'video' if data.video else 'image'} data; pick a matching --model")
+    return model
+
+
+def main(opts: TrainOptions) -> Path:
+    """Train, checkpoint every epoch, return the final checkpoint's path."""
+    world, rank, local = _distributed()
+    seed_everything(opts.seed + rank)
+    device = torch.device(f"cuda:{local or 0}" if torch.cuda.is_available() else "cpu")
+    data = open_dataset(opts.data)
+    if len(data.train) < opts.batch_size:
+        raise IAUnetError(f"{data.root} has {len(data.train)} training samples, fewer than --batch-size {opts.batch_size}")
+    model = _build(opts, data).to(device)
+    config = model.config
+    out = Path(opts.out)
+    if rank == 0:
+        out.mkdir(parents=True, exist_ok=True)
+        log.info("%s; model %s (%s, %d classes)", data.summary(), config.name, config.backbone, config.num_classes)
+    loader = train_loader(data, config, opts.batch_size, opts.num_instances, opts.workers, opts.seed, world, rank)
+    net = nn.parallel.DistributedDataParallel(model, device_ids=[local] if device.type == "cuda" else None) \
+        if world > 1 else model
+    optimizer = torch.optim.Adam(model.parameters(), lr=opts.lr, weight_decay=opts.weight_decay)
+    scaler = torch.amp.GradScaler("cuda", enabled=opts.amp and device.type == "cuda")
+    criteria = (LabelSmoothCrossEntropy(opts.label_smooth), BatchHardTriplet(opts.margin), PartMaskLoss())
+    start_epoch, history = _resume(opts, model, optimizer, scaler) if opts.resume else (0, [])
+    for epoch in range(start_epoch, opts.epochs):
+        for group in optimizer.param_groups:
+            group["lr"] = opts.lr * lr_factor(epoch, opts.warmup_epochs, opts.milestones, opts.gamma)
+        stats = train_one_epoch(net, loader, criteria, optimizer, scaler, device, config, epoch, opts)
+        stats["epoch"], stats["lr"] = epoch + 1, optimizer.param_groups[0]["lr"]
+        if rank == 0 and opts.eval_every and (epoch + 1) % opts.eval_every == 0:
+            stats["eval"] = {k: v for k, v in evaluate(model, data, device, config).items() if k != "cmc"}
+            log.info("epoch %d: rank-1 %.3f mAP %.3f", epoch + 1, stats["eval"]["rank1"], stats["eval"]["mAP"])
+        history.append(stats)
+        if rank == 0:
+            save_checkpoint(out / "last.pt", model, {
+                "epoch": epoch + 1, "optimizer": optimizer.state_dict(), "scaler": scaler.state_dict(),
+                "history": json.dumps(history), "options": json.dumps(vars(opts))})
+    if rank == 0:
+        final = save_checkpoint(out / "model.pt", model, {"epoch": opts.epochs, "history": json.dumps(history)})
+        (out / "history.json").write_text(json.dumps(history, indent=2))
+        log.info("saved %s", final)
+    if world > 1:
+        torch.distributed.destroy_process_group()
+    return out / "model.pt"
+
+
+def _resume(opts, model, optimizer, scaler):
+    payload = read_checkpoint(opts.resume)
+    if "optimizer" not in payload:
+        raise IAUnetError(f"{opts.resume} has no optimizer state; expected a 'last.pt' written during training")
+    try:
+        model.load_state_dict(payload["state_dict"])
+    except RuntimeError:
+        raise IAUnetError(f"{opts.resume} does not match model {opts.model} on this data; "
+                          "resume with the same --model and --data") from None
+    optimizer.load_state_dict(payload["optimizer"])
+    scaler.load_state_dict(payload["scaler"])
+    log.info("resumed from %s at epoch %d", opts.resume, payload["epoch"])
+    return int(payload["epoch"]), json.loads(payload["history"])
