@@ -87,7 +87,8 @@ def train_one_epoch(model, loader, criteria, optimizer, scaler, device, config, 
     ce, triplet, mask_loss = criteria
     use_masks = opts.mask_weight > 0 and loader.dataset.samples[0].masks
     totals, seen, start = {"loss": 0.0, "ce": 0.0, "tri": 0.0, "mask": 0.0}, 0, time.perf_counter()
-    bar = Progress(len(loader), f"epoch {epoch + 1}/{opts.epochs}", "img", enabled=opts.progress)
+    rank0 = loader.sampler.rank == 0
+    bar = Progress(len(loader), f"epoch {epoch + 1}/{opts.epochs}", "img", enabled=opts.progress and rank0)
     for images, pids, _, masks in loader:
         images, pids, masks = images.to(device), pids.to(device), masks.to(device)
         with torch.autocast(device_type=device.type, dtype=torch.float16, enabled=scaler.is_enabled()):
@@ -130,6 +131,9 @@ def extract_features(model, loader, device, config, flip=False):
 
 def evaluate(model, data, device, config, metric="cosine", flip=False, rerank=False, workers=0) -> dict:
     """Rank-1/5/10, mAP and mINP on the query/gallery split (Market-1501 / MARS protocol)."""
+    if data.video != (config.variant == "video"):
+        raise IAUnetError(f"{config.name} is a {config.variant} model but {data.root} holds "
+                          f"{'video' if data.video else 'image'} data; expected matching data")
     qf, q_pids, q_cams = extract_features(model, eval_loader(data.query, config, data.video, workers=workers),
                                           device, config, flip)
     gf, g_pids, g_cams = extract_features(model, eval_loader(data.gallery, config, data.video, workers=workers),

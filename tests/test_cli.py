@@ -1,0 +1,54 @@
+"""Bad input through the real console entry point: one line, exit 1, no traceback."""
+import subprocess
+import sys
+
+import pytest
+
+
+def iaunet(*args, cwd=None):
+    return subprocess.run([sys.executable, "-m", "iaunet.cli", *map(str, args)], capture_output=True,
+                          text=True, cwd=cwd, timeout=300)
+
+
+def assert_one_line_error(result, *fragments):
+    assert result.returncode == 1, result.stderr
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and "Traceback" not in result.stderr, result.stderr
+    for fragment in fragments:
+        assert fragment in lines[0]
+
+
+def test_eval_missing_checkpoint(tmp_path):
+    assert_one_line_error(iaunet("eval", tmp_path / "nope.pt", "--data", tmp_path), "nope.pt not found")
+
+
+def test_eval_foreign_checkpoint(tmp_path):
+    (tmp_path / "x.pt").write_bytes(b"garbage")
+    assert_one_line_error(iaunet("eval", tmp_path / "x.pt", "--data", tmp_path), "not a readable checkpoint")
+
+
+def test_train_on_a_folder_without_a_layout(tmp_path):
+    result = iaunet("train", "--data", tmp_path, "--out", tmp_path / "run", "--epochs", "1")
+    assert_one_line_error(result, "no known re-ID layout", "bounding_box_train/")
+    assert not (tmp_path / "run").exists()
+
+
+def test_train_with_a_video_model_on_image_data(market_synth, tmp_path):
+    result = iaunet("train", "--data", market_synth, "--model", "iaunet_video_r18", "--out", tmp_path / "r",
+                    "--epochs", "1", "--batch-size", "8")
+    assert_one_line_error(result, "is a video model", "image data")
+
+
+def test_synth_refuses_a_non_empty_folder(tmp_path):
+    (tmp_path / "keep.txt").write_text("mine")
+    assert_one_line_error(iaunet("synth", "--out", tmp_path), "not empty")
+
+
+def test_unknown_model_name(market_synth, tmp_path):
+    result = iaunet("train", "--data", market_synth, "--model", "resnet9000", "--out", tmp_path / "r")
+    assert_one_line_error(result, "unknown model 'resnet9000'")
+
+
+@pytest.mark.parametrize("args", [["--help"], ["synth", "--help"], ["train", "--help"], ["eval", "--help"]])
+def test_help_exits_zero(args):
+    assert iaunet(*args).returncode == 0

@@ -1,0 +1,28 @@
+"""``runtime`` (and the shared core it uses) import with numpy alone."""
+import subprocess
+import sys
+
+BLOCKER = """
+import importlib.abc, importlib, pkgutil, sys
+HEAVY = ("torch", "onnx", "onnxruntime", "tensorrt", "pycuda", "triton", "onnx_graphsurgeon", "scipy")
+class Block(importlib.abc.MetaPathFinder):
+    def find_spec(self, name, path, target=None):
+        if name.split(".")[0] in HEAVY:
+            raise ImportError("blocked heavy import: " + name)
+sys.meta_path.insert(0, Block())
+import runtime, iaunet.preprocess, iaunet.cli
+for m in pkgutil.walk_packages(runtime.__path__, "runtime."):
+    importlib.import_module(m.name)
+try:
+    import torch
+except ImportError as e:
+    print("blocker works:", e)
+print("ok")
+"""
+
+
+def test_runtime_imports_without_torch_or_onnx():
+    result = subprocess.run([sys.executable, "-c", BLOCKER], capture_output=True, text=True, timeout=60)
+    assert result.returncode == 0, result.stderr
+    assert "blocker works: blocked heavy import: torch" in result.stdout
+    assert result.stdout.strip().endswith("ok")

@@ -1,0 +1,38 @@
+import torch
+import pytest
+
+from iaunet.errors import IAUnetError
+from train import create_model, load_checkpoint, save_checkpoint
+
+
+def test_round_trip_is_weights_only_loadable_and_exact(tmp_path):
+    model = create_model("iaunet_r18", num_classes=5, height=64, width=32).eval()
+    path = save_checkpoint(tmp_path / "m.pt", model)
+    raw = torch.load(path, weights_only=True)
+    assert raw["config"]["name"] == "iaunet_r18" and raw["config"]["num_classes"] == 5
+    loaded, config = load_checkpoint(path)
+    assert not loaded.training and config == model.config
+    x = torch.randn(2, 3, 64, 32)
+    assert torch.equal(loaded(x), model(x))
+    assert [p.name for p in tmp_path.iterdir()] == ["m.pt"]  # no temp file left behind
+
+
+def test_config_that_does_not_match_the_weights(tmp_path):
+    model = create_model("iaunet_r18", num_classes=5)
+    path = save_checkpoint(tmp_path / "m.pt", model)
+    raw = torch.load(path, weights_only=True)
+    raw["config"]["num_classes"] = 7
+    torch.save(raw, path)
+    with pytest.raises(IAUnetError, match=r"do not match its config .*classifier\.weight"):
+        load_checkpoint(path)
+
+
+def test_foreign_files(tmp_path):
+    torch.save({"state_dict": {}}, tmp_path / "other.pt")
+    with pytest.raises(IAUnetError, match="not an IAUnet checkpoint"):
+        load_checkpoint(tmp_path / "other.pt")
+    (tmp_path / "text.pt").write_text("hello")
+    with pytest.raises(IAUnetError, match="not a readable checkpoint"):
+        load_checkpoint(tmp_path / "text.pt")
+    with pytest.raises(IAUnetError, match="not found"):
+        load_checkpoint(tmp_path / "missing.pt")
