@@ -1,3 +1,17 @@
-"""Export stage (not built yet): checkpoint -> ONNX with IAU plugin nodes carrying ONNX
-local functions as reference bodies, metadata, onnx checker, ONNX Runtime parity and a
-TensorRT operator lint."""
+"""Export stage: checkpoint -> ONNX with IAU plugin nodes (carrying ONNX local functions
+as reference bodies) or plain ops; metadata; checks (onnx checker, ONNX Runtime parity
+against PyTorch, the ONNX reference evaluator, a TensorRT 10.3 operator lint).
+
+``export.read_metadata`` needs only onnx; ``export.export_checkpoint`` needs torch too.
+"""
+import importlib
+
+_PUBLIC = {"export_checkpoint": "export.exporter", "read_metadata": "export.metadata",
+           "ExportMetadata": "export.metadata", "tensorrt_lint": "export.checks"}
+__all__ = sorted(_PUBLIC)
+
+
+def __getattr__(name):
+    if name not in _PUBLIC:
+        raise AttributeError(f"module 'export' has no attribute {name!r}")
+    return getattr(importlib.import_module(_PUBLIC[name]), name)

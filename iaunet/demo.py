@@ -1,7 +1,7 @@
 """``iaunet demo``: the main job end to end on CPU with no arguments.
 
-synth -> train (small configuration) -> eval, all outputs in one folder. Later stages
-(export, calibration, engines) extend it.
+synth -> train (small configuration) -> eval -> export (plugin mode, checked against
+PyTorch), all outputs in one folder. Later stages (calibration, engines) extend it.
 """
 from __future__ import annotations
 
@@ -11,7 +11,7 @@ from pathlib import Path
 
 
 def add_commands(sub):
-    p = sub.add_parser("demo", help="synth -> train -> eval on CPU, outputs in one folder")
+    p = sub.add_parser("demo", help="synth -> train -> eval -> export on CPU, outputs in one folder")
     p.add_argument("--out", default="iaunet-demo", help="output folder (replaced if it holds a previous demo)")
     p.add_argument("--identities", type=int, default=120)
     p.add_argument("--epochs", type=int, default=20)
@@ -36,23 +36,29 @@ def run_demo(args):
         if not (out / "demo.json").exists() and any(out.iterdir()):
             raise IAUnetError(f"{out} exists and is not a previous demo folder; pass --out with a new folder")
         shutil.rmtree(out)
-    log.info("1/3 synth: %d identities -> %s", args.identities, out / "data")
+    log.info("1/4 synth: %d identities -> %s", args.identities, out / "data")
     generate_market(out / "data", identities=args.identities, cameras=4, seed=args.seed)
-    log.info("2/3 train: iaunet_r18 at 64x32 for %d epochs", args.epochs)
+    log.info("2/4 train: iaunet_r18 at 64x32 for %d epochs", args.epochs)
     opts = TrainOptions(**demo_train_options(out, args.epochs, args.seed))
     checkpoint = main(opts)
-    log.info("3/3 eval")
+    log.info("3/4 eval")
     model, config = load_checkpoint(checkpoint)
     data = open_dataset(out / "data")
     device = torch.device("cpu")
     torch.manual_seed(args.seed)
     baseline = evaluate(untrained_copy(config), data, device, config)
     trained = evaluate(model, data, device, config)
-    summary = {"checkpoint": str(checkpoint), "untrained": _short(baseline), "trained": _short(trained)}
+    log.info("4/4 export (plugin mode)")
+    from export.exporter import export_checkpoint
+    report = export_checkpoint(checkpoint, out / "model.onnx", "plugin", data=out / "data")
+    summary = {"checkpoint": str(checkpoint), "untrained": _short(baseline), "trained": _short(trained),
+               "onnx": str(report.path),
+               "onnx_parity": {str(b): vars(p) for b, p in report.parity.items()}}
     write_json(out / "demo.json", summary)
     print(f"untrained: {format_metrics(baseline)}")
     print(f"trained:   {format_metrics(trained)}")
-    print(f"outputs in {out}/ (data/, train/model.pt, demo.json)")
+    print(report.summary())
+    print(f"outputs in {out}/ (data/, train/model.pt, model.onnx, demo.json)")
     return 0
 
 

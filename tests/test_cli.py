@@ -52,3 +52,31 @@ def test_unknown_model_name(market_synth, tmp_path):
 @pytest.mark.parametrize("args", [["--help"], ["synth", "--help"], ["train", "--help"], ["eval", "--help"]])
 def test_help_exits_zero(args):
     assert iaunet(*args).returncode == 0
+
+
+def test_export_bad_inputs_leave_no_file(tmp_path):
+    from train import create_model, save_checkpoint
+    (tmp_path / "x.pt").write_text("not a checkpoint")
+    assert_one_line_error(iaunet("export", tmp_path / "missing.pt", "-o", tmp_path / "m.onnx"), "missing.pt not found")
+    assert_one_line_error(iaunet("export", tmp_path / "x.pt", "-o", tmp_path / "m.onnx"), "not a readable checkpoint")
+    good = save_checkpoint(tmp_path / "good.pt", create_model("iaunet_r18", num_classes=3, height=64, width=32))
+    assert_one_line_error(iaunet("export", good, "-o", tmp_path / "no" / "dir" / "m.onnx"), "does not exist")
+    assert_one_line_error(iaunet("export", good, "-o", tmp_path), "is a folder")
+    assert_one_line_error(iaunet("export", good, "-o", tmp_path / "m.onnx", "--opset", "21"), "opset 21")
+    assert_one_line_error(iaunet("export", good, "-o", tmp_path / "m.onnx", "--frames", "4"), "video models")
+    import torch
+    raw = torch.load(good, weights_only=True)
+    raw["config"]["backbone"] = "resnet34"
+    torch.save(raw, tmp_path / "mismatch.pt")
+    assert_one_line_error(iaunet("export", tmp_path / "mismatch.pt", "-o", tmp_path / "m.onnx"), "do not match its config")
+    assert not list(tmp_path.glob("*.onnx*"))
+
+
+def test_export_command_prints_the_summary(tmp_path):
+    from train import create_model, save_checkpoint
+    good = save_checkpoint(tmp_path / "good.pt", create_model("iaunet_r18", num_classes=3, height=64, width=32))
+    result = iaunet("export", good, "-o", tmp_path / "m.onnx")
+    assert result.returncode == 0, result.stderr
+    assert "4 plugin nodes" in result.stdout and "iaunet::IAUChannelAffinity 2" in result.stdout
+    assert "batch 1: min cosine" in result.stdout and "batch 7: min cosine" in result.stdout
+    assert [p.name for p in tmp_path.glob("*.onnx*")] == ["m.onnx"]

@@ -18,6 +18,7 @@ are the ops that export turns into plugin nodes and the kernels implement.
 """
 from __future__ import annotations
 
+import contextlib
 import math
 
 import torch
@@ -58,13 +59,31 @@ def part_relation_mask(frames: int, parts: int, device=None) -> torch.Tensor:
                        ~eye[None, :, None, :]).reshape(frames * parts, frames * parts)
 
 
-def part_affinity(logits: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
-    """Row softmax of relation ``logits`` (B, N, N) with ``mask`` (N, N) positions excluded.
+def part_affinity(logits: torch.Tensor, frames: int, parts: int) -> torch.Tensor:
+    """Row softmax of relation ``logits`` (B, N, N), N = frames * parts, with the pairs of
+    ``part_relation_mask(frames, parts)`` excluded.
 
     Masked entries get the finite ``MASK_LOGIT`` so the op is exact in FP16 and FP32.
     """
+    mask = part_relation_mask(frames, parts, logits.device)
     fill = torch.tensor(MASK_LOGIT, dtype=logits.dtype, device=logits.device)
     return torch.softmax(torch.where(mask, fill, logits), dim=-1)
+
+
+# The implementations the blocks call. Export swaps in versions that trace to plugin
+# nodes (``affinity_ops``); everything else always uses the functions above.
+_ACTIVE_OPS = {"channel": channel_affinity, "part": part_affinity}
+
+
+@contextlib.contextmanager
+def affinity_ops(channel=None, part=None):
+    """Temporarily replace the channel and/or part affinity the IAU blocks call."""
+    saved = dict(_ACTIVE_OPS)
+    _ACTIVE_OPS.update({k: v for k, v in (("channel", channel), ("part", part)) if v is not None})
+    try:
+        yield
+    finally:
+        _ACTIVE_OPS.update(saved)
 
 
 def _conv_bn(cin: int, cout: int) -> nn.Sequential:
@@ -85,12 +104,12 @@ class PartRelation(nn.Module):
         b, n, c = nodes.shape
         diff = (nodes.unsqueeze(2) - nodes.unsqueeze(1)).abs()            # B, N, N, C
         diff = diff.permute(0, 3, 1, 2)                                     # B, C, N, N
-        glob = global_node.view(b, c, 1, 1).expand(b, c, n, n)
+        glob = global_node.view(b, c, 1, 1).expand_as(diff)
         return self.relation(torch.cat((diff, glob), 1)).view(b, n, n)
 
-    def forward(self, nodes: torch.Tensor, global_node: torch.Tensor, mask: torch.Tensor):
+    def forward(self, nodes: torch.Tensor, global_node: torch.Tensor, frames: int, parts: int):
         b, n, c = nodes.shape
-        weights = part_affinity(self.relation_logits(nodes, global_node), mask)
+        weights = _ACTIVE_OPS["part"](self.relation_logits(nodes, global_node), frames, parts)
         neighbours = torch.matmul(weights, nodes)
         joined = torch.cat((nodes, neighbours), 2).reshape(b * n, 2 * c, 1, 1)
         return self.update(joined).view(b, n, c)
@@ -133,7 +152,7 @@ class IAUBlock(nn.Module):
             tokens = x.reshape(b, c, h * w)
         else:  # (channel, frame) tokens, channel-major as in the reference
             tokens = x.reshape(b, frames, c, h * w).transpose(1, 2).reshape(b, c * frames, h * w)
-        y = channel_affinity(tokens)
+        y = _ACTIVE_OPS["channel"](tokens)
         if frames != 1:
             y = y.reshape(b, c, frames, h * w).transpose(1, 2)
         y = y.reshape(bt, c, h, w)
@@ -149,8 +168,7 @@ class IAUBlock(nn.Module):
         nodes = torch.cat((parts.reshape(b, frames * self.parts, c), global_node.unsqueeze(1)), 1)
         nodes = self.reduce(nodes.transpose(1, 2).unsqueeze(3)).squeeze(3).transpose(1, 2)
         part_nodes, global_node = nodes[:, :-1], nodes[:, -1]                # B, T*P, C/2 ; B, C/2
-        mask = part_relation_mask(frames, self.parts, x.device)
-        related = self.relate(part_nodes, global_node, mask)                 # B, T*P, C/2
+        related = self.relate(part_nodes, global_node, frames, self.parts)  # B, T*P, C/2
         per_frame = related.reshape(b, frames, self.parts, c // 2).mean(2)   # B, T, C/2
         joined = torch.cat((per_frame, global_node.unsqueeze(1).expand_as(per_frame)), 2)
         update = self.part_update(joined.reshape(bt, c, 1, 1))

@@ -50,7 +50,7 @@ class IAUnet(nn.Module):
         """Pooled features (N, D) and the part maps of both blocks."""
         frames = 1
         if self.is_video:
-            n, frames = images.shape[:2]
+            n, frames = images.shape[0], int(images.shape[1])  # clip length is static in a graph
             images = images.reshape(n * frames, *images.shape[2:])
         net = self.backbone
         x = net.layer1(net.stem(images))

@@ -24,7 +24,7 @@ def test_video_mask_follows_the_stiau_rule():
 def test_part_affinity_excludes_masked_pairs_exactly():
     logits = torch.randn(2, 8, 8) * 5
     mask = part_relation_mask(2, 4)
-    w = part_affinity(logits, mask)
+    w = part_affinity(logits, 2, 4)
     assert torch.all(w[:, mask] == 0)
     assert torch.allclose(w.sum(-1), torch.ones(2, 8))
     expected = torch.softmax(logits.masked_fill(mask, float("-inf")), -1)
@@ -39,10 +39,10 @@ def test_part_affinity_fp16_is_finite_where_the_reference_mask_gives_nan():
     reference = torch.softmax(logits.half() - eye * one_e8, -1)  # 0 * inf = NaN off the diagonal
     assert torch.isnan(reference).all()
     mask = part_relation_mask(1, 4)
-    ours = part_affinity(logits.half(), mask)
+    ours = part_affinity(logits.half(), 1, 4)
     assert torch.isfinite(ours).all()
     assert torch.all(ours[:, mask] == 0)
-    assert torch.allclose(ours.float(), part_affinity(logits, mask), atol=2e-3)
+    assert torch.allclose(ours.float(), part_affinity(logits, 1, 4), atol=2e-3)
 
 
 def _large_tokens():

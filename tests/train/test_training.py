@@ -24,6 +24,7 @@ def test_demo_trains_a_clearly_learned_model(tmp_path):
     assert trained["mAP"] >= 3 * untrained["mAP"], summary
     assert trained["rank1"] >= 0.5, summary
     assert "trained:" in result.stdout and "mAP" in result.stdout
+    assert (out / "model.onnx").is_file() and all(p["min_cosine"] >= 0.99999 for p in summary["onnx_parity"].values())
 
 
 def _tiny(market_synth, tmp_path, epochs, resume=None):

@@ -1,0 +1,179 @@
+"""Checkpoint -> ONNX: the export wrapper, plugin/native modes, metadata, atomic write.
+
+The graph takes ``images`` float32 RGB 0..255 (N x 3 x H x W; video N x T x 3 x H x W),
+normalises them itself and returns ``embeddings`` N x D (optionally L2-normalised).
+The file is written next to its destination under a temporary name and renamed into
+place only after the checker, the TensorRT lint and the ONNX Runtime parity pass.
+"""
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import io
+import os
+import tempfile
+import warnings
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import onnx
+import torch
+from torch import nn
+from torch.nn import functional as F
+
+from export import checks
+from export.metadata import ExportMetadata, preprocess_spec, write_metadata
+from export.plugins import attach_local_functions, plugin_nodes, traced_channel_affinity, traced_part_affinity
+from iaunet import __version__
+from iaunet.errors import IAUnetError
+from iaunet.log import get_logger
+from iaunet.preprocess import to_model_array
+from train.checkpoint import load_checkpoint
+from train.iau import affinity_ops
+
+log = get_logger("export")
+DEFAULT_OPSET = 17
+OPSET_RANGE = (13, 20)  # per-axis Q/DQ needs 13; TensorRT 10.3's parser stops at 20
+PARITY_BATCHES = (1, 7)
+
+
+class ExportWrapper(nn.Module):
+    """Normalisation in the graph, embeddings out."""
+
+    def __init__(self, model: nn.Module, normalize_embeddings: bool = False):
+        super().__init__()
+        self.model = model
+        config = model.config
+        shape = (1, 1, 3, 1, 1) if config.variant == "video" else (1, 3, 1, 1)
+        self.register_buffer("mean", torch.tensor(config.mean, dtype=torch.float32).view(shape))
+        self.register_buffer("std", torch.tensor(config.std, dtype=torch.float32).view(shape))
+        self.normalize_embeddings = normalize_embeddings
+
+    def forward(self, images):
+        embeddings = self.model((images - self.mean) / self.std)
+        return F.normalize(embeddings, dim=1) if self.normalize_embeddings else embeddings
+
+
+@dataclass
+class ExportReport:
+    path: Path
+    metadata: ExportMetadata
+    nodes: dict
+    plugin_nodes: int
+    size_bytes: int
+    parity: dict = field(default_factory=dict)  # batch size -> checks.Parity
+
+    def summary(self) -> str:
+        ops = ", ".join(f"{k} {v}" for k, v in sorted(self.nodes.items(), key=lambda kv: (-kv[1], kv[0])))
+        lines = [f"wrote {self.path} ({self.size_bytes / 2 ** 20:.1f} MiB, opset {self.metadata.opset}, "
+                 f"{self.metadata.mode} mode, {sum(self.nodes.values())} nodes, {self.plugin_nodes} plugin nodes)",
+                 f"nodes: {ops}"]
+        lines += [f"ONNX Runtime vs PyTorch, batch {b}: {p.describe()}" for b, p in self.parity.items()]
+        return "\n".join(lines)
+
+
+def sha256_of(path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def parity_inputs(config, count: int, data=None, seed: int = 0) -> np.ndarray:
+    """``count`` real inputs in the graph's layout: query crops from ``data`` if given,
+    else crops drawn by the synthetic generator."""
+    if data is not None:
+        from train.data.datasets import open_dataset
+        from train.data.loaders import ReIDDataset
+        ds = open_dataset(data)
+        if ds.video != (config.variant == "video"):
+            raise IAUnetError(f"{data} holds {'video' if ds.video else 'image'} data but the model is {config.variant}")
+        samples = ReIDDataset(ds.query[:count], config.height, config.width, config.resize_filter,
+                              frames=config.frames if ds.video else 0)
+        return np.stack([samples[i][0].numpy() for i in range(len(samples))])
+    from train.data.synth import Camera, Identity, render
+    rng = np.random.default_rng(seed)
+    cameras = [Camera.draw(rng) for _ in range(3)]
+    out = []
+    for i in range(count):
+        person, camera = Identity.draw(rng), cameras[i % 3]
+        frames = max(config.frames, 1) if config.variant == "video" else 1
+        clip = [to_model_array(render(person, camera, rng, phase=0.5 * t)[0], config.height, config.width,
+                               config.resize_filter) for t in range(frames)]
+        out.append(np.stack(clip) if config.variant == "video" else clip[0])
+    return np.stack(out).astype(np.float32)
+
+
+def _check_output(output: Path) -> None:
+    if output.is_dir():
+        raise IAUnetError(f"output {output} is a folder; expected a file path such as model.onnx")
+    parent = output.parent if str(output.parent) else Path(".")
+    if not parent.is_dir():
+        raise IAUnetError(f"output folder {parent} does not exist")
+    if not os.access(parent, os.W_OK):
+        raise IAUnetError(f"output folder {parent} is not writable")
+
+
+def _trace(wrapper: ExportWrapper, example: torch.Tensor, opset: int, mode: str) -> onnx.ModelProto:
+    buffer = io.BytesIO()
+    plugin = mode == "plugin"
+    ctx = affinity_ops(traced_channel_affinity, traced_part_affinity) if plugin else affinity_ops()
+    with ctx, warnings.catch_warnings(), torch.no_grad():
+        warnings.simplefilter("ignore")
+        torch.onnx.export(wrapper, (example,), buffer, dynamo=False, opset_version=opset,
+                          input_names=["images"], output_names=["embeddings"],
+                          dynamic_axes={"images": {0: "batch"}, "embeddings": {0: "batch"}},
+                          custom_opsets={"iaunet": 1} if plugin else None, do_constant_folding=True)
+    model = onnx.load_from_string(buffer.getvalue())
+    if plugin:
+        attach_local_functions(model, opset)
+    return model
+
+
+def export_checkpoint(checkpoint, output, mode: str = "plugin", opset: int = DEFAULT_OPSET, frames: int | None = None,
+                      normalize_embeddings: bool = False, data=None, parity_batches=PARITY_BATCHES) -> ExportReport:
+    """Export, check, and write ``output``; raises IAUnetError (and writes nothing) on failure."""
+    output = Path(output)
+    if mode not in ("plugin", "native"):
+        raise IAUnetError(f"unknown export mode {mode!r}; expected 'plugin' or 'native'")
+    if not OPSET_RANGE[0] <= opset <= OPSET_RANGE[1]:
+        raise IAUnetError(f"opset {opset} is outside {OPSET_RANGE[0]}..{OPSET_RANGE[1]} "
+                          "(TensorRT 10.3's parser accepts up to 20; per-channel Q/DQ needs 13)")
+    _check_output(output)
+    model, config = load_checkpoint(checkpoint)
+    if frames is not None:
+        if config.variant != "video":
+            raise IAUnetError(f"--frames applies to video models; {checkpoint} is an image model")
+        config = dataclasses.replace(config, frames=frames)
+        model.config = config
+    wrapper = ExportWrapper(model, normalize_embeddings).eval()
+    inputs = parity_inputs(config, max(parity_batches), data)
+    log.info("exporting %s (%s, %s mode, opset %d)", checkpoint, config.name, mode, opset)
+    onnx_model = _trace(wrapper, torch.from_numpy(inputs[:2]), opset, mode)
+    meta = ExportMetadata(config, preprocess_spec(config), mode, opset, sha256_of(checkpoint), __version__,
+                          normalize_embeddings)
+    write_metadata(onnx_model, meta)
+    checks.check_onnx(onnx_model)
+    problems = checks.tensorrt_lint(onnx_model)
+    if problems:
+        raise IAUnetError(f"the graph would not parse in TensorRT 10.3: {problems[0]} (+{len(problems) - 1} more)")
+    with torch.no_grad():
+        expected = wrapper(torch.from_numpy(inputs)).numpy()
+    fd, tmp = tempfile.mkstemp(dir=output.parent if str(output.parent) else ".", prefix=output.name, suffix=".tmp")
+    os.close(fd)
+    try:
+        onnx.save(onnx_model, tmp)
+        parity = {b: checks.compare(expected, checks.run_onnxruntime(tmp, inputs, b)) for b in parity_batches}
+        failed = {b: p for b, p in parity.items() if not p.passes()}
+        if failed:
+            b, p = next(iter(failed.items()))
+            raise IAUnetError(f"ONNX Runtime disagrees with PyTorch at batch {b}: {p.describe()}; expected min cosine "
+                              f">= {checks.COSINE_GATE} and max abs error <= {checks.REL_ERROR_GATE} x max |embedding|")
+        os.replace(tmp, output)
+    finally:
+        if os.path.exists(tmp):
+            os.remove(tmp)
+    return ExportReport(output, meta, dict(checks.node_summary(onnx_model)), len(plugin_nodes(onnx_model)),
+                        output.stat().st_size, parity)

@@ -1,0 +1,76 @@
+"""The ONNX file's ``metadata_props``: model config, preprocessing, export facts.
+
+Keys are prefixed ``iaunet.``; values are strings (JSON where structured).
+``read_metadata`` turns them back into the same ModelConfig the checkpoint carried.
+"""
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+
+from iaunet.errors import IAUnetError
+from train.config import ModelConfig
+
+PREFIX = "iaunet."
+
+
+@dataclass
+class ExportMetadata:
+    config: ModelConfig
+    preprocess: dict
+    mode: str
+    opset: int
+    checkpoint_sha256: str
+    toolkit_version: str
+    normalized_embeddings: bool
+
+    def to_props(self) -> dict:
+        return {PREFIX + "config": json.dumps(self.config.to_dict(), sort_keys=True),
+                PREFIX + "preprocess": json.dumps(self.preprocess, sort_keys=True),
+                PREFIX + "export_mode": self.mode,
+                PREFIX + "opset": str(self.opset),
+                PREFIX + "checkpoint_sha256": self.checkpoint_sha256,
+                PREFIX + "toolkit_version": self.toolkit_version,
+                PREFIX + "normalized_embeddings": json.dumps(self.normalized_embeddings)}
+
+    @classmethod
+    def from_props(cls, props: dict, source="model") -> "ExportMetadata":
+        missing = [k for k in ("config", "preprocess", "export_mode", "opset") if PREFIX + k not in props]
+        if missing:
+            raise IAUnetError(f"{source} has no IAUnet export metadata (missing {', '.join(PREFIX + k for k in missing)}); "
+                              "expected an ONNX file written by 'iaunet export'")
+        return cls(config=ModelConfig.from_dict(json.loads(props[PREFIX + "config"])),
+                   preprocess=json.loads(props[PREFIX + "preprocess"]), mode=props[PREFIX + "export_mode"],
+                   opset=int(props[PREFIX + "opset"]),
+                   checkpoint_sha256=props.get(PREFIX + "checkpoint_sha256", ""),
+                   toolkit_version=props.get(PREFIX + "toolkit_version", ""),
+                   normalized_embeddings=json.loads(props.get(PREFIX + "normalized_embeddings", "false")))
+
+
+def preprocess_spec(config: ModelConfig) -> dict:
+    """What a caller must do before the graph: resize, channel order, value range, layout."""
+    layout = "NTCHW" if config.variant == "video" else "NCHW"
+    return {"height": config.height, "width": config.width, "resize_filter": config.resize_filter,
+            "channel_order": config.channel_order, "value_range": [0, 255], "layout": layout,
+            "frames": config.frames, "normalization": "in-graph (mean/std of the config)"}
+
+
+def write_metadata(model, meta: ExportMetadata) -> None:
+    del model.metadata_props[:]
+    for key, value in meta.to_props().items():
+        entry = model.metadata_props.add()
+        entry.key, entry.value = key, value
+
+
+def read_metadata(path) -> ExportMetadata:
+    """Read an exported ONNX file's metadata (weights are not loaded)."""
+    import onnx
+    path = Path(path)
+    if not path.is_file():
+        raise IAUnetError(f"ONNX file {path} not found")
+    try:
+        model = onnx.load(str(path), load_external_data=False)
+    except Exception as exc:
+        raise IAUnetError(f"{path} is not a readable ONNX file ({type(exc).__name__})") from None
+    return ExportMetadata.from_props({p.key: p.value for p in model.metadata_props}, str(path))
