@@ -124,3 +124,17 @@ def test_opset_20_is_accepted_and_stripping_functions_leaves_plugin_nodes(image_
     assert len(model.functions) == 2
     sess = ort.InferenceSession(str(report.path), providers=["CPUExecutionProvider"])
     assert sess.get_inputs()[0].name == "images"
+
+
+def test_fp32_noise_floor_measures_pytorch_against_float64(image_checkpoint):
+    from export.exporter import ExportWrapper, fp32_noise_floor
+    model, config = load_checkpoint(image_checkpoint)
+    wrapper = ExportWrapper(model).eval()
+    images = parity_inputs(config, 3, seed=2)
+    with torch.no_grad():
+        fp32 = wrapper(torch.from_numpy(images)).numpy()
+    floor = fp32_noise_floor(wrapper, images, fp32)
+    assert 0 < floor.relative_error < 1e-5 and floor.min_cosine > 0.999999
+    assert next(wrapper.parameters()).dtype == torch.float32  # left as it was
+    noisy = fp32 + 1e-3 * np.abs(fp32).max()
+    assert fp32_noise_floor(wrapper, images, noisy).relative_error > 5e-4
