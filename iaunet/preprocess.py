@@ -46,3 +46,16 @@ def to_model_array(img: Image.Image, height: int, width: int, filter_name: str =
 def preprocess_file(path, height: int, width: int, filter_name: str = "bilinear") -> np.ndarray:
     """Path -> float32 CHW 0..255 array, exactly as the model expects before normalisation."""
     return to_model_array(load_image(path), height, width, filter_name)
+
+
+def clip_frame_indices(length: int, frames: int) -> np.ndarray:
+    """The frames an evaluation clip takes from a tracklet of ``length``: the middle of
+    ``frames`` equal chunks (repeats frames when the tracklet is shorter)."""
+    edges = np.linspace(0, length, frames + 1)
+    return np.minimum(((edges[:-1] + edges[1:]) / 2).astype(int), length - 1)
+
+
+def preprocess_clip(paths, frames: int, height: int, width: int, filter_name: str = "bilinear") -> np.ndarray:
+    """Tracklet frame paths -> float32 (frames, 3, H, W) in 0..255."""
+    return np.stack([preprocess_file(paths[k], height, width, filter_name)
+                     for k in clip_frame_indices(len(paths), frames)])

@@ -38,12 +38,13 @@ def channel_affinity(tokens: torch.Tensor) -> torch.Tensor:
     leaves autocast, accumulates in FP32 and max-subtracts before the softmax. The
     result returns in the input's dtype.
     """
+    fp32 = tokens.dtype == torch.float32  # casting only when needed keeps no-op Casts out of exported graphs
     with torch.autocast(device_type=tokens.device.type, enabled=False):
-        x = tokens.float()
+        x = tokens if fp32 else tokens.float()
         logits = torch.matmul(x, x.transpose(1, 2))
         logits = logits - logits.amax(dim=-1, keepdim=True)
         out = torch.matmul(torch.softmax(logits, dim=-1), x)
-    return out.to(tokens.dtype)
+    return out if fp32 else out.to(tokens.dtype)
 
 
 def part_relation_mask(frames: int, parts: int, device=None) -> torch.Tensor:

@@ -25,6 +25,8 @@ def test_demo_trains_a_clearly_learned_model(tmp_path):
     assert trained["rank1"] >= 0.5, summary
     assert "trained:" in result.stdout and "mAP" in result.stdout
     assert (out / "model.onnx").is_file() and all(p["min_cosine"] >= 0.99999 for p in summary["onnx_parity"].values())
+    assert [p["precision"] for p in summary["parity"]] == ["fp32", "fp32", "fp16", "int8"]
+    assert all(p["passed"] for p in summary["parity"]) and (out / "model.int8.calib").is_file()
 
 
 def _tiny(market_synth, tmp_path, epochs, resume=None):

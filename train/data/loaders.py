@@ -7,15 +7,16 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader, Dataset, Sampler
 
+from iaunet.preprocess import clip_frame_indices
 from train.data.transforms import EvalTransform, TrainTransform
 
 
 def clip_indices(length: int, frames: int, rng: np.random.Generator | None) -> np.ndarray:
     """Pick ``frames`` indices from a tracklet: one random frame per equal chunk when
     training (restricted random sampling), evenly spaced for evaluation."""
-    edges = np.linspace(0, length, frames + 1)
     if rng is None:
-        return np.minimum(((edges[:-1] + edges[1:]) / 2).astype(int), length - 1)
+        return clip_frame_indices(length, frames)
+    edges = np.linspace(0, length, frames + 1)
     lo, hi = edges[:-1].astype(int), np.maximum(edges[1:].astype(int), edges[:-1].astype(int) + 1)
     return np.minimum([rng.integers(a, b) for a, b in zip(lo, hi)], length - 1)
 

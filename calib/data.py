@@ -1,0 +1,62 @@
+"""Calibration inputs: the training split of a data set or any folder of crops, read
+with exactly the runtime's preprocessing (``iaunet.preprocess``), never query or gallery."""
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+
+from iaunet.errors import IAUnetError
+from iaunet.preprocess import preprocess_clip, preprocess_file
+from iaunet.progress import Progress
+
+EVAL_SPLITS = {"query", "bounding_box_test", "bbox_test", "gallery", "test"}
+LAYOUT_MARKERS = ("bounding_box_train", "bbox_train", "list_train.txt")
+IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp"}
+
+
+def calibration_sources(data, video: bool) -> list:
+    """Training samples of a data set folder, or the images of a plain folder of crops.
+    Returns paths (image models) or tuples of frame paths (video models)."""
+    root = Path(data)
+    if not root.is_dir():
+        raise IAUnetError(f"calibration folder {root} not found; expected a data set root or a folder of crops")
+    if root.name in EVAL_SPLITS:
+        raise IAUnetError(f"{root} is an evaluation split; calibrate on training images "
+                          "(a data set root, whose training split is used, or a folder of crops)")
+    if any((root / m).exists() for m in LAYOUT_MARKERS):
+        from train.data.datasets import open_dataset
+        ds = open_dataset(root)
+        if ds.video != video:
+            raise IAUnetError(f"{root} holds {'video' if ds.video else 'image'} data but the model is "
+                              f"{'video' if video else 'image'}")
+        return [s.paths if video else s.paths[0] for s in ds.train]
+    if video:
+        raise IAUnetError(f"{root} is a plain folder; a video model calibrates on a MARS-layout folder (bbox_train/)")
+    files = sorted(p for p in root.rglob("*") if p.suffix.lower() in IMAGE_SUFFIXES and "masks" not in p.parts)
+    if not files:
+        raise IAUnetError(f"{root} holds no images (.jpg/.png) to calibrate on")
+    return files
+
+
+def pick(sources: list, count: int, seed: int = 0) -> list:
+    """A deterministic subset of ``count`` sources (all of them when fewer)."""
+    if count >= len(sources):
+        return list(sources)
+    idx = np.sort(np.random.default_rng(seed).choice(len(sources), count, replace=False))
+    return [sources[i] for i in idx]
+
+
+def load_inputs(sources: list, preprocess: dict, desc: str = "reading", progress: bool = True) -> np.ndarray:
+    """Preprocess sources into the graph's input layout, float32 0..255."""
+    h, w, f = preprocess["height"], preprocess["width"], preprocess["resize_filter"]
+    bar = Progress(len(sources), desc, "img", enabled=progress)
+    out = []
+    for src in sources:
+        if isinstance(src, (tuple, list)):
+            out.append(preprocess_clip(src, preprocess["frames"], h, w, f))
+        else:
+            out.append(preprocess_file(src, h, w, f))
+        bar.update()
+    bar.close()
+    return np.stack(out).astype(np.float32)

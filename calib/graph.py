@@ -1,0 +1,161 @@
+"""Graph facts the precision passes need: which nodes are the IAU affinity ops (plugin
+nodes, or their plain-op form in native graphs), which tensors overflow FP16, and the
+precision recorded in metadata."""
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import tempfile
+from collections import defaultdict
+from pathlib import Path
+
+import numpy as np
+import onnx
+
+from export.plugins import DOMAIN, PLUGIN_OPS
+from iaunet.errors import IAUnetError
+
+FP16_MAX = 65504.0
+OVERFLOW_MARGIN = 0.5  # keep a node in FP32 when its output comes within 2x of FP16's limit
+_AFFINITY_EXPAND = {"Sub", "ReduceMax", "Where"}
+
+
+def load_model(path) -> onnx.ModelProto:
+    path = Path(path)
+    if not path.is_file():
+        raise IAUnetError(f"ONNX file {path} not found")
+    try:
+        return onnx.load(str(path))
+    except Exception as exc:
+        raise IAUnetError(f"{path} is not a readable ONNX file ({type(exc).__name__})") from None
+
+
+def sha256_file(path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def _producers(graph):
+    return {out: node for node in graph.node for out in node.output}
+
+
+def _consumers(graph):
+    table = defaultdict(list)
+    for node in graph.node:
+        for name in node.input:
+            table[name].append(node)
+    return table
+
+
+def plugin_node_names(model) -> set:
+    return {n.name for n in model.graph.node if n.domain == DOMAIN and n.op_type in PLUGIN_OPS}
+
+
+def native_affinity_nodes(model) -> set:
+    """Names of the plain-op affinity nodes: every Softmax with the logit chain before it
+    (Sub, ReduceMax, Where, the X.X^T MatMul and its Transpose) and the MatMul after it."""
+    producers, consumers = _producers(model.graph), _consumers(model.graph)
+    found = set()
+    for softmax in (n for n in model.graph.node if n.op_type == "Softmax"):
+        found.add(softmax.name)
+        frontier = [softmax.input[0]]
+        while frontier:
+            node = producers.get(frontier.pop())
+            if node is None or node.name in found:
+                continue
+            if node.op_type in _AFFINITY_EXPAND:
+                found.add(node.name)
+                frontier += list(node.input)
+            elif node.op_type == "MatMul":
+                found.add(node.name)
+                found.update(p.name for i in node.input if (p := producers.get(i)) is not None
+                             and p.op_type == "Transpose")
+        found.update(c.name for c in consumers[softmax.output[0]] if c.op_type == "MatMul")
+    return found
+
+
+def affinity_neighbour_matmuls(model) -> set:
+    """MatMul nodes that feed or consume an affinity op: kept out of INT8 ("around" them)."""
+    producers, consumers = _producers(model.graph), _consumers(model.graph)
+    core = plugin_node_names(model) | native_affinity_nodes(model)
+    near = set()
+    for node in model.graph.node:
+        if node.name not in core:
+            continue
+        for name in node.input:
+            p = producers.get(name)
+            if p is not None and p.op_type == "MatMul":
+                near.add(p.name)
+        for name in node.output:
+            near.update(c.name for c in consumers[name] if c.op_type == "MatMul")
+    return near - core
+
+
+def fp16_overflow_nodes(model, inputs: np.ndarray, batch: int = 4) -> dict:
+    """Run the FP32 graph with every float intermediate exposed; return {node name: max |x|}
+    for nodes whose outputs come within OVERFLOW_MARGIN of FP16's 65504."""
+    import onnxruntime as ort
+    probe = onnx.ModelProto()
+    probe.CopyFrom(model)
+    inferred = onnx.shape_inference.infer_shapes(probe)
+    floats = {vi.name for vi in inferred.graph.value_info if vi.type.tensor_type.elem_type == onnx.TensorProto.FLOAT}
+    existing = {o.name for o in probe.graph.output}
+    for name in sorted(floats - existing):
+        probe.graph.output.append(onnx.helper.make_tensor_value_info(name, onnx.TensorProto.FLOAT, None))
+    with tempfile.TemporaryDirectory() as tmp:
+        path = os.path.join(tmp, "probe.onnx")
+        onnx.save(probe, path)
+        options = ort.SessionOptions()
+        options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_DISABLE_ALL
+        options.log_severity_level = 3
+        session = ort.InferenceSession(path, options, providers=["CPUExecutionProvider"])
+        names = [o.name for o in session.get_outputs()]
+        peak = defaultdict(float)
+        for i in range(0, len(inputs), batch):
+            for name, value in zip(names, session.run(names, {"images": inputs[i:i + batch]})):
+                peak[name] = max(peak[name], float(np.abs(value).max()) if value.size else 0.0)
+    producers = _producers(model.graph)
+    return {producers[t].name: v for t, v in peak.items()
+            if v > FP16_MAX * OVERFLOW_MARGIN and t in producers}
+
+
+def set_props(model, **props) -> None:
+    """Add or replace ``iaunet.<key>`` metadata entries (JSON for non-strings)."""
+    current = {p.key: p.value for p in model.metadata_props}
+    for key, value in props.items():
+        current[f"iaunet.{key}"] = value if isinstance(value, str) else json.dumps(value, sort_keys=True)
+    del model.metadata_props[:]
+    for key, value in current.items():
+        entry = model.metadata_props.add()
+        entry.key, entry.value = key, value
+
+
+def get_prop(model, key: str, default=None):
+    return next((p.value for p in model.metadata_props if p.key == f"iaunet.{key}"), default)
+
+
+def save_atomically(model, path: Path) -> None:
+    path = Path(path)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=path.name, suffix=".tmp")
+    os.close(fd)
+    try:
+        onnx.save(model, tmp)
+        os.replace(tmp, path)
+    finally:
+        if os.path.exists(tmp):
+            os.remove(tmp)
+
+
+def check_output_path(path) -> Path:
+    path = Path(path)
+    if path.is_dir():
+        raise IAUnetError(f"output {path} is a folder; expected a file path")
+    if not path.parent.is_dir():
+        raise IAUnetError(f"output folder {path.parent} does not exist")
+    if not os.access(path.parent, os.W_OK):
+        raise IAUnetError(f"output folder {path.parent} is not writable")
+    return path

@@ -1,0 +1,186 @@
+"""Accuracy parity of every variant against the PyTorch model, on the same images.
+
+For each variant (ONNX FP32 plugin/native, FP16, INT8): per-sample cosine to PyTorch
+(mean, min), max abs error, rank-1 and mAP with their change against PyTorch, judged by
+default gates. Writes parity.json, parity.md, and two plots (cosine histograms, CMC).
+"""
+from __future__ import annotations
+
+import json
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from calib.graph import get_prop, load_model, sha256_file
+from export.checks import compare, run_onnxruntime
+from export.metadata import ExportMetadata
+from iaunet.errors import IAUnetError
+from iaunet.log import get_logger
+from iaunet.preprocess import preprocess_clip, preprocess_file
+from iaunet.progress import Progress
+from train.metrics import distance_matrix, rank_metrics
+
+log = get_logger("calib")
+
+# mAP and rank-1 are compared in points (percent)
+GATES = {
+    "fp32": {"min_cosine": 0.99999},
+    "fp16": {"min_cosine": 0.999, "max_abs_delta_map": 0.3},
+    "int8": {"mean_cosine": 0.99, "min_cosine": 0.95, "min_delta_map": -1.0},
+}
+
+
+@dataclass
+class VariantResult:
+    name: str
+    path: str
+    precision: str
+    mode: str
+    mean_cosine: float = 1.0
+    min_cosine: float = 1.0
+    max_abs_error: float = 0.0
+    rank1: float = 0.0
+    mAP: float = 0.0
+    delta_rank1: float = 0.0
+    delta_map: float = 0.0
+    gate: dict = field(default_factory=dict)
+    passed: bool = True
+    failures: list = field(default_factory=list)
+    cmc: list = field(default_factory=list)
+    cosines: np.ndarray | None = field(default=None, repr=False)  # per sample, for the histogram
+
+
+def judge(result: VariantResult) -> None:
+    gate = GATES.get(result.precision, {})
+    result.gate = gate
+    checks = {"min_cosine": result.min_cosine >= gate.get("min_cosine", -1),
+              "mean_cosine": result.mean_cosine >= gate.get("mean_cosine", -1),
+              "max_abs_delta_map": abs(result.delta_map) <= gate.get("max_abs_delta_map", float("inf")),
+              "min_delta_map": result.delta_map >= gate.get("min_delta_map", -float("inf"))}
+    result.failures = [k for k, ok in checks.items() if not ok and k in gate]
+    result.passed = not result.failures
+
+
+def find_variants(checkpoint: Path) -> list[Path]:
+    """ONNX files beside the checkpoint (or one folder up) exported from it."""
+    digest = sha256_file(checkpoint)
+    found = []
+    for folder in dict.fromkeys([checkpoint.parent, checkpoint.parent.parent]):
+        for path in sorted(folder.glob("*.onnx")):
+            model = load_model(path)
+            if get_prop(model, "checkpoint_sha256") == digest:
+                found.append(path)
+    return found
+
+
+def _inputs(samples, config, video):
+    bar = Progress(len(samples), "reading query+gallery", "img")
+    out = []
+    for s in samples:
+        out.append(preprocess_clip(s.paths, config.frames, config.height, config.width, config.resize_filter)
+                   if video else preprocess_file(s.paths[0], config.height, config.width, config.resize_filter))
+        bar.update()
+    bar.close()
+    return np.stack(out).astype(np.float32)
+
+
+def _pytorch_embeddings(model, config, inputs, batch=32):
+    import torch
+    from train.trainer import normalize
+    with torch.no_grad():
+        return np.concatenate([model(normalize(torch.from_numpy(inputs[i:i + batch]), config)).numpy()
+                               for i in range(0, len(inputs), batch)])
+
+
+def _retrieval(emb, nq, pids, cams):
+    r = rank_metrics(distance_matrix(emb[:nq], emb[nq:]), pids[:nq], pids[nq:], cams[:nq], cams[nq:])
+    return 100 * float(r["cmc"][0]), 100 * r["mAP"], [float(c) for c in r["cmc"][:20]]
+
+
+def run_parity(checkpoint, data, variants=(), out_dir=None) -> tuple[list[VariantResult], Path]:
+    """Measure the variants; returns the results (PyTorch first) and the report folder."""
+    from train.checkpoint import load_checkpoint
+    from train.data.datasets import open_dataset
+    checkpoint = Path(checkpoint)
+    model, config = load_checkpoint(checkpoint)
+    paths = [Path(v) for v in variants] or find_variants(checkpoint)
+    if not paths:
+        raise IAUnetError(f"no variants given and no ONNX exported from {checkpoint} beside it; "
+                          "pass VARIANT files or run 'iaunet export' first")
+    digest = sha256_file(checkpoint)
+    ds = open_dataset(data)
+    if ds.video != (config.variant == "video"):
+        raise IAUnetError(f"{data} holds {'video' if ds.video else 'image'} data; {checkpoint} is a {config.variant} model")
+    samples = ds.query + ds.gallery
+    pids = np.array([s.pid for s in samples])
+    cams = np.array([s.camid for s in samples])
+    inputs = _inputs(samples, config, ds.video)
+    reference = _pytorch_embeddings(model, config, inputs)
+    rank1, mAP, cmc = _retrieval(reference, len(ds.query), pids, cams)
+    results = [VariantResult("pytorch", str(checkpoint), "fp32", "pytorch", rank1=rank1, mAP=mAP, cmc=cmc)]
+    for path in paths:
+        results.append(_measure(path, digest, reference, inputs, len(ds.query), pids, cams, results[0]))
+    out = Path(out_dir) if out_dir else checkpoint.parent / "parity"
+    write_reports(results, out, data)
+    return results, out
+
+
+def _measure(path, digest, reference, inputs, nq, pids, cams, base) -> VariantResult:
+    onnx_model = load_model(path)
+    meta = ExportMetadata.from_props({p.key: p.value for p in onnx_model.metadata_props}, str(path))
+    if meta.checkpoint_sha256 != digest:
+        raise IAUnetError(f"{path} was exported from another checkpoint (sha256 {meta.checkpoint_sha256[:12]}..., "
+                          f"expected {digest[:12]}...)")
+    precision = get_prop(onnx_model, "precision", "fp32")
+    log.info("parity: %s (%s, %s)", path.name, precision, meta.mode)
+    emb = run_onnxruntime(path, inputs, 32)
+    ref = reference / np.linalg.norm(reference, axis=1, keepdims=True) if meta.normalized_embeddings else reference
+    p = compare(ref, emb)
+    rank1, mAP, cmc = _retrieval(emb, nq, pids, cams)
+    cosines = (ref * emb).sum(1) / (np.linalg.norm(ref, axis=1) * np.linalg.norm(emb, axis=1))
+    result = VariantResult(path.name, str(path), precision, meta.mode, p.mean_cosine, p.min_cosine, p.max_abs_error,
+                           rank1, mAP, rank1 - base.rank1, mAP - base.mAP, cmc=cmc, cosines=cosines)
+    judge(result)
+    return result
+
+
+def write_reports(results: list[VariantResult], out: Path, data) -> None:
+    out.mkdir(parents=True, exist_ok=True)
+    rows = [{k: v for k, v in asdict(r).items() if k != "cosines"} for r in results]
+    (out / "parity.json").write_text(json.dumps({"data": str(data), "variants": rows}, indent=2))
+    lines = ["# Accuracy parity against PyTorch", "", f"Data: `{data}` (query + gallery)", "",
+             "| variant | precision | mode | mean cos | min cos | max abs err | rank-1 | Δ rank-1 | mAP | Δ mAP | gate |",
+             "|---|---|---|---|---|---|---|---|---|---|---|"]
+    for r in results:
+        verdict = "reference" if r.mode == "pytorch" else ("pass" if r.passed else "FAIL: " + ", ".join(r.failures))
+        lines.append(f"| {r.name} | {r.precision} | {r.mode} | {r.mean_cosine:.6f} | {r.min_cosine:.6f} | "
+                     f"{r.max_abs_error:.3g} | {r.rank1:.2f} | {r.delta_rank1:+.2f} | {r.mAP:.2f} | {r.delta_map:+.2f} | {verdict} |")
+    lines += ["", "Gates: " + "; ".join(f"{k}: {v}" for k, v in GATES.items()), "",
+              "![cosine](parity_cosine.png)", "", "![cmc](parity_cmc.png)", ""]
+    (out / "parity.md").write_text("\n".join(lines))
+    _plots(results, out)
+
+
+def _plots(results, out: Path) -> None:
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    variants = [r for r in results if r.mode != "pytorch"]
+    fig, axes = plt.subplots(1, max(len(variants), 1), figsize=(4 * max(len(variants), 1), 3.2), squeeze=False)
+    for ax, r in zip(axes[0], variants):
+        ax.hist(1 - np.clip(r.cosines, -1, 1), bins=30, color="tab:blue")
+        ax.set_title(f"{r.name}\nmin cos {r.min_cosine:.5f}", fontsize=9)
+        ax.set_xlabel("1 - cosine to PyTorch")
+    fig.tight_layout()
+    fig.savefig(out / "parity_cosine.png", dpi=110)
+    plt.close(fig)
+    fig, axes = plt.subplots(1, len(results), figsize=(3.2 * len(results), 3.2), sharey=True, squeeze=False)
+    for ax, r in zip(axes[0], results):
+        ax.plot(range(1, len(r.cmc) + 1), r.cmc, marker=".")
+        ax.set_title(f"{r.name}\nR1 {r.rank1:.1f} mAP {r.mAP:.1f}", fontsize=9)
+        ax.set_xlabel("rank")
+    axes[0][0].set_ylabel("CMC")
+    fig.tight_layout()
+    fig.savefig(out / "parity_cmc.png", dpi=110)
+    plt.close(fig)

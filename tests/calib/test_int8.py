@@ -1,0 +1,93 @@
+"""INT8 Q/DQ placement, the TensorRT cache, calibration caching and data rules."""
+import re
+
+import numpy as np
+import onnx
+import pytest
+from onnx import numpy_helper
+
+from calib.graph import plugin_node_names
+from calib.int8 import activation_scales, check_qdq, quantize_int8, read_trt_cache, trt_version_code, write_trt_cache
+from iaunet.errors import IAUnetError
+
+
+@pytest.fixture(scope="module")
+def int8(trained_setup, tmp_path_factory):
+    out = tmp_path_factory.mktemp("int8")
+    record = quantize_int8(trained_setup["plugin"], out / "m.int8.onnx", trained_setup["data"], samples=24,
+                           cache_dir=out / "cache")
+    return record, onnx.load(str(out / "m.int8.onnx")), out
+
+
+def test_qdq_placement_follows_tensorrt_rules(int8):
+    _, model, _ = int8
+    assert check_qdq(model) == []
+    inits = {t.name: numpy_helper.to_array(t) for t in model.graph.initializer}
+    producers = {o: n for n in model.graph.node for o in n.output}
+    convs = [n for n in model.graph.node if n.op_type == "Conv"]
+    for conv in convs:
+        weight_dq = producers[conv.input[1]]
+        assert weight_dq.op_type == "DequantizeLinear"
+        axis = next((a.i for a in weight_dq.attribute if a.name == "axis"), 1)
+        scale = inits[weight_dq.input[1]]
+        assert axis == 0 and scale.shape == (inits[weight_dq.input[0]].shape[0],)  # per output channel
+        assert producers[conv.input[0]].op_type == "DequantizeLinear"  # activation quantized
+        if len(conv.input) > 2:
+            assert conv.input[2] in inits and inits[conv.input[2]].dtype == np.float32  # bias not quantized
+    for node in model.graph.node:
+        if node.op_type in ("QuantizeLinear", "DequantizeLinear") and len(node.input) > 2:
+            assert not np.any(inits[node.input[2]])  # symmetric
+    q_inputs = {n.input[0] for n in model.graph.node if n.op_type == "QuantizeLinear"}
+    plugin_outputs = {o for n in model.graph.node if n.name in plugin_node_names(model) for o in n.output}
+    assert not q_inputs & plugin_outputs
+    assert model.graph.output[0].name == "embeddings"
+    assert producers["embeddings"].op_type not in ("QuantizeLinear", "DequantizeLinear")
+
+
+def test_residual_adds_have_both_inputs_quantized(int8):
+    _, model, _ = int8
+    producers = {o: n for n in model.graph.node for o in n.output}
+    adds = [n for n in model.graph.node if n.op_type == "Add" and re.search(r"/layer\d/", n.name)]
+    assert adds and all(producers[i].op_type == "DequantizeLinear" for n in adds for i in n.input)
+
+
+def test_trt_cache_matches_the_graph_scales(int8):
+    record, model, out = int8
+    cache = out / "m.int8.calib"
+    assert cache.read_text().splitlines()[0] == "TRT-100300-EntropyCalibration2"
+    assert read_trt_cache(cache) == pytest.approx(activation_scales(model), rel=1e-7)
+    assert record["activation_scales"] == len(read_trt_cache(cache)) > 10
+
+
+def test_trt_cache_encoding_by_hand(tmp_path):
+    write_trt_cache({"x": 1.0, "y": 0.5}, tmp_path / "c", "10.16")
+    assert (tmp_path / "c").read_text() == "TRT-101600-EntropyCalibration2\nx: 3f800000\ny: 3f000000\n"
+    assert trt_version_code("8.6.1") == 8601
+
+
+def test_calibration_is_cached_and_reused(int8, trained_setup):
+    record, _, out = int8
+    again = quantize_int8(trained_setup["plugin"], out / "again.int8.onnx", trained_setup["data"], samples=24,
+                          cache_dir=out / "cache")
+    assert not record["calibration"]["from_cache"] and again["calibration"]["from_cache"]
+    a, b = onnx.load(str(out / "m.int8.onnx")), onnx.load(str(out / "again.int8.onnx"))
+    assert a.graph.SerializeToString() == b.graph.SerializeToString()
+
+
+def test_methods_give_different_scales(trained_setup, tmp_path):
+    scales = {}
+    for method in ("minmax", "percentile"):
+        quantize_int8(trained_setup["plugin"], tmp_path / f"{method}.onnx", trained_setup["data"], method=method,
+                      samples=16, cache_dir=tmp_path / "cache")
+        scales[method] = activation_scales(onnx.load(str(tmp_path / f"{method}.onnx")))
+    common = sorted(set(scales["minmax"]) & set(scales["percentile"]))
+    assert common and any(scales["minmax"][k] > scales["percentile"][k] for k in common)
+    assert all(scales["minmax"][k] >= scales["percentile"][k] * 0.999 for k in common)
+
+
+def test_calibration_refuses_evaluation_splits(trained_setup, tmp_path):
+    with pytest.raises(IAUnetError, match="evaluation split"):
+        quantize_int8(trained_setup["plugin"], tmp_path / "q.onnx", trained_setup["data"] / "query")
+    with pytest.raises(IAUnetError, match="needs calibration images"):
+        quantize_int8(trained_setup["plugin"], tmp_path / "q.onnx", None)
+    assert not list(tmp_path.glob("*.onnx"))
