@@ -40,6 +40,8 @@ def convert_fp16(src, dst, data=None, samples: int = 16, seed: int = 0) -> dict:
     converted = float16.convert_float_to_float16(
         model, keep_io_types=True, op_block_list=list(float16.DEFAULT_OP_BLOCK_LIST) + list(PLUGIN_OPS),
         node_block_list=sorted(blocked))
+    removed = drop_fp16_round_trips(converted)
+    restore_float32_outputs(converted)
     before = [(f.name, f.SerializeToString()) for f in model.functions]
     if [(f.name, f.SerializeToString()) for f in converted.functions] != before:
         raise IAUnetError("the FP16 converter changed the plugin ops' local functions; refusing to write")
@@ -48,6 +50,7 @@ def convert_fp16(src, dst, data=None, samples: int = 16, seed: int = 0) -> dict:
               "fp32_plugin_nodes": sorted(graph.plugin_node_names(model)),
               "fp32_affinity_nodes": sorted(graph.native_affinity_nodes(model)),
               "fp32_overflow_nodes": {k: round(v, 1) for k, v in sorted(overflow.items())},
+              "fp16_round_trips_removed": removed,
               "calibration": {"data": str(data) if data else None, "samples": 0 if inputs is None else len(inputs)}}
     graph.set_props(converted, precision="fp16", variant=record)
     graph.save_atomically(converted, dst)
@@ -55,3 +58,70 @@ def convert_fp16(src, dst, data=None, samples: int = 16, seed: int = 0) -> dict:
         parity = compare(run_onnxruntime(src, inputs, 8), run_onnxruntime(dst, inputs, 8))
         record["parity_vs_fp32_onnx"] = vars(parity)
     return record
+
+
+def _cast_to(node) -> int | None:
+    if node.op_type != "Cast":
+        return None
+    return next(a.i for a in node.attribute if a.name == "to")
+
+
+def drop_fp16_round_trips(model) -> int:
+    """Remove ``Cast(to fp16) -> Cast(to fp32)`` pairs the converter puts between two FP32
+    nodes: the value would pass through FP16 (and overflow) for nothing. Consumers of the
+    second Cast read the original FP32 tensor; a first Cast left unused is removed too.
+    Returns how many FP32 re-casts were removed."""
+    from onnx import TensorProto
+    nodes = list(model.graph.node)
+    consumers = {}
+    for node in nodes:
+        for name in node.input:
+            consumers.setdefault(name, []).append(node)
+    outputs = {o.name for o in model.graph.output}
+    rename, dropped, removed_for_outputs = {}, set(), 0
+    for down in (n for n in nodes if _cast_to(n) == TensorProto.FLOAT16):
+        for up in consumers.get(down.output[0], []):
+            if _cast_to(up) != TensorProto.FLOAT:
+                continue
+            if up.output[0] in outputs:  # a graph output keeps its name: cast straight from FP32
+                up.input[0] = down.input[0]
+                removed_for_outputs += 1
+            else:
+                rename[up.output[0]] = down.input[0]
+                dropped.add(id(up))
+        if not consumers.get(down.output[0]):
+            continue
+        still_reading = [c for c in consumers[down.output[0]] if id(c) not in dropped and down.output[0] in c.input]
+        if not still_reading and down.output[0] not in outputs:
+            dropped.add(id(down))
+    kept = [n for n in nodes if id(n) not in dropped]
+    for node in kept:
+        for i, name in enumerate(node.input):
+            while name in rename:  # chains of islands
+                name = rename[name]
+            node.input[i] = name
+    del model.graph.node[:]
+    model.graph.node.extend(kept)
+    return len(rename) + removed_for_outputs
+
+
+def restore_float32_outputs(model) -> None:
+    """Make every graph output float32 again. (The converter leaves an output FP16 behind
+    a ``Cast(to fp16)`` when the node producing it was kept in FP32, keep_io_types or not.)"""
+    from onnx import TensorProto, helper
+    producers = {o: n for n in model.graph.node for o in n.output}
+    for out in model.graph.output:
+        if out.type.tensor_type.elem_type != TensorProto.FLOAT16:
+            continue
+        node = producers.get(out.name)
+        if node is not None and _cast_to(node) == TensorProto.FLOAT16:
+            for attr in node.attribute:
+                if attr.name == "to":
+                    attr.i = TensorProto.FLOAT
+        else:
+            half = out.name + "_fp16"
+            for n in model.graph.node:
+                n.output[:] = [half if o == out.name else o for o in n.output]
+            model.graph.node.append(helper.make_node("Cast", [half], [out.name], to=TensorProto.FLOAT,
+                                                     name=out.name + "_to_fp32"))
+        out.type.tensor_type.elem_type = TensorProto.FLOAT

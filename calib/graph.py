@@ -97,14 +97,27 @@ def affinity_neighbour_matmuls(model) -> set:
 
 def fp16_overflow_nodes(model, inputs: np.ndarray, batch: int = 4) -> dict:
     """Run the FP32 graph with every float intermediate exposed; return {node name: max |x|}
-    for nodes whose outputs come within OVERFLOW_MARGIN of FP16's 65504."""
+    for nodes with an input or output that comes within OVERFLOW_MARGIN of FP16's 65504.
+    (Inputs count too: an FP16 node fed by a huge FP32 tensor would cast it to inf.)"""
+    peak = _tensor_peaks(model, inputs, batch)
+    limit = FP16_MAX * OVERFLOW_MARGIN
+    flagged = {}
+    for node in model.graph.node:
+        worst = max((peak.get(t, 0.0) for t in list(node.input) + list(node.output)), default=0.0)
+        if worst > limit and node.domain not in (DOMAIN,):
+            flagged[node.name] = worst
+    return flagged
+
+
+def _tensor_peaks(model, inputs: np.ndarray, batch: int) -> dict:
+    """{float tensor name: max |value|} over ``inputs``, from ONNX Runtime without graph
+    optimisations (so every tensor of the file is computed as written)."""
     import onnxruntime as ort
     probe = onnx.ModelProto()
     probe.CopyFrom(model)
     inferred = onnx.shape_inference.infer_shapes(probe)
     floats = {vi.name for vi in inferred.graph.value_info if vi.type.tensor_type.elem_type == onnx.TensorProto.FLOAT}
-    existing = {o.name for o in probe.graph.output}
-    for name in sorted(floats - existing):
+    for name in sorted(floats - {o.name for o in probe.graph.output}):
         probe.graph.output.append(onnx.helper.make_tensor_value_info(name, onnx.TensorProto.FLOAT, None))
     with tempfile.TemporaryDirectory() as tmp:
         path = os.path.join(tmp, "probe.onnx")
@@ -118,9 +131,7 @@ def fp16_overflow_nodes(model, inputs: np.ndarray, batch: int = 4) -> dict:
         for i in range(0, len(inputs), batch):
             for name, value in zip(names, session.run(names, {"images": inputs[i:i + batch]})):
                 peak[name] = max(peak[name], float(np.abs(value).max()) if value.size else 0.0)
-    producers = _producers(model.graph)
-    return {producers[t].name: v for t, v in peak.items()
-            if v > FP16_MAX * OVERFLOW_MARGIN and t in producers}
+    return dict(peak)
 
 
 def set_props(model, **props) -> None:

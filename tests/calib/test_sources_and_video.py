@@ -1,0 +1,46 @@
+"""Calibration sources (data set roots, plain folders) and the video path."""
+import numpy as np
+import onnx
+import pytest
+from PIL import Image
+
+from calib.data import calibration_sources, load_inputs, pick
+from calib.fp16 import convert_fp16
+from calib.int8 import check_qdq, quantize_int8
+from iaunet.errors import IAUnetError
+
+
+def test_data_set_root_gives_its_training_split(market_synth):
+    sources = calibration_sources(market_synth, video=False)
+    assert sources and all("bounding_box_train" in str(p) for p in sources)
+    assert pick(sources, 5, seed=1) == pick(sources, 5, seed=1) and len(pick(sources, 5)) == 5
+
+
+def test_plain_folder_of_crops(tmp_path):
+    for i in range(3):
+        Image.new("RGB", (20, 40), (i * 50, 0, 0)).save(tmp_path / f"{i}.png")
+    sources = calibration_sources(tmp_path, video=False)
+    inputs = load_inputs(sources, {"height": 64, "width": 32, "resize_filter": "bilinear", "frames": 0},
+                         progress=False)
+    assert inputs.shape == (3, 3, 64, 32) and inputs.dtype == np.float32 and inputs.max() <= 255
+    with pytest.raises(IAUnetError, match="video model calibrates on a MARS"):
+        calibration_sources(tmp_path, video=True)
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(IAUnetError, match="holds no images"):
+        calibration_sources(tmp_path / "empty", video=False)
+
+
+def test_video_variants_on_a_mars_layout(video_checkpoint, tmp_path):
+    from export.exporter import export_checkpoint
+    from train.data.synth import generate_mars
+    generate_mars(tmp_path / "mars", identities=6, cameras=2, seed=4, tracklet_len=(3, 5))
+    src = export_checkpoint(video_checkpoint, tmp_path / "v.onnx", "plugin").path
+    fp16 = convert_fp16(src, tmp_path / "v.fp16.onnx", tmp_path / "mars", samples=4)
+    assert fp16["parity_vs_fp32_onnx"]["min_cosine"] >= 0.999
+    model = onnx.load(str(tmp_path / "v.fp16.onnx"))
+    assert model.graph.output[0].type.tensor_type.elem_type == onnx.TensorProto.FLOAT
+    int8 = quantize_int8(src, tmp_path / "v.int8.onnx", tmp_path / "mars", samples=6, cache_dir=tmp_path / "c")
+    assert check_qdq(onnx.load(str(tmp_path / "v.int8.onnx"))) == []
+    from train.data.datasets import open_dataset
+    train_tracklets = len(open_dataset(tmp_path / "mars").train)
+    assert int8["calibration"]["samples"] == min(6, train_tracklets) and train_tracklets > 3
