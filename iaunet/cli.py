@@ -13,7 +13,7 @@ from iaunet import __version__
 from iaunet.errors import IAUnetError
 from iaunet.log import configure
 
-STAGE_CLIS = ("train.cli", "export.cli", "calib.cli", "iaunet.demo")
+STAGE_CLIS = ("train.cli", "export.cli", "calib.cli", "engines.cli", "iaunet.demo")
 
 
 def build_parser() -> argparse.ArgumentParser:

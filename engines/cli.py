@@ -1,0 +1,30 @@
+"""``iaunet plugins compile``: argument parsing only."""
+from __future__ import annotations
+
+
+def add_commands(sub):
+    p = sub.add_parser("plugins", help="IAU plugin kernels: ahead-of-time PTX for a GPU architecture")
+    actions = p.add_subparsers(dest="action", required=True, metavar="ACTION")
+    c = actions.add_parser("compile", help="compile the Triton kernels to PTX (no GPU needed)")
+    c.add_argument("--arch", type=int, action="append", required=True,
+                   help="compute capability without the dot, e.g. 87 (Orin), 80, 86, 89, 90, 100, 110 (Thor); repeatable")
+    c.add_argument("-o", "--out", required=True, help="output folder (one sub-folder per architecture when several)")
+    c.add_argument("--hw", type=int, nargs="+", help="H*W sizes of the IAU blocks (default 128 512)")
+    c.add_argument("--nodes", type=int, nargs="+", help="part node counts, 4*frames (default 4 16)")
+    c.add_argument("--cache-dir", help="compiled PTX cache (default ~/.cache/iaunet/ptx)")
+    c.set_defaults(func=run_compile)
+
+
+def run_compile(args):
+    import os
+    from pathlib import Path
+
+    os.environ.pop("TRITON_INTERPRET", None)  # compiling, not interpreting: before triton is imported
+
+    from engines.aot import DEFAULT_HW, DEFAULT_NODES, compile_kernels, default_variants
+    variants = default_variants(args.hw or DEFAULT_HW, args.nodes or DEFAULT_NODES)
+    for arch in args.arch:
+        out = Path(args.out) if len(args.arch) == 1 else Path(args.out) / f"sm{arch}"
+        manifest = compile_kernels(arch, out, variants, args.cache_dir)
+        print(f"sm_{arch}: {len(manifest['kernels'])} kernels -> {out}/ (Triton {manifest['triton_version']})")
+    return 0

@@ -1,0 +1,80 @@
+"""``IAUChannelAffinity`` as one fused kernel: Y = softmax(X Xᵀ) X per batch item.
+
+Flash-attention style with the K channel tokens as the sequence and L = H·W as the head
+dimension (Q = K = V = X): each program owns BLOCK_M query rows, streams key blocks,
+accumulates logits in FP32 over L in BLOCK_C chunks, keeps an online max-subtracted
+softmax and an FP32 output accumulator, so the K×K matrix never reaches global memory.
+FP16 or FP32 in and out; FP32 inputs use IEEE FP32 dots (TF32 would round logits in
+the thousands far too coarsely).
+"""
+from __future__ import annotations
+
+import triton
+import triton.language as tl
+
+
+@triton.jit
+def channel_affinity_kernel(X, Y, K, L, stride_b, stride_k, stride_l,
+                            BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_C: tl.constexpr,
+                            BLOCK_L: tl.constexpr, IEEE: tl.constexpr):
+    pid_m = tl.program_id(0)
+    batch = tl.program_id(1)
+    base = X + batch * stride_b
+    rows = pid_m * BLOCK_M + tl.arange(0, BLOCK_M)
+    dims = tl.arange(0, BLOCK_L)
+    row_ok = rows < K
+    m_i = tl.full([BLOCK_M], float("-inf"), tl.float32)
+    l_i = tl.zeros([BLOCK_M], tl.float32)
+    acc = tl.zeros([BLOCK_M, BLOCK_L], tl.float32)
+    for n0 in range(0, K, BLOCK_N):
+        keys = n0 + tl.arange(0, BLOCK_N)
+        key_ok = keys < K
+        logits = tl.zeros([BLOCK_M, BLOCK_N], tl.float32)
+        for c0 in range(0, L, BLOCK_C):
+            c = c0 + tl.arange(0, BLOCK_C)
+            c_ok = c < L
+            q = tl.load(base + rows[:, None] * stride_k + c[None, :] * stride_l,
+                        mask=row_ok[:, None] & c_ok[None, :], other=0.0)
+            k = tl.load(base + keys[:, None] * stride_k + c[None, :] * stride_l,
+                        mask=key_ok[:, None] & c_ok[None, :], other=0.0)
+            if IEEE:
+                logits += tl.dot(q, tl.trans(k), input_precision="ieee")
+            else:
+                logits += tl.dot(q, tl.trans(k))
+        logits = tl.where(key_ok[None, :], logits, float("-inf"))
+        m_new = tl.maximum(m_i, tl.max(logits, 1))
+        alpha = tl.exp(m_i - m_new)
+        p = tl.exp(logits - m_new[:, None])
+        l_i = l_i * alpha + tl.sum(p, 1)
+        v = tl.load(base + keys[:, None] * stride_k + dims[None, :] * stride_l,
+                    mask=key_ok[:, None] & (dims[None, :] < L), other=0.0)
+        if IEEE:
+            acc = acc * alpha[:, None] + tl.dot(p, v.to(tl.float32), input_precision="ieee")
+        else:
+            acc = acc * alpha[:, None] + tl.dot(p.to(v.dtype), v)
+        m_i = m_new
+    out = acc / l_i[:, None]
+    tl.store(Y + batch * stride_b + rows[:, None] * stride_k + dims[None, :] * stride_l,
+             out.to(Y.dtype.element_ty), mask=row_ok[:, None] & (dims[None, :] < L))
+
+
+def launch_config(k: int, l: int, fp32: bool) -> dict:
+    """Block sizes for a (K, L) problem; the grid is (ceil(K / BLOCK_M), B)."""
+    block_l = max(16, triton.next_power_of_2(l))
+    block_m = 16 if block_l >= 512 or fp32 else 32
+    return {"BLOCK_M": block_m, "BLOCK_N": 32, "BLOCK_C": min(64, block_l), "BLOCK_L": block_l,
+            "IEEE": fp32, "num_warps": 8 if block_l >= 256 else 4}
+
+
+def channel_affinity(x):
+    """torch tensor (B, K, L), float16 or float32 -> softmax(X Xᵀ) X, same dtype."""
+    import torch
+    if x.dim() != 3 or x.dtype not in (torch.float16, torch.float32):
+        raise TypeError(f"channel_affinity expects a (B, K, L) float16/float32 tensor, got {tuple(x.shape)} {x.dtype}")
+    x = x.contiguous()
+    y = torch.empty_like(x)
+    b, k, l = x.shape
+    cfg = launch_config(k, l, x.dtype == torch.float32)
+    grid = (triton.cdiv(k, cfg["BLOCK_M"]), b)
+    channel_affinity_kernel[grid](x, y, k, l, x.stride(0), x.stride(1), x.stride(2), **cfg)
+    return y

@@ -1,0 +1,61 @@
+"""The Triton kernels on CPU through Triton's interpreter, against the PyTorch reference.
+
+Run by test_kernels_interpreted.py in its own process: TRITON_INTERPRET must be set
+before triton is imported, and a process that interprets cannot also compile PTX.
+"""
+import os
+
+import pytest
+
+os.environ["TRITON_INTERPRET"] = "1"  # before triton is imported by the kernel modules
+triton = pytest.importorskip("triton", reason="triton is not installed (pip install -e '.[kernels]')")
+torch = pytest.importorskip("torch")
+
+from engines.kernels.channel_affinity import channel_affinity  # noqa: E402
+from engines.kernels.part_affinity import part_affinity  # noqa: E402
+from train.iau import channel_affinity as reference_channel  # noqa: E402
+from train.iau import part_affinity as reference_part  # noqa: E402
+
+
+@pytest.mark.parametrize("shape", [(1, 40, 24), (3, 37, 50), (2, 64, 128), (2, 130, 17)])
+def test_channel_affinity_fp32_awkward_shapes(shape):
+    torch.manual_seed(0)
+    x = torch.randn(*shape) * 2
+    torch.testing.assert_close(channel_affinity(x), reference_channel(x), rtol=1e-5, atol=1e-5)
+
+
+@pytest.mark.parametrize("shape", [(1, 33, 40), (3, 64, 128)])
+def test_channel_affinity_fp16(shape):
+    torch.manual_seed(1)
+    x = (torch.randn(*shape) * 2).half()
+    y = channel_affinity(x)
+    assert y.dtype == torch.float16
+    # reference: the same FP16 inputs in FP32 maths; the only extra error is FP16 output rounding
+    torch.testing.assert_close(y.float(), reference_channel(x.float()), rtol=2e-3, atol=2e-3)
+
+
+@pytest.mark.parametrize("shape", [(1, 512, 512), (1, 1024, 128)])
+def test_channel_affinity_real_shapes_with_logits_beyond_fp16(shape):
+    torch.manual_seed(2)
+    x = (torch.rand(*shape) * (300000 / shape[2]) ** 0.5).half()  # diagonal of X.X^T about 1e5
+    logits = x.float() @ x.float().transpose(1, 2)
+    assert logits.max() > 65504
+    y = channel_affinity(x)
+    assert torch.isfinite(y).all()
+    torch.testing.assert_close(y.float(), reference_channel(x.float()), rtol=2e-3, atol=2e-2)
+
+
+def test_part_affinity_image_and_video():
+    torch.manual_seed(3)
+    for frames, dtype in ((1, torch.float32), (4, torch.float32), (3, torch.float16)):
+        s = (torch.randn(5, 4 * frames, 4 * frames) * 4).to(dtype)
+        w = part_affinity(s, frames, 4)
+        assert w.dtype == dtype
+        torch.testing.assert_close(w.float(), reference_part(s.float(), frames, 4), rtol=1e-3, atol=1e-3)
+
+
+def test_launch_helpers_reject_bad_inputs():
+    with pytest.raises(TypeError, match="float16/float32"):
+        channel_affinity(torch.zeros(2, 3, 4, dtype=torch.float64))
+    with pytest.raises(ValueError, match="frames \\* parts"):
+        part_affinity(torch.zeros(1, 8, 8), 1, 4)

@@ -1,0 +1,69 @@
+"""Ahead-of-time PTX: every supported architecture, deterministic bytes, the manifest, the cache."""
+import json
+
+import pytest
+
+pytest.importorskip("triton", reason="triton is not installed (pip install -e '.[kernels]')")
+
+from engines.aot import SUPPORTED_ARCHS, compile_kernels, default_variants  # noqa: E402
+from iaunet.errors import IAUnetError  # noqa: E402
+
+
+@pytest.fixture(scope="module")
+def orin(tmp_path_factory):
+    root = tmp_path_factory.mktemp("ptx")
+    return compile_kernels(87, root / "a", cache_dir=root / "cache"), root
+
+
+def test_manifest_describes_every_kernel(orin):
+    manifest, root = orin
+    assert manifest["arch"] == 87 and manifest["format"] == "iaunet-ptx-v1"
+    ops = {(k["op"], k["dtype"]) for k in manifest["kernels"]}
+    assert ops == {(op, d) for op in ("IAUChannelAffinity", "IAUPartAffinity") for d in ("fp16", "fp32")}
+    for k in manifest["kernels"]:
+        ptx = (root / "a" / k["file"]).read_text()
+        assert ".target sm_87" in ptx and f".entry {k['entry']}(" in ptx
+        # the entry has one parameter per listed launch argument (Triton's two scratch pointers included)
+        entry = ptx[ptx.index(f".entry {k['entry']}("):]
+        assert entry[:entry.index(")")].count(".param") == len(k["params"])
+        assert k["block"][0] % 32 == 0 and k["shared_opt_in"] == (k["shared_bytes"] > 49152)
+
+
+def test_same_inputs_same_bytes_and_cache_reuse(orin, tmp_path):
+    manifest, root = orin
+    again = compile_kernels(87, tmp_path / "b", cache_dir=root / "cache")
+    assert again == manifest
+    for k in manifest["kernels"]:
+        assert (tmp_path / "b" / k["file"]).read_bytes() == (root / "a" / k["file"]).read_bytes()
+    fresh = compile_kernels(87, tmp_path / "c", cache_dir=tmp_path / "empty-cache")
+    assert [k["sha256"] for k in fresh["kernels"]] == [k["sha256"] for k in manifest["kernels"]]
+
+
+@pytest.mark.parametrize("arch", [a for a in SUPPORTED_ARCHS if a != 87])
+def test_every_supported_architecture_compiles(arch, tmp_path):
+    variants = [v for v in default_variants((128,), (4,)) if v.dtype == "fp16"]
+    manifest = compile_kernels(arch, tmp_path, variants, cache_dir=tmp_path / "cache")
+    ptx = (tmp_path / manifest["kernels"][0]["file"]).read_text()
+    assert f".target sm_{arch}" in ptx
+
+
+def test_unknown_architecture(tmp_path):
+    with pytest.raises(IAUnetError, match="compute capability 75"):
+        compile_kernels(75, tmp_path)
+
+
+def test_cli(tmp_path):
+    import subprocess
+    import sys
+    env = dict(__import__("os").environ, TRITON_INTERPRET="1")  # the command must ignore it
+    r = subprocess.run([sys.executable, "-m", "iaunet.cli", "plugins", "compile", "--arch", "87", "--arch", "90",
+                        "-o", str(tmp_path), "--hw", "512", "--nodes", "4", "--cache-dir", str(tmp_path / "c")],
+                       capture_output=True, text=True, timeout=300, env=env)
+    assert r.returncode == 0, r.stderr
+    assert json.loads((tmp_path / "sm90" / "manifest.json").read_text())["arch"] == 90
+
+
+def test_library_refuses_to_compile_in_an_interpreting_process(tmp_path, monkeypatch):
+    monkeypatch.setenv("TRITON_INTERPRET", "1")
+    with pytest.raises(IAUnetError, match="interpreter"):
+        compile_kernels(87, tmp_path)
