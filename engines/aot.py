@@ -46,7 +46,7 @@ def channel_variant(dtype: str, hw: int) -> Variant:
     warps = cfg.pop("num_warps")
     return Variant("IAUChannelAffinity", dtype, tuple(sorted(cfg.items())), warps,
                    "(ceil(K / BLOCK_M), B, 1)",
-                   ("X", "Y", "K", "L", "stride_b", "stride_k", "stride_l", "global_scratch", "profile_scratch"))
+                   ("X", "K", "L", "Y", "global_scratch", "profile_scratch"))
 
 
 def part_variant(dtype: str, nodes: int) -> Variant:
@@ -54,7 +54,7 @@ def part_variant(dtype: str, nodes: int) -> Variant:
     cfg = launch_config(nodes)
     warps = cfg.pop("num_warps")
     return Variant("IAUPartAffinity", dtype, tuple(sorted(cfg.items())), warps, "(N, B, 1)",
-                   ("S", "W", "N", "PARTS", "stride_b", "stride_r", "stride_c", "global_scratch", "profile_scratch"))
+                   ("S", "N", "PARTS", "W", "global_scratch", "profile_scratch"))
 
 
 def default_variants(hw_sizes=DEFAULT_HW, node_counts=DEFAULT_NODES) -> list[Variant]:
@@ -74,8 +74,8 @@ def _kernel(op: str):
 def _signature(variant: Variant, fn) -> dict:
     names = list(inspect.signature(fn.fn).parameters)
     constexprs = dict(variant.constexprs)
-    return {n: ("constexpr" if n in constexprs else DTYPES[variant.dtype] if i < 2 else "i32")
-            for i, n in enumerate(names)}
+    tensors = {variant.params[0], variant.params[3]}  # input and output; the rest are i32 scalars
+    return {n: ("constexpr" if n in constexprs else DTYPES[variant.dtype] if n in tensors else "i32") for n in names}
 
 
 def _cache_key(variant: Variant, arch: int) -> str:

@@ -13,6 +13,19 @@ def add_commands(sub):
     c.add_argument("--nodes", type=int, nargs="+", help="part node counts, 4*frames (default 4 16)")
     c.add_argument("--cache-dir", help="compiled PTX cache (default ~/.cache/iaunet/ptx)")
     c.set_defaults(func=run_compile)
+    b = actions.add_parser("bench", help="fused channel affinity vs PyTorch eager FP16 (needs a CUDA GPU)")
+    b.add_argument("-o", "--out", default="kernel-bench")
+    b.add_argument("--repeats", type=int, default=50)
+    b.add_argument("--peak-tflops", type=float, help="dense FP16 tensor-core peak of this GPU (default: by name)")
+    b.set_defaults(func=run_bench)
+
+
+def run_bench(args):
+    from engines.bench import format_rows, run
+    rows = run(args.out, args.repeats, args.peak_tflops)
+    print(format_rows(rows))
+    print(f"wrote {args.out}/kernel_bench.json and kernel_bench.png")
+    return 0
 
 
 def run_compile(args):

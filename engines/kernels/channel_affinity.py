@@ -6,6 +6,9 @@ accumulates logits in FP32 over L in BLOCK_C chunks, keeps an online max-subtrac
 softmax and an FP32 output accumulator, so the K×K matrix never reaches global memory.
 FP16 or FP32 in and out; FP32 inputs use IEEE FP32 dots (TF32 would round logits in
 the thousands far too coarsely).
+
+Parameters follow TensorRT's AOT plugin convention: tensor inputs, then scalars, then
+tensor outputs; tensors are contiguous (TensorRT's linear format).
 """
 from __future__ import annotations
 
@@ -14,11 +17,12 @@ import triton.language as tl
 
 
 @triton.jit
-def channel_affinity_kernel(X, Y, K, L, stride_b, stride_k, stride_l,
-                            BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_C: tl.constexpr,
+def channel_affinity_kernel(X, K, L, Y, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_C: tl.constexpr,
                             BLOCK_L: tl.constexpr, IEEE: tl.constexpr):
     pid_m = tl.program_id(0)
-    batch = tl.program_id(1)
+    batch = tl.program_id(1).to(tl.int64)
+    stride_b = K * L
+    stride_k = L
     base = X + batch * stride_b
     rows = pid_m * BLOCK_M + tl.arange(0, BLOCK_M)
     dims = tl.arange(0, BLOCK_L)
@@ -33,9 +37,9 @@ def channel_affinity_kernel(X, Y, K, L, stride_b, stride_k, stride_l,
         for c0 in range(0, L, BLOCK_C):
             c = c0 + tl.arange(0, BLOCK_C)
             c_ok = c < L
-            q = tl.load(base + rows[:, None] * stride_k + c[None, :] * stride_l,
+            q = tl.load(base + rows[:, None] * stride_k + c[None, :],
                         mask=row_ok[:, None] & c_ok[None, :], other=0.0)
-            k = tl.load(base + keys[:, None] * stride_k + c[None, :] * stride_l,
+            k = tl.load(base + keys[:, None] * stride_k + c[None, :],
                         mask=key_ok[:, None] & c_ok[None, :], other=0.0)
             if IEEE:
                 logits += tl.dot(q, tl.trans(k), input_precision="ieee")
@@ -46,7 +50,7 @@ def channel_affinity_kernel(X, Y, K, L, stride_b, stride_k, stride_l,
         alpha = tl.exp(m_i - m_new)
         p = tl.exp(logits - m_new[:, None])
         l_i = l_i * alpha + tl.sum(p, 1)
-        v = tl.load(base + keys[:, None] * stride_k + dims[None, :] * stride_l,
+        v = tl.load(base + keys[:, None] * stride_k + dims[None, :],
                     mask=key_ok[:, None] & (dims[None, :] < L), other=0.0)
         if IEEE:
             acc = acc * alpha[:, None] + tl.dot(p, v.to(tl.float32), input_precision="ieee")
@@ -54,7 +58,7 @@ def channel_affinity_kernel(X, Y, K, L, stride_b, stride_k, stride_l,
             acc = acc * alpha[:, None] + tl.dot(p.to(v.dtype), v)
         m_i = m_new
     out = acc / l_i[:, None]
-    tl.store(Y + batch * stride_b + rows[:, None] * stride_k + dims[None, :] * stride_l,
+    tl.store(Y + batch * stride_b + rows[:, None] * stride_k + dims[None, :],
              out.to(Y.dtype.element_ty), mask=row_ok[:, None] & (dims[None, :] < L))
 
 
@@ -76,5 +80,5 @@ def channel_affinity(x):
     b, k, l = x.shape
     cfg = launch_config(k, l, x.dtype == torch.float32)
     grid = (triton.cdiv(k, cfg["BLOCK_M"]), b)
-    channel_affinity_kernel[grid](x, y, k, l, x.stride(0), x.stride(1), x.stride(2), **cfg)
+    channel_affinity_kernel[grid](x, k, l, y, **cfg)
     return y

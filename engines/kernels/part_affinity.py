@@ -4,6 +4,7 @@ One program per (batch, row). The mask comes from the ``frames`` and ``parts``
 attributes (docs/ops/IAUPartAffinity.md): inside a frame a node skips itself, across
 frames it sees only the same part. Masked entries take the finite logit -30000 as the
 op definition says; padding columns take -inf. FP32 arithmetic, FP16 or FP32 in/out.
+Parameters: input, scalars, output (TensorRT's AOT plugin order); tensors contiguous.
 """
 from __future__ import annotations
 
@@ -14,12 +15,14 @@ MASK_LOGIT = tl.constexpr(-30000.0)  # the op definition's finite mask logit
 
 
 @triton.jit
-def part_affinity_kernel(S, W, N, PARTS, stride_b, stride_r, stride_c, BLOCK_N: tl.constexpr):
+def part_affinity_kernel(S, N, PARTS, W, BLOCK_N: tl.constexpr):
     row = tl.program_id(0)
-    batch = tl.program_id(1)
+    batch = tl.program_id(1).to(tl.int64)
+    stride_b = N * N
+    stride_r = N
     cols = tl.arange(0, BLOCK_N)
     col_ok = cols < N
-    logits = tl.load(S + batch * stride_b + row * stride_r + cols * stride_c, mask=col_ok,
+    logits = tl.load(S + batch * stride_b + row * stride_r + cols, mask=col_ok,
                      other=float("-inf")).to(tl.float32)
     same_frame = (row // PARTS) == (cols // PARTS)
     same_part = (row % PARTS) == (cols % PARTS)
@@ -28,7 +31,7 @@ def part_affinity_kernel(S, W, N, PARTS, stride_b, stride_r, stride_c, BLOCK_N: 
     logits = logits - tl.max(logits, 0)
     e = tl.exp(logits)
     w = e / tl.sum(e, 0)
-    tl.store(W + batch * stride_b + row * stride_r + cols * stride_c, w.to(W.dtype.element_ty), mask=col_ok)
+    tl.store(W + batch * stride_b + row * stride_r + cols, w.to(W.dtype.element_ty), mask=col_ok)
 
 
 def launch_config(n: int) -> dict:
@@ -45,5 +48,5 @@ def part_affinity(s, frames: int, parts: int):
     s = s.contiguous()
     w = torch.empty_like(s)
     b, n, _ = s.shape
-    part_affinity_kernel[(n, b)](s, w, n, parts, s.stride(0), s.stride(1), s.stride(2), **launch_config(n))
+    part_affinity_kernel[(n, b)](s, n, parts, w, **launch_config(n))
     return w

@@ -67,3 +67,22 @@ def test_library_refuses_to_compile_in_an_interpreting_process(tmp_path, monkeyp
     monkeypatch.setenv("TRITON_INTERPRET", "1")
     with pytest.raises(IAUnetError, match="interpreter"):
         compile_kernels(87, tmp_path)
+
+
+def test_runtime_manifest_selects_variants_and_launch_geometry(orin, tmp_path):
+    from runtime.plugins import CHANNEL_OP, PART_OP, PtxManifest
+    manifest, root = orin
+    ptx = PtxManifest(root / "a")
+    assert ptx.arch == 87
+    big = ptx.select(CHANNEL_OP, "fp16", 512)      # H*W = 32*16
+    small = ptx.select(CHANNEL_OP, "fp32", 100)    # an awkward H*W pads to 128
+    assert big.constexprs["BLOCK_L"] == 512 and small.constexprs["BLOCK_L"] == 128
+    assert big.ptx.startswith(b"//") and big.params[:4] == ("X", "K", "L", "Y")
+    assert big.grid(32, 512) == (512 // big.constexprs["BLOCK_M"], 32, 1)
+    assert big.grid(1, 513)[0] == 512 // big.constexprs["BLOCK_M"] + 1
+    part = ptx.select(PART_OP, "fp32", 16)
+    assert part.grid(8, 16) == (16, 8, 1) and part.block == (32, 1, 1)
+    with pytest.raises(IAUnetError, match="no IAUChannelAffinity kernel for fp16 with BLOCK_L=1024"):
+        ptx.select(CHANNEL_OP, "fp16", 1000)
+    with pytest.raises(IAUnetError, match="manifest.json not found"):
+        PtxManifest(tmp_path)

@@ -1,0 +1,98 @@
+"""TensorRT plugins for the IAU ops, TensorRT 10.9 and newer: quickly deployable plugins
+(``tensorrt.plugin``) with ahead-of-time implementations, so the engine embeds the PTX
+and runs without Python.
+
+Names follow the ONNX nodes: ``iaunet::IAUChannelAffinity`` and ``iaunet::IAUPartAffinity``
+(plugin version "1"). Outputs have the input's shape and dtype (strongly typed networks).
+Scalars are baked at build time (TensorRT does not serialise AOT plugin attributes); the
+batch stays dynamic through the grid. Only float32 and float16 inputs are accepted.
+
+Kept thin and checked against the binding wheels (tests/engines/test_trt_names.py); it
+cannot run here (no TensorRT libraries). No ``from __future__ import annotations``: the
+registration reads the annotations as classes.
+"""
+import importlib.util
+from typing import Tuple, Union
+
+from iaunet.errors import IAUnetError
+from runtime.plugins import CHANNEL_OP, PART_OP, PtxManifest
+
+NAMESPACE = "iaunet"
+MIN_AOT_VERSION = (10, 9)
+TRT_MIN_VERSION = MIN_AOT_VERSION  # every TensorRT name below is checked against wheels >= this
+
+
+def _version(trt) -> tuple:
+    return tuple(int(p) for p in trt.__version__.split(".")[:2])
+
+
+def supports_aot_plugins(trt) -> bool:
+    return _version(trt) >= MIN_AOT_VERSION and importlib.util.find_spec("tensorrt.plugin") is not None
+
+
+def _dtype_name(trt, dtype) -> str:
+    if dtype == trt.float32:
+        return "fp32"
+    if dtype == trt.float16:
+        return "fp16"
+    raise IAUnetError(f"IAU plugins take float32 or float16 inputs, got {dtype}; keep the affinity ops out of "
+                      "INT8/BF16 (the calib stage does)")
+
+
+def _constant(expr, what: str) -> int:
+    if not expr.is_constant():
+        raise IAUnetError(f"{what} must be fixed when the engine is built (only the batch may be dynamic)")
+    return int(expr.constant_value())
+
+
+def register_aot_plugins(ptx_dir) -> list:
+    """Register both plugins with TensorRT's plugin registry; returns their ids."""
+    import tensorrt as trt
+    if not supports_aot_plugins(trt):
+        raise IAUnetError(f"TensorRT {trt.__version__} has no ahead-of-time Python plugins (needs 10.9+); "
+                          "use the IPluginV3 route for JetPack 6")
+    import tensorrt.plugin as trtp
+    manifest = PtxManifest(ptx_dir)
+
+    @trtp.register(f"{NAMESPACE}::{CHANNEL_OP}")
+    def channel_desc(x: trtp.TensorDesc) -> Tuple[trtp.TensorDesc]:
+        return x.like()
+
+    @trtp.aot_impl(f"{NAMESPACE}::{CHANNEL_OP}")
+    def channel_aot(x: trtp.TensorDesc, outputs: Tuple[trtp.TensorDesc], tactic: int
+                    ) -> Tuple[Union[str, bytes], Union[str, bytes], trtp.KernelLaunchParams, trtp.SymExprs]:
+        k = _constant(x.shape_expr[1], "the channel count K")
+        l = _constant(x.shape_expr[2], "H*W")
+        kernel = manifest.select(CHANNEL_OP, _dtype_name(trt, x.dtype), l)
+        launch = trtp.KernelLaunchParams()
+        launch.grid_x = kernel.grid(1, k)[0]
+        launch.grid_y = x.shape_expr[0]
+        launch.block_x = kernel.block[0]
+        launch.shared_mem = kernel.shared_bytes
+        scalars = trtp.SymIntExprs(2)
+        scalars[0] = trtp.SymInt32(k)
+        scalars[1] = trtp.SymInt32(l)
+        return kernel.entry, kernel.ptx, launch, scalars
+
+    @trtp.register(f"{NAMESPACE}::{PART_OP}")
+    def part_desc(s: trtp.TensorDesc, frames: int, parts: int) -> Tuple[trtp.TensorDesc]:
+        return s.like()
+
+    @trtp.aot_impl(f"{NAMESPACE}::{PART_OP}")
+    def part_aot(s: trtp.TensorDesc, frames: int, parts: int, outputs: Tuple[trtp.TensorDesc], tactic: int
+                 ) -> Tuple[Union[str, bytes], Union[str, bytes], trtp.KernelLaunchParams, trtp.SymExprs]:
+        n = _constant(s.shape_expr[1], "the part-node count N")
+        if n != frames * parts:
+            raise IAUnetError(f"IAUPartAffinity input has N={n} but frames*parts={frames * parts}")
+        kernel = manifest.select(PART_OP, _dtype_name(trt, s.dtype), n)
+        launch = trtp.KernelLaunchParams()
+        launch.grid_x = n
+        launch.grid_y = s.shape_expr[0]
+        launch.block_x = kernel.block[0]
+        launch.shared_mem = kernel.shared_bytes
+        scalars = trtp.SymIntExprs(2)
+        scalars[0] = trtp.SymInt32(n)
+        scalars[1] = trtp.SymInt32(parts)
+        return kernel.entry, kernel.ptx, launch, scalars
+
+    return [f"{NAMESPACE}::{CHANNEL_OP}", f"{NAMESPACE}::{PART_OP}"]

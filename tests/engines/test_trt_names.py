@@ -1,0 +1,108 @@
+"""The project's TensorRT names exist in the real binding wheels of every supported
+version its modules claim (10.3: JetPack 6; 11.4: datacenter).
+
+The wheels (about 1 MB each, no dependencies) are fetched with pip once and cached in
+$IAUNET_TRT_WHEELS or ~/.cache/iaunet/trt-wheels. A module that uses TensorRT declares
+``TRT_MIN_VERSION``: its guard, checked at run time before any of its names are used.
+"""
+import ast
+import os
+import re
+import subprocess
+import sys
+import zipfile
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).parents[2]
+WHEELS = {(10, 3): "tensorrt-cu12-bindings==10.3.0", (11, 4): "tensorrt-cu13-bindings==11.4.0.106"}
+TRT_MODULES = sorted(p for pkg in ("engines", "runtime", "calib", "export") for p in (ROOT / pkg).rglob("*.py")
+                     if re.search(r"^\s*import tensorrt", p.read_text(), re.M))
+
+
+def _cache() -> Path:
+    return Path(os.environ.get("IAUNET_TRT_WHEELS", Path.home() / ".cache" / "iaunet" / "trt-wheels"))
+
+
+def _wheel(requirement: str) -> Path:
+    name, version = requirement.split("==")
+    pattern = f"{name.replace('-', '_')}-{version}-*.whl"
+    found = sorted(_cache().glob(pattern))
+    if not found:
+        _cache().mkdir(parents=True, exist_ok=True)
+        r = subprocess.run([sys.executable, "-m", "pip", "download", "-q", "--no-deps", requirement, "-d", str(_cache())],
+                           capture_output=True, text=True, timeout=300)
+        found = sorted(_cache().glob(pattern))
+        if not found:
+            pytest.skip(f"could not download {requirement}: {r.stderr.strip()[-200:]}")
+    return found[0]
+
+
+def _names_in_wheel(path: Path) -> dict:
+    """{'trt': binary strings of tensorrt.so, 'trtp': names defined in tensorrt/plugin (if any)}."""
+    with zipfile.ZipFile(path) as wheel:
+        so = next(n for n in wheel.namelist() if re.search(r"tensorrt[^/]*/tensorrt[^/]*\.so$", n))
+        binary = wheel.read(so)
+        plugin_src = "\n".join(wheel.read(n).decode() for n in wheel.namelist()
+                               if "/plugin/" in n and n.endswith(".py"))
+    strings = set(re.findall(rb"[A-Za-z_][A-Za-z0-9_]{1,80}", binary))
+    plugin = set(re.findall(r"^\s*(?:def|class)\s+(\w+)", plugin_src, re.M))
+    return {"trt": {s.decode() for s in strings}, "trtp": plugin, "has_plugin": bool(plugin_src)}
+
+
+def _used_names(path: Path) -> tuple:
+    """(minimum version, {(alias kind, name)}) of a module: names read off ``tensorrt``
+    and ``tensorrt.plugin`` aliases."""
+    tree = ast.parse(path.read_text())
+    minimum = None
+    aliases = {}
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Assign) and any(getattr(t, "id", None) == "TRT_MIN_VERSION" for t in node.targets):
+            minimum = node.value
+        if isinstance(node, ast.Import):
+            for a in node.names:
+                if a.name in ("tensorrt", "tensorrt.plugin"):
+                    aliases[a.asname or a.name] = "trtp" if a.name.endswith("plugin") else "trt"
+    if isinstance(minimum, ast.Name):  # TRT_MIN_VERSION = SOME_TUPLE
+        minimum = next(n.value for n in ast.walk(tree) if isinstance(n, ast.Assign)
+                       and any(getattr(t, "id", None) == minimum.id for t in n.targets))
+    used = {(aliases[n.value.id], n.attr) for n in ast.walk(tree)
+            if isinstance(n, ast.Attribute) and isinstance(n.value, ast.Name) and n.value.id in aliases}
+    return (ast.literal_eval(minimum) if minimum is not None else (0, 0)), used
+
+
+@pytest.fixture(scope="module")
+def wheel_names():
+    return {version: _names_in_wheel(_wheel(req)) for version, req in WHEELS.items()}
+
+
+@pytest.mark.parametrize("module", TRT_MODULES, ids=lambda p: p.name)
+def test_every_tensorrt_name_exists_in_the_versions_the_module_supports(module, wheel_names):
+    assert "TRT_MIN_VERSION" in module.read_text(), f"{module.name} imports tensorrt but declares no TRT_MIN_VERSION"
+    minimum, used = _used_names(module)
+    assert used, f"{module.name} imports tensorrt but uses no names from it"
+    checked = 0
+    for version, names in wheel_names.items():
+        if version < tuple(minimum):
+            continue
+        checked += 1
+        missing = sorted(f"{kind}.{name}" for kind, name in used
+                         if (name not in names[kind]) and not (kind == "trt" and name == "__version__"))
+        assert not missing, f"{module.name} uses names TensorRT {version} lacks: {missing}"
+    assert checked, f"{module.name} claims no supported TensorRT version"
+
+
+def test_the_checker_catches_a_name_only_newer_versions_have(wheel_names, tmp_path):
+    """The wheels tell versions apart as TENSORRT.md says (the implicit INT8 calibrator
+    exists in 10.3 and is gone in 11.4; tensorrt.plugin exists only in 11.4 of the two),
+    and a module claiming 10.3 that uses the calibrator would be caught on 11.4."""
+    names_103, names_114 = wheel_names[(10, 3)], wheel_names[(11, 4)]
+    assert "device_memory_size_v2" in names_103["trt"] and "device_memory_size_v2" in names_114["trt"]
+    assert "IInt8EntropyCalibrator2" in names_103["trt"] and "IInt8EntropyCalibrator2" not in names_114["trt"]
+    assert not names_103["has_plugin"] and {"register", "aot_impl", "KernelLaunchParams"} <= names_114["trtp"]
+    probe = tmp_path / "probe.py"
+    probe.write_text("import tensorrt as trt\nTRT_MIN_VERSION = (10, 3)\nx = trt.IInt8EntropyCalibrator2\n")
+    minimum, used = _used_names(probe)
+    assert minimum == (10, 3) and ("trt", "IInt8EntropyCalibrator2") in used
+    assert "IInt8EntropyCalibrator2" not in wheel_names[(11, 4)]["trt"]  # so the module test would fail for 11.4
