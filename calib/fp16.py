@@ -16,6 +16,7 @@ from export.checks import compare, run_onnxruntime
 from export.metadata import ExportMetadata
 from export.plugins import PLUGIN_OPS
 from iaunet.errors import IAUnetError
+from iaunet.files import check_output_path, sha256_file
 from iaunet.log import get_logger
 
 log = get_logger("calib")
@@ -25,7 +26,7 @@ def convert_fp16(src, dst, data=None, samples: int = 16, seed: int = 0) -> dict:
     """Write ``dst`` (FP16 with FP32 islands) and return the record of how it was made."""
     from onnxconverter_common import float16
 
-    src, dst = Path(src), graph.check_output_path(dst)
+    src, dst = Path(src), check_output_path(dst)
     model = graph.load_model(src)
     meta = ExportMetadata.from_props({p.key: p.value for p in model.metadata_props}, str(src))
     if graph.get_prop(model, "precision", "fp32") != "fp32":
@@ -45,7 +46,7 @@ def convert_fp16(src, dst, data=None, samples: int = 16, seed: int = 0) -> dict:
     before = [(f.name, f.SerializeToString()) for f in model.functions]
     if [(f.name, f.SerializeToString()) for f in converted.functions] != before:
         raise IAUnetError("the FP16 converter changed the plugin ops' local functions; refusing to write")
-    record = {"precision": "fp16", "source": str(src), "source_sha256": graph.sha256_file(src),
+    record = {"precision": "fp16", "source": str(src), "source_sha256": sha256_file(src),
               "converter": "onnxconverter-common float16 (keep_io_types)",
               "fp32_plugin_nodes": sorted(graph.plugin_node_names(model)),
               "fp32_affinity_nodes": sorted(graph.native_affinity_nodes(model)),

@@ -3,7 +3,6 @@ nodes, or their plain-op form in native graphs), which tensors overflow FP16, an
 precision recorded in metadata."""
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 import tempfile
@@ -15,6 +14,7 @@ import onnx
 
 from export.plugins import DOMAIN, PLUGIN_OPS
 from iaunet.errors import IAUnetError
+from iaunet.files import atomic_output
 
 FP16_MAX = 65504.0
 OVERFLOW_MARGIN = 0.5  # keep a node in FP32 when its output comes within 2x of FP16's limit
@@ -29,14 +29,6 @@ def load_model(path) -> onnx.ModelProto:
         return onnx.load(str(path))
     except Exception as exc:
         raise IAUnetError(f"{path} is not a readable ONNX file ({type(exc).__name__})") from None
-
-
-def sha256_file(path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 def _producers(graph):
@@ -149,24 +141,6 @@ def get_prop(model, key: str, default=None):
     return next((p.value for p in model.metadata_props if p.key == f"iaunet.{key}"), default)
 
 
-def save_atomically(model, path: Path) -> None:
-    path = Path(path)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=path.name, suffix=".tmp")
-    os.close(fd)
-    try:
+def save_atomically(model, path) -> None:
+    with atomic_output(path) as tmp:
         onnx.save(model, tmp)
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.remove(tmp)
-
-
-def check_output_path(path) -> Path:
-    path = Path(path)
-    if path.is_dir():
-        raise IAUnetError(f"output {path} is a folder; expected a file path")
-    if not path.parent.is_dir():
-        raise IAUnetError(f"output folder {path.parent} does not exist")
-    if not os.access(path.parent, os.W_OK):
-        raise IAUnetError(f"output folder {path.parent} is not writable")
-    return path

@@ -9,7 +9,6 @@ hash, the method, the sample count and the percentile.
 """
 from __future__ import annotations
 
-import json
 import os
 import shutil
 import struct
@@ -25,6 +24,7 @@ from calib.data import calibration_sources, load_inputs, pick
 from export.checks import compare, run_onnxruntime
 from export.metadata import ExportMetadata
 from iaunet.errors import IAUnetError
+from iaunet.files import check_output_path, sha256_file
 from iaunet.log import get_logger
 from iaunet.progress import Progress
 
@@ -129,13 +129,13 @@ def quantize_int8(src, dst, data, method: str = "entropy", samples: int = 128, p
         raise IAUnetError(f"unknown calibration method {method!r}; expected one of {list(METHODS)}")
     if data is None:
         raise IAUnetError("INT8 needs calibration images: pass --data (a training split or a folder of crops)")
-    src, dst = Path(src), graph.check_output_path(dst)
+    src, dst = Path(src), check_output_path(dst)
     model = graph.load_model(src)
     meta = ExportMetadata.from_props({p.key: p.value for p in model.metadata_props}, str(src))
     if graph.get_prop(model, "precision", "fp32") != "fp32":
         raise IAUnetError(f"{src} is already a {graph.get_prop(model, 'precision')} variant; expected an FP32 export")
     sources = pick(calibration_sources(data, meta.config.variant == "video"), samples, seed)
-    key = f"{graph.sha256_file(src)[:16]}-{method}-{len(sources)}-{percentile:g}-s{seed}"
+    key = f"{sha256_file(src)[:16]}-{method}-{len(sources)}-{percentile:g}-s{seed}"
     cache = Path(cache_dir) if cache_dir else default_cache_dir()
     cached = cache / f"{key}.onnx"
     exclude = graph.native_affinity_nodes(model) | graph.affinity_neighbour_matmuls(model)
@@ -155,7 +155,7 @@ def quantize_int8(src, dst, data, method: str = "entropy", samples: int = 128, p
     if problems:
         raise IAUnetError(f"the INT8 graph breaks TensorRT's Q/DQ rules: {problems[0]} (+{len(problems) - 1} more)")
     scales = activation_scales(quantized)
-    record = {"precision": "int8", "source": str(src), "source_sha256": graph.sha256_file(src),
+    record = {"precision": "int8", "source": str(src), "source_sha256": sha256_file(src),
               "tool": "onnxruntime.quantization.quantize_static (QDQ, QInt8, per-channel, symmetric)",
               "method": method, "percentile": percentile if method == "percentile" else None,
               "calibration": {"data": str(data), "samples": len(sources), "cache_key": key,

@@ -12,7 +12,8 @@ from pathlib import Path
 
 import numpy as np
 
-from calib.graph import get_prop, load_model, sha256_file
+from calib.graph import get_prop, load_model
+from iaunet.files import sha256_file
 from export.checks import compare, run_onnxruntime
 from export.metadata import ExportMetadata
 from iaunet.errors import IAUnetError

@@ -8,10 +8,7 @@ place only after the checker, the TensorRT lint and the ONNX Runtime parity pass
 from __future__ import annotations
 
 import dataclasses
-import hashlib
 import io
-import os
-import tempfile
 import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -27,6 +24,7 @@ from export.metadata import ExportMetadata, preprocess_spec, write_metadata
 from export.plugins import attach_local_functions, plugin_nodes, traced_channel_affinity, traced_part_affinity
 from iaunet import __version__
 from iaunet.errors import IAUnetError
+from iaunet.files import atomic_output, check_output_path, sha256_file
 from iaunet.log import get_logger
 from iaunet.preprocess import to_model_array
 from train.checkpoint import load_checkpoint
@@ -73,14 +71,6 @@ class ExportReport:
         return "\n".join(lines)
 
 
-def sha256_of(path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
-
-
 def parity_inputs(config, count: int, data=None, seed: int = 0) -> np.ndarray:
     """``count`` real inputs in the graph's layout: query crops from ``data`` if given,
     else crops drawn by the synthetic generator."""
@@ -115,16 +105,6 @@ def fp32_noise_floor(wrapper: ExportWrapper, inputs: np.ndarray, fp32: np.ndarra
     return checks.compare(exact, fp32)
 
 
-def _check_output(output: Path) -> None:
-    if output.is_dir():
-        raise IAUnetError(f"output {output} is a folder; expected a file path such as model.onnx")
-    parent = output.parent if str(output.parent) else Path(".")
-    if not parent.is_dir():
-        raise IAUnetError(f"output folder {parent} does not exist")
-    if not os.access(parent, os.W_OK):
-        raise IAUnetError(f"output folder {parent} is not writable")
-
-
 def _trace(wrapper: ExportWrapper, example: torch.Tensor, opset: int, mode: str) -> onnx.ModelProto:
     buffer = io.BytesIO()
     plugin = mode == "plugin"
@@ -150,7 +130,7 @@ def export_checkpoint(checkpoint, output, mode: str = "plugin", opset: int = DEF
     if not OPSET_RANGE[0] <= opset <= OPSET_RANGE[1]:
         raise IAUnetError(f"opset {opset} is outside {OPSET_RANGE[0]}..{OPSET_RANGE[1]} "
                           "(TensorRT 10.3's parser accepts up to 20; per-channel Q/DQ needs 13)")
-    _check_output(output)
+    check_output_path(output)
     model, config = load_checkpoint(checkpoint)
     if frames is not None:
         if config.variant != "video":
@@ -161,7 +141,7 @@ def export_checkpoint(checkpoint, output, mode: str = "plugin", opset: int = DEF
     inputs = parity_inputs(config, max(parity_batches), data)
     log.info("exporting %s (%s, %s mode, opset %d)", checkpoint, config.name, mode, opset)
     onnx_model = _trace(wrapper, torch.from_numpy(inputs[:2]), opset, mode)
-    meta = ExportMetadata(config, preprocess_spec(config), mode, opset, sha256_of(checkpoint), __version__,
+    meta = ExportMetadata(config, preprocess_spec(config), mode, opset, sha256_file(checkpoint), __version__,
                           normalize_embeddings)
     write_metadata(onnx_model, meta)
     checks.check_onnx(onnx_model)
@@ -170,9 +150,7 @@ def export_checkpoint(checkpoint, output, mode: str = "plugin", opset: int = DEF
         raise IAUnetError(f"the graph would not parse in TensorRT 10.3: {problems[0]} (+{len(problems) - 1} more)")
     with torch.no_grad():
         expected = wrapper(torch.from_numpy(inputs)).numpy()
-    fd, tmp = tempfile.mkstemp(dir=output.parent if str(output.parent) else ".", prefix=output.name, suffix=".tmp")
-    os.close(fd)
-    try:
+    with atomic_output(output) as tmp:
         onnx.save(onnx_model, tmp)
         parity = {b: checks.compare(expected, checks.run_onnxruntime(tmp, inputs, b)) for b in parity_batches}
         failed = {b: p for b, p in parity.items() if not p.passes()}
@@ -183,9 +161,5 @@ def export_checkpoint(checkpoint, output, mode: str = "plugin", opset: int = DEF
                               f">= {checks.COSINE_GATE} and max abs error <= {checks.REL_ERROR_GATE} x max |embedding| "
                               f"(for scale: PyTorch FP32 against float64 on these inputs has relative error "
                               f"{floor.relative_error:.2g})")
-        os.replace(tmp, output)
-    finally:
-        if os.path.exists(tmp):
-            os.remove(tmp)
     return ExportReport(output, meta, dict(checks.node_summary(onnx_model)), len(plugin_nodes(onnx_model)),
                         output.stat().st_size, parity)

@@ -6,7 +6,6 @@ one folder. The engines stage extends it.
 """
 from __future__ import annotations
 
-import json
 import shutil
 from pathlib import Path
 

@@ -1,13 +1,12 @@
 """Checkpoints: the state dict plus the model config, loadable with ``weights_only=True``."""
 from __future__ import annotations
 
-import os
-import tempfile
 from pathlib import Path
 
 import torch
 
 from iaunet.errors import IAUnetError
+from iaunet.files import atomic_output
 from train.config import ModelConfig
 
 FORMAT = "iaunet-checkpoint-v1"
@@ -20,14 +19,8 @@ def save_checkpoint(path, model, extra: dict | None = None) -> Path:
     payload = {"format": FORMAT, "config": model.config.to_dict(),
                "state_dict": {k: v.detach().cpu() for k, v in model.state_dict().items()}}
     payload.update(extra or {})
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=path.name, suffix=".tmp")
-    os.close(fd)
-    try:
+    with atomic_output(path) as tmp:
         torch.save(payload, tmp)
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.remove(tmp)
     return path
 
 

@@ -23,7 +23,6 @@ import math
 
 import torch
 from torch import nn
-from torch.nn import functional as F
 
 # Finite in FP16 (exactly representable) and far enough below any relation logit that
 # exp(MASK_LOGIT - max) is exactly 0 in FP16 and FP32. The reference's ``- eye * 1e8``

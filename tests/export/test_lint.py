@@ -1,5 +1,4 @@
 """The TensorRT 10.3 lint catches what the parser would reject, naming the node."""
-import onnx
 from onnx import TensorProto, helper
 
 from export.checks import tensorrt_lint

@@ -5,7 +5,7 @@ from PIL import Image
 
 from iaunet.errors import IAUnetError
 from iaunet.preprocess import load_image
-from train.data.datasets import open_dataset, read_dukemtmc, read_mars, read_msmt17
+from train.data.datasets import open_dataset, read_dukemtmc, read_mars
 
 
 def _jpg(path):

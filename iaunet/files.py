@@ -1,0 +1,47 @@
+"""File helpers every stage shares (standard library only): content hashes, output
+paths checked before work starts, and writes that never leave a half-written file."""
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import os
+import tempfile
+from pathlib import Path
+
+from iaunet.errors import IAUnetError
+
+
+def sha256_file(path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def check_output_path(path) -> Path:
+    """Refuse, before any work, an output path that is a folder or cannot be written."""
+    path = Path(path)
+    parent = path.parent if str(path.parent) else Path(".")
+    if path.is_dir():
+        raise IAUnetError(f"output {path} is a folder; expected a file path")
+    if not parent.is_dir():
+        raise IAUnetError(f"output folder {parent} does not exist")
+    if not os.access(parent, os.W_OK):
+        raise IAUnetError(f"output folder {parent} is not writable")
+    return path
+
+
+@contextlib.contextmanager
+def atomic_output(path):
+    """Yield a temporary path beside ``path``; it replaces ``path`` only if the block
+    finishes without an exception, and is removed in every case otherwise."""
+    path = Path(path)
+    fd, tmp = tempfile.mkstemp(dir=path.parent if str(path.parent) else ".", prefix=path.name, suffix=".tmp")
+    os.close(fd)
+    try:
+        yield tmp
+        os.replace(tmp, path)
+    finally:
+        if os.path.exists(tmp):
+            os.remove(tmp)
