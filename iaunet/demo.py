@@ -60,7 +60,7 @@ def run_demo(args):
     for name, record in records.items():
         write_json(out / f"model.{name}.json", record)
     log.info("6/6 parity of every variant against PyTorch")
-    results, parity_dir = run_parity(checkpoint, out / "data", [report.path, out / "model.fp16.onnx",
+    results, _ = run_parity(checkpoint, out / "data", [report.path, out / "model.fp16.onnx",
                                                                  out / "model.int8.onnx"], out / "parity")
     summary = {"checkpoint": str(checkpoint), "untrained": _short(baseline), "trained": _short(trained),
                "onnx": str(report.path),
