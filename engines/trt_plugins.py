@@ -45,6 +45,20 @@ def _constant(expr, what: str) -> int:
     return int(expr.constant_value())
 
 
+def _aot_result(trtp, kernel, grid_x: int, batch_expr, scalars: tuple):
+    """(entry, PTX, launch parameters, scalar arguments) for one plugin kernel: grid x from
+    the fixed sizes, grid y the (dynamic) batch, scalars baked in at build time."""
+    launch = trtp.KernelLaunchParams()
+    launch.grid_x = grid_x
+    launch.grid_y = batch_expr
+    launch.block_x = kernel.block[0]
+    launch.shared_mem = kernel.shared_bytes
+    extra = trtp.SymIntExprs(len(scalars))
+    for i, value in enumerate(scalars):
+        extra[i] = trtp.SymInt32(value)
+    return kernel.entry, kernel.ptx, launch, extra
+
+
 def register_aot_plugins(ptx_dir) -> list:
     """Register both plugins with TensorRT's plugin registry; returns their ids."""
     import tensorrt as trt
@@ -64,15 +78,7 @@ def register_aot_plugins(ptx_dir) -> list:
         k = _constant(x.shape_expr[1], "the channel count K")
         l = _constant(x.shape_expr[2], "H*W")
         kernel = manifest.select(CHANNEL_OP, _dtype_name(trt, x.dtype), l)
-        launch = trtp.KernelLaunchParams()
-        launch.grid_x = kernel.grid(1, k)[0]
-        launch.grid_y = x.shape_expr[0]
-        launch.block_x = kernel.block[0]
-        launch.shared_mem = kernel.shared_bytes
-        scalars = trtp.SymIntExprs(2)
-        scalars[0] = trtp.SymInt32(k)
-        scalars[1] = trtp.SymInt32(l)
-        return kernel.entry, kernel.ptx, launch, scalars
+        return _aot_result(trtp, kernel, kernel.grid(1, k)[0], x.shape_expr[0], (k, l))
 
     @trtp.register(f"{NAMESPACE}::{PART_OP}")
     def part_desc(s: trtp.TensorDesc, frames: int, parts: int) -> Tuple[trtp.TensorDesc]:
@@ -85,14 +91,6 @@ def register_aot_plugins(ptx_dir) -> list:
         if n != frames * parts:
             raise IAUnetError(f"IAUPartAffinity input has N={n} but frames*parts={frames * parts}")
         kernel = manifest.select(PART_OP, _dtype_name(trt, s.dtype), n)
-        launch = trtp.KernelLaunchParams()
-        launch.grid_x = n
-        launch.grid_y = s.shape_expr[0]
-        launch.block_x = kernel.block[0]
-        launch.shared_mem = kernel.shared_bytes
-        scalars = trtp.SymIntExprs(2)
-        scalars[0] = trtp.SymInt32(n)
-        scalars[1] = trtp.SymInt32(parts)
-        return kernel.entry, kernel.ptx, launch, scalars
+        return _aot_result(trtp, kernel, kernel.grid(1, n)[0], s.shape_expr[0], (n, parts))
 
     return [f"{NAMESPACE}::{CHANNEL_OP}", f"{NAMESPACE}::{PART_OP}"]
