@@ -14,7 +14,7 @@ from calib import graph
 from calib.data import calibration_sources, load_inputs, pick
 from export.checks import compare, run_onnxruntime
 from export.metadata import ExportMetadata
-from export.plugins import PLUGIN_OPS
+from export.opdefs import PLUGIN_OPS
 from iaunet.errors import IAUnetError
 from iaunet.files import check_output_path, sha256_file
 from iaunet.log import get_logger

@@ -12,7 +12,7 @@ from pathlib import Path
 import numpy as np
 import onnx
 
-from export.plugins import DOMAIN, PLUGIN_OPS
+from export.opdefs import DOMAIN, PLUGIN_OPS
 from iaunet.errors import IAUnetError
 from iaunet.files import atomic_output
 

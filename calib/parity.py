@@ -15,11 +15,10 @@ import numpy as np
 from calib.graph import get_prop, load_model
 from iaunet.files import sha256_file
 from export.checks import compare, run_onnxruntime
-from export.metadata import ExportMetadata
+from calib.data import load_inputs
+from export.metadata import ExportMetadata, preprocess_spec
 from iaunet.errors import IAUnetError
 from iaunet.log import get_logger
-from iaunet.preprocess import preprocess_clip, preprocess_file
-from iaunet.progress import Progress
 from train.metrics import distance_matrix, rank_metrics
 
 log = get_logger("calib")
@@ -75,17 +74,6 @@ def find_variants(checkpoint: Path) -> list[Path]:
     return found
 
 
-def _inputs(samples, config, video):
-    bar = Progress(len(samples), "reading query+gallery", "img")
-    out = []
-    for s in samples:
-        out.append(preprocess_clip(s.paths, config.frames, config.height, config.width, config.resize_filter)
-                   if video else preprocess_file(s.paths[0], config.height, config.width, config.resize_filter))
-        bar.update()
-    bar.close()
-    return np.stack(out).astype(np.float32)
-
-
 def _pytorch_embeddings(model, config, inputs, batch=32):
     import torch
     from train.trainer import normalize
@@ -116,7 +104,8 @@ def run_parity(checkpoint, data, variants=(), out_dir=None) -> tuple[list[Varian
     samples = ds.query + ds.gallery
     pids = np.array([s.pid for s in samples])
     cams = np.array([s.camid for s in samples])
-    inputs = _inputs(samples, config, ds.video)
+    sources = [s.paths if ds.video else s.paths[0] for s in samples]
+    inputs = load_inputs(sources, preprocess_spec(config), "reading query+gallery")
     reference = _pytorch_embeddings(model, config, inputs)
     rank1, mAP, cmc = _retrieval(reference, len(ds.query), pids, cams)
     results = [VariantResult("pytorch", str(checkpoint), "fp32", "pytorch", rank1=rank1, mAP=mAP, cmc=cmc)]

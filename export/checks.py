@@ -8,7 +8,7 @@ from dataclasses import dataclass
 import numpy as np
 import onnx
 
-from export.plugins import DOMAIN, PLUGIN_OPS
+from export.opdefs import DOMAIN, PLUGIN_OPS
 from export.trt_support import MAX_OPSET, MIN_OPSET, ONNX_TO_TRT_TYPE, SUPPORTED_OPS
 from iaunet.errors import IAUnetError
 
@@ -57,12 +57,18 @@ def compare(reference: np.ndarray, other: np.ndarray) -> Parity:
                   float(np.abs(ref).max()), len(ref))
 
 
-def run_onnxruntime(model_path, images: np.ndarray, batch: int) -> np.ndarray:
-    """Embeddings from ONNX Runtime (CPU), fed ``batch`` samples at a time."""
+def onnxruntime_session(model_path):
+    """A CPU ONNX Runtime session (quiet)."""
     import onnxruntime as ort
     options = ort.SessionOptions()
     options.log_severity_level = 3
-    session = ort.InferenceSession(str(model_path), options, providers=["CPUExecutionProvider"])
+    return ort.InferenceSession(str(model_path), options, providers=["CPUExecutionProvider"])
+
+
+def run_onnxruntime(model, images: np.ndarray, batch: int) -> np.ndarray:
+    """Embeddings from ONNX Runtime, fed ``batch`` samples at a time; ``model`` is a path
+    or a session from ``onnxruntime_session`` (to reuse one across batch sizes)."""
+    session = model if hasattr(model, "run") else onnxruntime_session(model)
     outs = [session.run(["embeddings"], {"images": images[i:i + batch]})[0] for i in range(0, len(images), batch)]
     return np.concatenate(outs)
 

@@ -152,7 +152,9 @@ def export_checkpoint(checkpoint, output, mode: str = "plugin", opset: int = DEF
         expected = wrapper(torch.from_numpy(inputs)).numpy()
     with atomic_output(output) as tmp:
         onnx.save(onnx_model, tmp)
-        parity = {b: checks.compare(expected, checks.run_onnxruntime(tmp, inputs, b)) for b in parity_batches}
+        session = checks.onnxruntime_session(tmp)
+        parity = {b: checks.compare(expected, checks.run_onnxruntime(session, inputs, b)) for b in parity_batches}
+        del session
         failed = {b: p for b, p in parity.items() if not p.passes()}
         if failed:
             b, p = next(iter(failed.items()))

@@ -21,13 +21,8 @@ from onnx import TensorProto, helper, numpy_helper
 from iaunet.errors import IAUnetError
 from train.iau import MASK_LOGIT, channel_affinity, part_affinity, part_relation_mask
 
-DOMAIN = "iaunet"
-DOMAIN_VERSION = 1
-PLUGIN_NAMESPACE = "iaunet"
-PLUGIN_VERSION = "1"
-CHANNEL_OP = "IAUChannelAffinity"
-PART_OP = "IAUPartAffinity"
-PLUGIN_OPS = (CHANNEL_OP, PART_OP)
+from export.opdefs import (CHANNEL_OP, DOMAIN, DOMAIN_VERSION, PART_OP, PLUGIN_NAMESPACE,  # noqa: F401
+                           PLUGIN_OPS, PLUGIN_VERSION)
 
 
 class _ChannelAffinityNode(torch.autograd.Function):

@@ -8,9 +8,9 @@ import json
 from dataclasses import dataclass
 from pathlib import Path
 
+from export.opdefs import CHANNEL_OP, PART_OP  # noqa: F401  (pure constants, re-exported for the plugins)
 from iaunet.errors import IAUnetError
 
-CHANNEL_OP, PART_OP = "IAUChannelAffinity", "IAUPartAffinity"
 
 
 def _pow2_at_least(n: int, floor: int = 16) -> int:

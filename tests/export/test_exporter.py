@@ -99,7 +99,6 @@ def test_video_export_both_modes(video_checkpoint, tmp_path):
         model = onnx.load(str(report.path))
         dims = [d.dim_param or d.dim_value for d in model.graph.input[0].type.tensor_type.shape.dim]
         assert dims == ["batch", 3, 3, 64, 32]
-    parts = [n for n in model.graph.node if n.op_type == PART_OP]
     plugin = onnx.load(str(tmp_path / "v_plugin.onnx"))
     parts = [n for n in plugin.graph.node if n.op_type == PART_OP]
     assert len(parts) == 2 and {_attrs(n)["frames"] for n in parts} == {3}

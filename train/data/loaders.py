@@ -70,11 +70,17 @@ class IdentitySampler(Sampler):
         self.p = max(1, batch_size // num_instances)
         self.seed, self.epoch = seed, 0
         self.num_replicas, self.rank = num_replicas, rank
+        self._planned = (None, [])  # (epoch, batches): len() and iter() share one plan
 
     def set_epoch(self, epoch):
         self.epoch = epoch
 
     def _batches(self):
+        if self._planned[0] != self.epoch:
+            self._planned = (self.epoch, self._plan())
+        return self._planned[1]
+
+    def _plan(self):
         rng = np.random.default_rng([self.seed, self.epoch])
         groups = defaultdict(list)
         for pid in self.pids:
