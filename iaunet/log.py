@@ -15,4 +15,5 @@ def configure(verbose: bool = False) -> None:
         handler = logging.StreamHandler(sys.stderr)
         handler.setFormatter(logging.Formatter("[%(name)s] %(message)s"))
         root.addHandler(handler)
+        root.propagate = False  # libraries that configure the root logger would print our lines twice
     root.setLevel(logging.DEBUG if verbose else logging.INFO)

@@ -80,3 +80,10 @@ def test_export_command_prints_the_summary(tmp_path):
     assert "4 plugin nodes" in result.stdout and "iaunet::IAUChannelAffinity 2" in result.stdout
     assert "batch 1: min cosine" in result.stdout and "batch 7: min cosine" in result.stdout
     assert [p.name for p in tmp_path.glob("*.onnx*")] == ["m.onnx"]
+
+
+def test_log_lines_print_once_even_when_a_library_configures_the_root_logger():
+    code = ("import logging; from iaunet.log import configure, get_logger; configure(); "
+            "logging.basicConfig(level=logging.INFO); get_logger('demo').info('hello')")
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
+    assert result.stderr.count("hello") == 1, result.stderr
