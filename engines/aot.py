@@ -5,7 +5,14 @@ block sizes) and ``manifest.json`` with what a launcher needs: the entry name, i
 parameter order (Triton appends two scratch pointers, passed as null when their size is
 0), grid and block rules, dynamic shared memory, and the Triton version. The same inputs
 give the same bytes; compiled PTX is cached by (Triton version, kernel source, arch,
-variant), so nothing compiles at inference.
+variant, PTX ISA), so nothing compiles at inference.
+
+The PTX ISA version is the lowest that the architecture allows, not Triton's default
+(its bundled ptxas writes the newest, 8.8 for CUDA 12.9): a driver JIT-compiles PTX only
+up to its own ISA, and JetPack 6 (CUDA 12.6) stops at 8.5.
+
+Channel-affinity variants come in two forms: ``aligned`` (tensors 16-byte aligned and
+H·W a multiple of 16, which lets Triton emit 128-bit loads and stores) and general.
 """
 from __future__ import annotations
 
@@ -24,6 +31,11 @@ SUPPORTED_ARCHS = (80, 86, 87, 89, 90, 100, 110)
 DTYPES = {"fp16": "*fp16", "fp32": "*fp32"}
 DEFAULT_HW = (128, 512)       # H*W of the IAU blocks at 256x128 input (ResNet-50: 16*8, 32*16)
 DEFAULT_NODES = (4, 16)       # part nodes: image (4), video up to T = 4 (16)
+# lowest PTX ISA per architecture (sm_90a since 8.0 but 8.5 is the floor we support: JetPack 6,
+# CUDA 12.5+ drivers; sm_100a needs 8.6, sm_110a 9.0)
+MIN_PTX_VERSION = {80: 85, 86: 85, 87: 85, 89: 85, 90: 85, 100: 86, 110: 90}
+PTX_CUDA = {85: "12.5", 86: "12.7", 87: "12.8", 88: "12.9", 90: "13.0"}  # the CUDA driver a PTX ISA needs
+ALIGN = 16  # bytes / elements the aligned variants assume
 
 
 @dataclass(frozen=True)
@@ -34,19 +46,21 @@ class Variant:
     num_warps: int
     grid: str          # launch grid, in the op's shape symbols
     params: tuple      # entry parameters in order
+    aligned: bool = False  # pointers 16-byte aligned and L % 16 == 0 (vector loads)
 
     @property
     def tag(self) -> str:
-        return "_".join([self.op, self.dtype] + [f"{k}{v}" for k, v in self.constexprs if k.startswith("BLOCK")])
+        parts = [self.op, self.dtype] + [f"{k}{v}" for k, v in self.constexprs if k.startswith("BLOCK")]
+        return "_".join(parts + (["A16"] if self.aligned else []))
 
 
-def channel_variant(dtype: str, hw: int) -> Variant:
+def channel_variant(dtype: str, hw: int, aligned: bool = False) -> Variant:
     from engines.kernels.channel_affinity import launch_config
     cfg = launch_config(0, hw, dtype == "fp32")
     warps = cfg.pop("num_warps")
     return Variant("IAUChannelAffinity", dtype, tuple(sorted(cfg.items())), warps,
                    "(ceil(K / BLOCK_M), B, 1)",
-                   ("X", "K", "L", "Y", "global_scratch", "profile_scratch"))
+                   ("X", "K", "L", "Y", "global_scratch", "profile_scratch"), aligned)
 
 
 def part_variant(dtype: str, nodes: int) -> Variant:
@@ -58,7 +72,8 @@ def part_variant(dtype: str, nodes: int) -> Variant:
 
 
 def default_variants(hw_sizes=DEFAULT_HW, node_counts=DEFAULT_NODES) -> list[Variant]:
-    out = [channel_variant(d, hw) for d in DTYPES for hw in sorted(set(hw_sizes))]
+    out = [channel_variant(d, hw, aligned) for d in DTYPES for hw in sorted(set(hw_sizes))
+           for aligned in ((False, True) if hw % ALIGN == 0 else (False,))]
     out += [part_variant(d, n) for d in DTYPES for n in sorted(set(node_counts))]
     return list(dict.fromkeys(out))  # block sizes may coincide
 
@@ -78,16 +93,37 @@ def _signature(variant: Variant, fn) -> dict:
     return {n: ("constexpr" if n in constexprs else DTYPES[variant.dtype] if n in tensors else "i32") for n in names}
 
 
-def _cache_key(variant: Variant, arch: int) -> str:
+def _attributes(variant: Variant, fn) -> dict:
+    """Triton specialisation hints of an aligned variant: both tensors and L divisible by 16."""
+    if not variant.aligned:
+        return {}
+    names = list(inspect.signature(fn.fn).parameters)
+    return {(names.index(p),): [["tt.divisibility", ALIGN]] for p in ("X", "L", "Y")}
+
+
+def _cache_key(variant: Variant, arch: int, ptx_version: int) -> str:
     import triton
     fn = _kernel(variant.op)
-    payload = json.dumps([triton.__version__, inspect.getsource(fn.fn), arch, asdict(variant)], sort_keys=True)
+    payload = json.dumps([triton.__version__, inspect.getsource(fn.fn), arch, ptx_version, asdict(variant)],
+                         sort_keys=True)
     return hashlib.sha256(payload.encode()).hexdigest()[:24]
 
 
-def compile_variant(variant: Variant, arch: int, cache_dir: Path) -> dict:
+def ptx_version_for(arch: int, requested: int | None = None) -> int:
+    """The PTX ISA to write (e.g. 85 for 8.5): the architecture's floor unless asked for more."""
+    floor = MIN_PTX_VERSION[arch]
+    if requested is None:
+        return floor
+    if requested < floor or requested not in PTX_CUDA:
+        raise IAUnetError(f"PTX ISA {requested // 10}.{requested % 10} cannot target sm_{arch}; expected one of "
+                          f"{[f'{v // 10}.{v % 10}' for v in PTX_CUDA if v >= floor]}")
+    return requested
+
+
+def compile_variant(variant: Variant, arch: int, cache_dir: Path, ptx_version: int | None = None) -> dict:
     """PTX text and launch metadata of one variant (from the cache when present)."""
-    cached = cache_dir / f"{_cache_key(variant, arch)}.json"
+    ptx_version = ptx_version_for(arch, ptx_version)
+    cached = cache_dir / f"{_cache_key(variant, arch, ptx_version)}.json"
     if cached.is_file():
         return json.loads(cached.read_text())
     os.environ.setdefault("TRITON_DEFAULT_FP_FUSION", "1")
@@ -95,8 +131,10 @@ def compile_variant(variant: Variant, arch: int, cache_dir: Path) -> dict:
     from triton.backends.compiler import GPUTarget
     from triton.compiler import ASTSource
     fn = _kernel(variant.op)
-    source = ASTSource(fn=fn, signature=_signature(variant, fn), constexprs=dict(variant.constexprs))
-    compiled = triton.compile(source, target=GPUTarget("cuda", arch, 32), options={"num_warps": variant.num_warps})
+    source = ASTSource(fn=fn, signature=_signature(variant, fn), constexprs=dict(variant.constexprs),
+                       attrs=_attributes(variant, fn))
+    compiled = triton.compile(source, target=GPUTarget("cuda", arch, 32),
+                              options={"num_warps": variant.num_warps, "ptx_version": ptx_version})
     meta = compiled.metadata
     if meta.global_scratch_size or meta.profile_scratch_size:
         raise IAUnetError(f"{variant.tag} needs Triton scratch memory, which the plugins do not allocate")
@@ -114,7 +152,7 @@ def default_cache_dir() -> Path:
     return Path(root) / "iaunet" / "ptx"
 
 
-def compile_kernels(arch: int, out_dir, variants=None, cache_dir=None) -> dict:
+def compile_kernels(arch: int, out_dir, variants=None, cache_dir=None, ptx_version: int | None = None) -> dict:
     """Write ``<tag>.sm<arch>.ptx`` files and ``manifest.json`` into ``out_dir``."""
     if os.environ.get("TRITON_INTERPRET", "0") not in ("", "0"):
         raise IAUnetError("cannot compile PTX in a process running Triton's interpreter (TRITON_INTERPRET is set); "
@@ -122,6 +160,7 @@ def compile_kernels(arch: int, out_dir, variants=None, cache_dir=None) -> dict:
     import triton
     if arch not in SUPPORTED_ARCHS:
         raise IAUnetError(f"compute capability {arch} is not supported; expected one of {list(SUPPORTED_ARCHS)}")
+    ptx_version = ptx_version_for(arch, ptx_version)
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     cache = Path(cache_dir) if cache_dir else default_cache_dir()
@@ -129,18 +168,20 @@ def compile_kernels(arch: int, out_dir, variants=None, cache_dir=None) -> dict:
     entries = []
     bar = Progress(len(variants), f"compiling sm_{arch}", "kernel")
     for v in variants:
-        result = compile_variant(v, arch, cache)
+        result = compile_variant(v, arch, cache, ptx_version)
         name = f"{v.tag}.sm{arch}.ptx"
         (out / name).write_text(result["ptx"])
         entries.append({"op": v.op, "dtype": v.dtype, "file": name, "entry": result["name"],
                         "sha256": hashlib.sha256(result["ptx"].encode()).hexdigest(),
                         "constexprs": dict(v.constexprs), "params": list(v.params), "grid": v.grid,
+                        "aligned": v.aligned,
                         "block": [32 * result["num_warps"], 1, 1], "shared_bytes": result["shared_bytes"],
                         # above 48 KiB a launcher must raise the function's dynamic shared memory limit
                         "shared_opt_in": result["shared_bytes"] > 48 * 1024})
         bar.update()
     bar.close()
     manifest = {"format": "iaunet-ptx-v1", "arch": arch, "triton_version": triton.__version__,
+                "ptx_version": f"{ptx_version // 10}.{ptx_version % 10}", "min_cuda_driver": PTX_CUDA[ptx_version],
                 "kernels": entries}
     (out / "manifest.json").write_text(json.dumps(manifest, indent=2, sort_keys=True) + "\n")
     return manifest

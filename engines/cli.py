@@ -12,6 +12,8 @@ def add_commands(sub):
     c.add_argument("--hw", type=int, nargs="+", help="H*W sizes of the IAU blocks (default 128 512)")
     c.add_argument("--nodes", type=int, nargs="+", help="part node counts, 4*frames (default 4 16)")
     c.add_argument("--cache-dir", help="compiled PTX cache (default ~/.cache/iaunet/ptx)")
+    c.add_argument("--ptx-version", help="PTX ISA to write, e.g. 8.7 (default: the lowest the architecture allows, "
+                                         "8.5 up to sm_90, so CUDA 12.5+ drivers such as JetPack 6 load it)")
     c.set_defaults(func=run_compile)
     b = actions.add_parser("bench", help="fused channel affinity vs PyTorch eager FP16 (needs a CUDA GPU)")
     b.add_argument("-o", "--out", default="kernel-bench")
@@ -35,9 +37,17 @@ def run_compile(args):
     os.environ.pop("TRITON_INTERPRET", None)  # compiling, not interpreting: before triton is imported
 
     from engines.aot import DEFAULT_HW, DEFAULT_NODES, compile_kernels, default_variants
+    from iaunet.errors import IAUnetError
     variants = default_variants(args.hw or DEFAULT_HW, args.nodes or DEFAULT_NODES)
+    ptx_version = None
+    if args.ptx_version:
+        major, _, minor = args.ptx_version.partition(".")
+        if not (major.isdigit() and minor.isdigit() and len(minor) == 1):
+            raise IAUnetError(f"--ptx-version {args.ptx_version!r} is not a PTX ISA version; expected e.g. 8.5")
+        ptx_version = int(major) * 10 + int(minor)
     for arch in args.arch:
         out = Path(args.out) if len(args.arch) == 1 else Path(args.out) / f"sm{arch}"
-        manifest = compile_kernels(arch, out, variants, args.cache_dir)
-        print(f"sm_{arch}: {len(manifest['kernels'])} kernels -> {out}/ (Triton {manifest['triton_version']})")
+        manifest = compile_kernels(arch, out, variants, args.cache_dir, ptx_version)
+        print(f"sm_{arch}: {len(manifest['kernels'])} kernels, PTX {manifest['ptx_version']} (CUDA driver "
+              f"{manifest['min_cuda_driver']}+) -> {out}/ (Triton {manifest['triton_version']})")
     return 0

@@ -1,16 +1,28 @@
 """What an engine with IAU plugins needs at run time, with the standard library only:
 the PTX manifest written by ``iaunet plugins compile``, the choice of kernel variant for
-a dtype and shape, and the launch geometry. Both TensorRT plugin routes use it.
+a dtype and shape, the launch geometry, and the kernel arguments packed the way the CUDA
+driver's ``cuLaunchKernel`` takes them. Both TensorRT plugin routes use it.
+
+A kernel also travels on its own (``Kernel.to_bytes``): the IPluginV3 route serialises
+the one it chose into the engine, so a deployed engine needs no PTX folder.
 """
 from __future__ import annotations
 
+import ctypes
+import hashlib
 import json
-from dataclasses import dataclass
+import re
+from dataclasses import asdict, dataclass
 from pathlib import Path
 
 from export.opdefs import CHANNEL_OP, PART_OP  # noqa: F401  (pure constants, re-exported for the plugins)
 from iaunet.errors import IAUnetError
 
+KERNEL_FORMAT = "iaunet-kernel-v1"
+ALIGN = 16                       # what an aligned variant assumes: 16-byte pointers, H*W % 16 == 0
+SCRATCH_PARAMS = ("global_scratch", "profile_scratch")  # Triton's trailing pointers, passed as null
+OP_ATTRIBUTES = {CHANNEL_OP: (), PART_OP: ("frames", "parts")}  # integer ONNX attributes of each op
+_PTX_PARAM = re.compile(r"\.param\s+\.([usbf])(8|16|32|64)\b")
 
 
 def _pow2_at_least(n: int, floor: int = 16) -> int:
@@ -18,6 +30,15 @@ def _pow2_at_least(n: int, floor: int = 16) -> int:
     while p < n:
         p *= 2
     return p
+
+
+def ptx_parameter_widths(ptx: str, entry: str) -> list:
+    """Bit widths of an entry's parameters, in order, read off the PTX."""
+    start = ptx.find(f".entry {entry}(")
+    if start < 0:
+        raise IAUnetError(f"PTX has no entry {entry!r}")
+    header = ptx[start:ptx.index(")", start)]
+    return [int(width) for _, width in _PTX_PARAM.findall(header)]
 
 
 @dataclass(frozen=True)
@@ -30,6 +51,8 @@ class Kernel:
     params: tuple
     block: tuple
     shared_bytes: int
+    aligned: bool = False
+    arch: int = 0
 
     def grid(self, batch: int, size: int) -> tuple:
         """Grid for a batch; ``size`` is K (channel tokens) or N (part nodes)."""
@@ -37,6 +60,82 @@ class Kernel:
             m = self.constexprs["BLOCK_M"]
             return ((size + m - 1) // m, batch, 1)
         return (size, batch, 1)
+
+    def covers(self, size: int) -> bool:
+        """Whether this variant handles an L (channel) or N (part) of ``size``."""
+        block = self.constexprs["BLOCK_L" if self.op == CHANNEL_OP else "BLOCK_N"]
+        return size <= block and not (self.aligned and size % ALIGN)
+
+    def to_bytes(self) -> bytes:
+        fields = asdict(self)
+        fields.update(format=KERNEL_FORMAT, ptx=self.ptx.decode("ascii"))
+        return json.dumps(fields, sort_keys=True).encode()
+
+    @classmethod
+    def from_bytes(cls, data: bytes) -> "Kernel":
+        try:
+            fields = json.loads(bytes(data).decode())
+            if fields.pop("format") != KERNEL_FORMAT:
+                raise ValueError
+            fields.update(ptx=fields["ptx"].encode("ascii"), params=tuple(fields["params"]),
+                          block=tuple(fields["block"]))
+            return cls(**fields)
+        except (ValueError, KeyError, TypeError, UnicodeDecodeError, AttributeError):
+            raise IAUnetError(f"the serialised IAU kernel is not in the {KERNEL_FORMAT} format; rebuild the engine "
+                              "with this version of iaunet") from None
+
+
+@dataclass(frozen=True)
+class Launch:
+    """One kernel launch: geometry and the argument values by parameter name."""
+    kernel: Kernel
+    grid: tuple
+    arguments: dict
+
+    def packed(self):
+        """(void** array for cuLaunchKernel, the ctypes values it points to: keep them alive
+        until the launch call returns). Parameter widths come from the PTX itself."""
+        widths = ptx_parameter_widths(self.kernel.ptx.decode("ascii"), self.kernel.entry)
+        if len(widths) != len(self.kernel.params):
+            raise IAUnetError(f"{self.kernel.entry} takes {len(widths)} parameters but the manifest lists "
+                              f"{len(self.kernel.params)}; recompile with 'iaunet plugins compile'")
+        values = []
+        for name, width in zip(self.kernel.params, widths):
+            value = 0 if name in SCRATCH_PARAMS else self.arguments[name]
+            values.append(ctypes.c_uint64(value) if width == 64 else ctypes.c_int32(value))
+        pointers = (ctypes.c_void_p * len(values))(*(ctypes.addressof(v) for v in values))
+        return pointers, values
+
+
+def check_shape(op: str, shape, attrs: dict) -> None:
+    """The op's input contract (docs/ops): rank 3, square for the part op, N = frames*parts."""
+    shape = tuple(int(d) for d in shape)
+    if len(shape) != 3:
+        raise IAUnetError(f"{op} takes a rank-3 input [B, K, L] / [B, N, N], got shape {shape}")
+    if op == PART_OP:
+        n = attrs["frames"] * attrs["parts"]
+        if shape[1:] != (n, n):
+            raise IAUnetError(f"{op} with frames={attrs['frames']}, parts={attrs['parts']} takes [B, {n}, {n}], "
+                              f"got {shape}")
+
+
+def variant_size(op: str, shape) -> int:
+    """The size a kernel variant is compiled for: L = H*W, or N part nodes."""
+    return int(shape[2])
+
+
+def plan_launch(kernel: Kernel, shape, attrs: dict, src: int, dst: int) -> Launch:
+    """The launch of ``kernel`` for an input of ``shape`` at device address ``src``, output at ``dst``."""
+    check_shape(kernel.op, shape, attrs)
+    batch, tokens, last = (int(d) for d in shape)
+    if kernel.aligned and (src % ALIGN or dst % ALIGN or last % ALIGN):
+        raise IAUnetError(f"{kernel.entry} (aligned variant) needs 16-byte aligned tensors and H*W % 16 == 0; "
+                          f"got input 0x{src:x}, output 0x{dst:x}, H*W {last}")
+    if kernel.op == CHANNEL_OP:
+        arguments = {"X": src, "K": tokens, "L": last, "Y": dst}
+    else:
+        arguments = {"S": src, "N": tokens, "PARTS": attrs["parts"], "W": dst}
+    return Launch(kernel, kernel.grid(batch, tokens), arguments)
 
 
 class PtxManifest:
@@ -47,22 +146,39 @@ class PtxManifest:
         path = self.folder / "manifest.json"
         if not path.is_file():
             raise IAUnetError(f"{path} not found; expected the output of 'iaunet plugins compile --arch CC -o {folder}'")
-        data = json.loads(path.read_text())
+        try:
+            data = json.loads(path.read_text())
+        except ValueError as e:
+            raise IAUnetError(f"{path} is not valid JSON ({e}); recompile with 'iaunet plugins compile'") from None
         if data.get("format") != "iaunet-ptx-v1":
             raise IAUnetError(f"{path} is not an IAUnet PTX manifest (format {data.get('format')!r})")
         self.arch = int(data["arch"])
         self.triton_version = data["triton_version"]
+        self.ptx_version = data.get("ptx_version")
         self.entries = data["kernels"]
 
-    def select(self, op: str, dtype: str, size: int) -> Kernel:
+    def select(self, op: str, dtype: str, size: int, aligned: bool = True) -> Kernel:
         """The variant for ``op`` and ``dtype`` ('fp16'/'fp32'); ``size`` is L = H*W for the
-        channel op and N = frames*parts for the part op."""
+        channel op and N = frames*parts for the part op. The aligned form is preferred when
+        ``aligned`` (the caller's tensors are 16-byte aligned) and the size allows it."""
         block_key = "BLOCK_L" if op == CHANNEL_OP else "BLOCK_N"
         want = _pow2_at_least(size)
-        for e in self.entries:
-            if e["op"] == op and e["dtype"] == dtype and e["constexprs"][block_key] == want:
-                return Kernel(op, dtype, e["entry"], (self.folder / e["file"]).read_bytes(), e["constexprs"],
-                              tuple(e["params"]), tuple(e["block"]), e["shared_bytes"])
-        have = sorted({(e["dtype"], e["constexprs"][block_key]) for e in self.entries if e["op"] == op})
-        raise IAUnetError(f"no {op} kernel for {dtype} with {block_key}={want} (size {size}) in {self.folder}; "
-                          f"compiled variants: {have}. Recompile with matching --hw/--nodes")
+        matches = [e for e in self.entries
+                   if e["op"] == op and e["dtype"] == dtype and e["constexprs"][block_key] == want
+                   and (not e.get("aligned") or (aligned and size % ALIGN == 0))]
+        if not matches:
+            have = sorted({(e["dtype"], e["constexprs"][block_key]) for e in self.entries if e["op"] == op})
+            raise IAUnetError(f"no {op} kernel for {dtype} with {block_key}={want} (size {size}) in {self.folder}; "
+                              f"compiled variants: {have}. Recompile with matching --hw/--nodes")
+        e = max(matches, key=lambda e: bool(e.get("aligned")))
+        return Kernel(op, dtype, e["entry"], self._ptx(e), e["constexprs"], tuple(e["params"]), tuple(e["block"]),
+                      e["shared_bytes"], bool(e.get("aligned")), self.arch)
+
+    def _ptx(self, entry: dict) -> bytes:
+        path = self.folder / entry["file"]
+        if not path.is_file():
+            raise IAUnetError(f"{path} is listed in the manifest but missing; recompile with 'iaunet plugins compile'")
+        ptx = path.read_bytes()
+        if "sha256" in entry and hashlib.sha256(ptx).hexdigest() != entry["sha256"]:
+            raise IAUnetError(f"{path} does not match its manifest checksum (changed or corrupt); recompile it")
+        return ptx

@@ -69,3 +69,12 @@ def image_checkpoint(tmp_path_factory):
 def video_checkpoint(tmp_path_factory):
     from train import save_checkpoint
     return save_checkpoint(tmp_path_factory.mktemp("ck") / "video.pt", randomised_model("iaunet_video_r18", frames=3))
+
+
+@pytest.fixture(scope="session")
+def orin_ptx(tmp_path_factory):
+    """(manifest, folder, cache folder): the default kernels compiled for sm_87 with a fresh cache."""
+    pytest.importorskip("triton", reason="triton is not installed (pip install -e '.[kernels]')")
+    from engines.aot import compile_kernels
+    root = tmp_path_factory.mktemp("ptx")
+    return compile_kernels(87, root / "a", cache_dir=root / "cache"), root / "a", root / "cache"

@@ -10,9 +10,9 @@ from iaunet.errors import IAUnetError  # noqa: E402
 
 
 @pytest.fixture(scope="module")
-def orin(tmp_path_factory):
-    root = tmp_path_factory.mktemp("ptx")
-    return compile_kernels(87, root / "a", cache_dir=root / "cache"), root
+def orin(orin_ptx):
+    manifest, folder, cache = orin_ptx
+    return manifest, folder.parent
 
 
 def test_manifest_describes_every_kernel(orin):
@@ -20,13 +20,40 @@ def test_manifest_describes_every_kernel(orin):
     assert manifest["arch"] == 87 and manifest["format"] == "iaunet-ptx-v1"
     ops = {(k["op"], k["dtype"]) for k in manifest["kernels"]}
     assert ops == {(op, d) for op in ("IAUChannelAffinity", "IAUPartAffinity") for d in ("fp16", "fp32")}
+    assert manifest["ptx_version"] == "8.5" and manifest["min_cuda_driver"] == "12.5"
     for k in manifest["kernels"]:
         ptx = (root / "a" / k["file"]).read_text()
+        assert "\n.version 8.5\n" in ptx  # loadable by JetPack 6's CUDA 12.6 driver (Triton alone writes 8.8)
         assert ".target sm_87" in ptx and f".entry {k['entry']}(" in ptx
         # the entry has one parameter per listed launch argument (Triton's two scratch pointers included)
         entry = ptx[ptx.index(f".entry {k['entry']}("):]
         assert entry[:entry.index(")")].count(".param") == len(k["params"])
         assert k["block"][0] % 32 == 0 and k["shared_opt_in"] == (k["shared_bytes"] > 49152)
+
+
+def test_aligned_variants_use_vector_memory_access(orin):
+    """The aligned form exists exactly where H*W allows it and is what makes Triton emit
+    128-bit loads and stores; the general form is scalar."""
+    manifest, root = orin
+    channel = [k for k in manifest["kernels"] if k["op"] == "IAUChannelAffinity"]
+    assert {(k["dtype"], k["constexprs"]["BLOCK_L"]) for k in channel if k["aligned"]} == \
+        {(d, hw) for d in ("fp16", "fp32") for hw in (128, 512)}
+    for k in channel:
+        ptx = (root / "a" / k["file"]).read_text()
+        vector = ptx.count("ld.global.v4") + ptx.count("st.global.v4")
+        assert (vector > 0) == k["aligned"], k["file"]
+
+
+def test_ptx_version_can_be_raised_but_not_below_the_architecture(tmp_path):
+    from engines.aot import ptx_version_for
+    assert ptx_version_for(87) == 85 and ptx_version_for(100) == 86 and ptx_version_for(110) == 90
+    assert ptx_version_for(87, 88) == 88
+    with pytest.raises(IAUnetError, match="PTX ISA 8.5 cannot target sm_100"):
+        ptx_version_for(100, 85)
+    variants = [v for v in default_variants((128,), (4,)) if v.op == "IAUPartAffinity"][:1]
+    manifest = compile_kernels(90, tmp_path, variants, cache_dir=tmp_path / "cache", ptx_version=88)
+    assert "\n.version 8.8\n" in (tmp_path / manifest["kernels"][0]["file"]).read_text()
+    assert manifest["min_cuda_driver"] == "12.9"
 
 
 def test_same_inputs_same_bytes_and_cache_reuse(orin, tmp_path):
@@ -77,6 +104,7 @@ def test_runtime_manifest_selects_variants_and_launch_geometry(orin, tmp_path):
     big = ptx.select(CHANNEL_OP, "fp16", 512)      # H*W = 32*16
     small = ptx.select(CHANNEL_OP, "fp32", 100)    # an awkward H*W pads to 128
     assert big.constexprs["BLOCK_L"] == 512 and small.constexprs["BLOCK_L"] == 128
+    assert big.aligned and not small.aligned and not ptx.select(CHANNEL_OP, "fp16", 512, aligned=False).aligned
     assert big.ptx.startswith(b"//") and big.params[:4] == ("X", "K", "L", "Y")
     assert big.grid(32, 512) == (512 // big.constexprs["BLOCK_M"], 32, 1)
     assert big.grid(1, 513)[0] == 512 // big.constexprs["BLOCK_M"] + 1

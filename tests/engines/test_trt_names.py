@@ -39,16 +39,29 @@ def _wheel(requirement: str) -> Path:
     return found[0]
 
 
+class _Strings(set):
+    """Identifiers in a shared library. The linker merges a string into the tail of a longer
+    one ("register_creator" lives inside "deregister_creator"), so a name also counts as
+    present when some identifier ends with it."""
+
+    def __contains__(self, name):
+        return set.__contains__(self, name) or any(s.endswith(name) for s in self)
+
+
 def _names_in_wheel(path: Path) -> dict:
-    """{'trt': binary strings of tensorrt.so, 'trtp': names defined in tensorrt/plugin (if any)}."""
+    """{'trt': identifiers of tensorrt.so and its package's Python, 'trtp': names defined in
+    tensorrt/plugin (if any), 'required': methods a Python plugin must implement}."""
     with zipfile.ZipFile(path) as wheel:
         so = next(n for n in wheel.namelist() if re.search(r"tensorrt[^/]*/tensorrt[^/]*\.so$", n))
         binary = wheel.read(so)
+        init = next(wheel.read(n).decode() for n in wheel.namelist() if re.search(r"^tensorrt[^/]*/__init__\.py$", n))
         plugin_src = "\n".join(wheel.read(n).decode() for n in wheel.namelist()
                                if "/plugin/" in n and n.endswith(".py"))
-    strings = set(re.findall(rb"[A-Za-z_][A-Za-z0-9_]{1,80}", binary))
+    strings = {s.decode() for s in re.findall(rb"[A-Za-z_][A-Za-z0-9_]{1,80}", binary)}
+    strings |= set(re.findall(r"^def\s+(\w+)", init, re.M))
     plugin = set(re.findall(r"^\s*(?:def|class)\s+(\w+)", plugin_src, re.M))
-    return {"trt": {s.decode() for s in strings}, "trtp": plugin, "has_plugin": bool(plugin_src)}
+    required = {m.decode() for m in re.findall(rb"no implementation provided for (\w+)\(\)", binary)}
+    return {"trt": _Strings(strings), "trtp": plugin, "has_plugin": bool(plugin_src), "required": required}
 
 
 def _used_names(path: Path) -> tuple:
@@ -69,7 +82,22 @@ def _used_names(path: Path) -> tuple:
                        and any(getattr(t, "id", None) == minimum.id for t in n.targets))
     used = {(aliases[n.value.id], n.attr) for n in ast.walk(tree)
             if isinstance(n, ast.Attribute) and isinstance(n.value, ast.Name) and n.value.id in aliases}
+    used |= {(aliases[n.value.value.id], n.attr) for n in ast.walk(tree)  # trt.DataType.HALF: HALF too
+             if isinstance(n, ast.Attribute) and isinstance(n.value, ast.Attribute)
+             and isinstance(n.value.value, ast.Name) and n.value.value.id in aliases}
     return (ast.literal_eval(minimum) if minimum is not None else (0, 0)), used
+
+
+def _plugin_methods(path: Path) -> dict:
+    """{class name: (TensorRT base names, public method names)} for classes deriving from ``trt.*``."""
+    out = {}
+    for node in ast.walk(ast.parse(path.read_text())):
+        if isinstance(node, ast.ClassDef):
+            bases = {b.attr for b in node.bases if isinstance(b, ast.Attribute)}
+            if bases:
+                out[node.name] = (bases, {f.name for f in node.body if isinstance(f, ast.FunctionDef)
+                                          and not f.name.startswith("_")})
+    return out
 
 
 @pytest.fixture(scope="module")
@@ -106,3 +134,35 @@ def test_the_checker_catches_a_name_only_newer_versions_have(wheel_names, tmp_pa
     minimum, used = _used_names(probe)
     assert minimum == (10, 3) and ("trt", "IInt8EntropyCalibrator2") in used
     assert "IInt8EntropyCalibrator2" not in wheel_names[(11, 4)]["trt"]  # so the module test would fail for 11.4
+
+
+# Methods TensorRT's Python trampolines call without a default (NVIDIA/TensorRT
+# python/src/infer/pyPlugin.cpp: "no implementation provided for ...()"), per V3 interface.
+V3_REQUIRED = {"get_capability_interface", "clone", "get_fields_to_serialize",                    # core
+               "supports_format_combination", "get_output_data_types", "get_output_shapes",        # build
+               "configure_plugin",
+               "enqueue", "set_tactic", "on_shape_change", "attach_to_context"}                    # runtime
+CREATOR_REQUIRED = {"create_plugin"}
+# methods called on TensorRT objects the module does not name through the alias
+V3_OBJECT_NAMES = {"get_creator", "register_creator", "deregister_creator", "get_plugin_registry"}
+V3_MODULE = ROOT / "runtime" / "trt_plugin_v3.py"
+
+
+def test_ipluginv3_classes_implement_what_tensorrt_calls(wheel_names):
+    """A misspelt override would silently leave TensorRT calling a missing method at build or run time."""
+    classes = _plugin_methods(V3_MODULE)
+    plugin = next(m for bases, m in classes.values() if "IPluginV3" in bases)
+    creator = next(m for bases, m in classes.values() if "IPluginCreatorV3One" in bases)
+    assert V3_REQUIRED <= plugin, f"missing: {sorted(V3_REQUIRED - plugin)}"
+    assert CREATOR_REQUIRED <= creator
+    for version, names in wheel_names.items():
+        assert (V3_REQUIRED | CREATOR_REQUIRED) <= names["required"], \
+            f"TensorRT {version} no longer requires {sorted((V3_REQUIRED | CREATOR_REQUIRED) - names['required'])}"
+        unknown = sorted(m for m in plugin | creator | V3_OBJECT_NAMES if m not in names["trt"])
+        assert not unknown, f"TensorRT {version} binds no {unknown}"
+
+
+def test_string_matching_sees_merged_tails_but_not_inventions(wheel_names):
+    names = wheel_names[(10, 3)]["trt"]
+    assert "register_creator" in names and "deregister_creator" in names
+    assert "get_output_datatypes" not in names and "IPluginV4" not in names

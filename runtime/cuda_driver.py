@@ -1,0 +1,129 @@
+"""The few CUDA driver calls the IPluginV3 route needs, through ``ctypes`` on libcuda:
+load PTX into the current context, look up its entry, raise its dynamic shared-memory
+limit, and launch it on a stream given as a raw handle.
+
+Why not pycuda for the launch: pycuda launches only on streams it created (its
+``Function._launch_kernel`` takes a pycuda ``Stream``) and does not expose the
+``CUfunction`` handle, while a TensorRT plugin must launch on the ``cudaStream_t``
+TensorRT hands to ``enqueue``. libcuda is the driver pycuda and TensorRT themselves
+sit on, present wherever a GPU is, so this adds no dependency. Nothing here runs
+without an NVIDIA driver; the module imports everywhere.
+"""
+from __future__ import annotations
+
+import ctypes
+import hashlib
+import threading
+
+from iaunet.errors import IAUnetError
+
+CU_FUNC_ATTRIBUTE_MAX_DYNAMIC_SHARED_SIZE_BYTES = 8
+CU_DEVICE_ATTRIBUTE_COMPUTE_CAPABILITY_MAJOR = 75
+CU_DEVICE_ATTRIBUTE_COMPUTE_CAPABILITY_MINOR = 76
+CU_JIT_ERROR_LOG_BUFFER = 5
+CU_JIT_ERROR_LOG_BUFFER_SIZE_BYTES = 6
+STATIC_SHARED_LIMIT = 48 * 1024
+_HINTS = {
+    209: "the PTX targets another GPU architecture; compile with 'iaunet plugins compile --arch' for this GPU",
+    218: "the PTX is invalid for this driver",
+    222: "the PTX ISA is newer than this driver supports; recompile with a lower --ptx-version (8.5 for JetPack 6)",
+    201: "no CUDA context is current on this thread",
+}
+
+_lib = None
+_lock = threading.Lock()
+_functions: dict = {}   # (context handle, PTX sha, entry) -> (module, function)
+
+
+def driver():
+    """libcuda, loaded once; an IAUnetError when there is no NVIDIA driver."""
+    global _lib
+    if _lib is None:
+        for name in ("libcuda.so.1", "libcuda.so", "nvcuda.dll"):
+            try:
+                lib = ctypes.CDLL(name)
+                break
+            except OSError:
+                continue
+        else:
+            raise IAUnetError("the CUDA driver (libcuda.so.1) was not found; the IAU plugins need an NVIDIA GPU "
+                              "and its driver")
+        check(lib, lib.cuInit(0), "cuInit")
+        _lib = lib
+    return _lib
+
+
+def check(lib, result: int, call: str) -> None:
+    if result == 0:
+        return
+    name = ctypes.c_char_p()
+    lib.cuGetErrorName(result, ctypes.byref(name))
+    label = name.value.decode() if name.value else f"CUresult {result}"
+    hint = _HINTS.get(result)
+    raise IAUnetError(f"{call} failed with {label}" + (f": {hint}" if hint else ""))
+
+
+def current_context() -> int:
+    lib = driver()
+    ctx = ctypes.c_void_p()
+    check(lib, lib.cuCtxGetCurrent(ctypes.byref(ctx)), "cuCtxGetCurrent")
+    if not ctx.value:
+        raise IAUnetError("no CUDA context is current; create the TensorRT runtime after initialising CUDA")
+    return ctx.value
+
+
+def current_compute_capability() -> int:
+    """Of the current context's device, as 87, 90, ..."""
+    lib = driver()
+    device = ctypes.c_int()
+    check(lib, lib.cuCtxGetDevice(ctypes.byref(device)), "cuCtxGetDevice")
+    major, minor = ctypes.c_int(), ctypes.c_int()
+    check(lib, lib.cuDeviceGetAttribute(ctypes.byref(major), CU_DEVICE_ATTRIBUTE_COMPUTE_CAPABILITY_MAJOR, device),
+          "cuDeviceGetAttribute")
+    check(lib, lib.cuDeviceGetAttribute(ctypes.byref(minor), CU_DEVICE_ATTRIBUTE_COMPUTE_CAPABILITY_MINOR, device),
+          "cuDeviceGetAttribute")
+    return major.value * 10 + minor.value
+
+
+def _load(ptx: bytes, entry: str, shared_bytes: int) -> tuple:
+    lib = driver()
+    module, function = ctypes.c_void_p(), ctypes.c_void_p()
+    log = ctypes.create_string_buffer(8192)
+    options = (ctypes.c_int * 2)(CU_JIT_ERROR_LOG_BUFFER, CU_JIT_ERROR_LOG_BUFFER_SIZE_BYTES)
+    values = (ctypes.c_void_p * 2)(ctypes.cast(log, ctypes.c_void_p), ctypes.c_void_p(len(log)))
+    image = ctypes.create_string_buffer(ptx)  # NUL-terminated, as cuModuleLoadData wants PTX text
+    result = lib.cuModuleLoadDataEx(ctypes.byref(module), image, 2, options, values)
+    if result:
+        detail = log.value.decode(errors="replace").strip()
+        try:
+            check(lib, result, f"loading the PTX of {entry}")
+        except IAUnetError as e:
+            raise IAUnetError(f"{e}{' (' + detail.splitlines()[0] + ')' if detail else ''}") from None
+    check(lib, lib.cuModuleGetFunction(ctypes.byref(function), module, entry.encode()), f"cuModuleGetFunction({entry})")
+    if shared_bytes > STATIC_SHARED_LIMIT:
+        check(lib, lib.cuFuncSetAttribute(function, CU_FUNC_ATTRIBUTE_MAX_DYNAMIC_SHARED_SIZE_BYTES, shared_bytes),
+              f"raising {entry}'s shared memory to {shared_bytes} bytes")
+    return module, function
+
+
+def function(kernel) -> int:
+    """The CUfunction of a ``runtime.plugins.Kernel`` in the current context, loading its
+    PTX on first use there (after checking the GPU is the one it was compiled for)."""
+    key = (current_context(), hashlib.sha256(kernel.ptx).hexdigest(), kernel.entry)
+    with _lock:
+        if key not in _functions:
+            found = current_compute_capability()
+            if kernel.arch and found != kernel.arch:
+                raise IAUnetError(f"{kernel.op}'s kernel was compiled for sm_{kernel.arch}, this GPU is sm_{found}; "
+                                  "build the engine (and its PTX) for this GPU")
+            _functions[key] = _load(kernel.ptx, kernel.entry, kernel.shared_bytes)
+        return _functions[key][1].value
+
+
+def launch(func: int, grid: tuple, block: tuple, shared_bytes: int, stream: int, params) -> None:
+    """cuLaunchKernel on ``stream`` (a raw CUstream handle; 0 is the legacy default stream)."""
+    lib = driver()
+    result = lib.cuLaunchKernel(ctypes.c_void_p(func), *(ctypes.c_uint(int(g)) for g in grid),
+                                *(ctypes.c_uint(int(b)) for b in block), ctypes.c_uint(shared_bytes),
+                                ctypes.c_void_p(stream or None), params, None)
+    check(lib, result, "cuLaunchKernel")

@@ -1,0 +1,194 @@
+"""TensorRT plugins for the IAU ops as Python ``IPluginV3`` classes: the route for
+TensorRT 10.3 to 10.8 (JetPack 6 on Orin), and usable on every later version.
+
+One plugin class serves both ops (``iaunet::IAUChannelAffinity``, ``iaunet::IAUPartAffinity``,
+version "1", named as the ONNX nodes); a creator per op. At build time the creator picks
+the kernel for the input's dtype and H*W (or part count) from a PTX folder written by
+``iaunet plugins compile``, and the plugin serialises that kernel into the engine. At run
+time the plugin loads the PTX into TensorRT's CUDA context once and launches it through
+the CUDA driver on the stream TensorRT gives ``enqueue`` (see ``runtime.cuda_driver``).
+
+An engine that uses these plugins can be deserialized only in a process that called
+``register_plugins()`` first (no PTX folder is needed then). Outputs have the input's
+shape and dtype (strongly typed networks); only the batch may be dynamic; inputs other
+than float32/float16 are refused with a message naming the op.
+
+Nothing here imports TensorRT until a function is called: ``runtime`` stays numpy-only.
+Checked against the 10.3 and 11.4 binding wheels (tests/engines/test_trt_names.py); it
+cannot run on a machine without TensorRT's libraries and a GPU.
+"""
+from __future__ import annotations
+
+import functools
+
+import numpy as np
+
+from export.opdefs import PLUGIN_NAMESPACE, PLUGIN_OPS, PLUGIN_VERSION
+from iaunet.errors import IAUnetError
+from runtime import cuda_driver
+from runtime.plugins import OP_ATTRIBUTES, Kernel, PtxManifest, check_shape, plan_launch, variant_size
+
+TRT_MIN_VERSION = (10, 3)
+KERNEL_FIELD = "iaunet_kernel"
+_REGISTERED = {}  # op -> creator: TensorRT's registry must not outlive the Python objects
+
+
+def _dims(dims) -> tuple:
+    return tuple(int(dims[i]) for i in range(len(dims)))
+
+
+def _version(trt) -> tuple:
+    return tuple(int(p) for p in trt.__version__.split(".")[:2])
+
+
+def _dtype_name(trt, dtype, op: str) -> str:
+    if dtype == trt.DataType.FLOAT:
+        return "fp32"
+    if dtype == trt.DataType.HALF:
+        return "fp16"
+    raise IAUnetError(f"{op} takes float32 or float16 inputs, got {dtype}; keep the IAU affinity ops out of "
+                      "INT8/BF16/FP8 (the calib stage does)")
+
+
+def _attributes(op: str, fields) -> tuple:
+    """(integer attributes, serialised kernel or None) from a PluginFieldCollection."""
+    attrs, kernel = {}, None
+    for f in fields or ():
+        if f.name == KERNEL_FIELD:
+            kernel = Kernel.from_bytes(f.data.tobytes())
+        elif f.name in OP_ATTRIBUTES[op]:
+            attrs[f.name] = int(f.data[0])
+    missing = [a for a in OP_ATTRIBUTES[op] if a not in attrs]
+    if missing:
+        raise IAUnetError(f"{op} node lacks the attributes {missing}; re-export the model with 'iaunet export'")
+    return attrs, kernel
+
+
+@functools.lru_cache(maxsize=None)
+def _plugin_classes(trt):
+    """The plugin and creator classes, defined once TensorRT is imported."""
+    class IAUPlugin(trt.IPluginV3, trt.IPluginV3OneCore, trt.IPluginV3OneBuild, trt.IPluginV3OneRuntime):
+        def __init__(self, op: str, attrs: dict, kernel, manifest):
+            trt.IPluginV3.__init__(self)
+            trt.IPluginV3OneCore.__init__(self)
+            trt.IPluginV3OneBuild.__init__(self)
+            trt.IPluginV3OneRuntime.__init__(self)
+            self.plugin_name, self.plugin_namespace, self.plugin_version = op, PLUGIN_NAMESPACE, PLUGIN_VERSION
+            self.num_outputs = 1
+            self.op, self.attrs, self.kernel, self.manifest = op, dict(attrs), kernel, manifest
+            self.shape = None
+
+        # core
+        def get_capability_interface(self, capability):
+            return self
+
+        def clone(self):
+            twin = IAUPlugin(self.op, self.attrs, self.kernel, self.manifest)
+            twin.shape = self.shape
+            return twin
+
+        def get_fields_to_serialize(self):
+            fields = [trt.PluginField(a, np.array([self.attrs[a]], np.int32), trt.PluginFieldType.INT32)
+                      for a in OP_ATTRIBUTES[self.op]]
+            if self.kernel is not None:
+                blob = np.frombuffer(self.kernel.to_bytes(), np.int8)
+                fields.append(trt.PluginField(KERNEL_FIELD, blob, trt.PluginFieldType.INT8))
+            return trt.PluginFieldCollection(fields)
+
+        # build
+        def get_output_data_types(self, input_types):
+            _dtype_name(trt, input_types[0], self.op)
+            return [input_types[0]]
+
+        def get_output_shapes(self, inputs, shape_inputs, expr_builder):
+            if len(inputs) != 1 or len(inputs[0]) != 3:
+                raise IAUnetError(f"{self.op} takes one rank-3 input, got {len(inputs)} inputs")
+            return [trt.DimsExprs(inputs[0])]
+
+        def supports_format_combination(self, pos, in_out, num_inputs):
+            desc = in_out[pos].desc
+            if desc.format != trt.TensorFormat.LINEAR or desc.type not in (trt.DataType.FLOAT, trt.DataType.HALF):
+                return False
+            return pos == 0 or desc.type == in_out[0].desc.type
+
+        def configure_plugin(self, inputs, outputs):
+            desc = inputs[0].desc
+            dims = _dims(desc.dims)
+            if any(d < 0 for d in dims[1:]):
+                raise IAUnetError(f"{self.op} input {dims}: only the batch may be dynamic")
+            check_shape(self.op, (1,) + dims[1:], self.attrs)
+            if self.manifest is None:
+                raise IAUnetError("building an engine with the IAU plugins needs their PTX: call "
+                                  "register_plugins(ptx_dir) with the output of 'iaunet plugins compile'")
+            dtype = _dtype_name(trt, desc.type, self.op)
+            self.kernel = self.manifest.select(self.op, dtype, variant_size(self.op, dims))
+
+        def get_valid_tactics(self):
+            return []
+
+        def get_workspace_size(self, inputs, outputs):
+            return 0
+
+        # runtime
+        def set_tactic(self, tactic):
+            pass
+
+        def on_shape_change(self, inputs, outputs):
+            shape = _dims(inputs[0].dims)
+            check_shape(self.op, shape, self.attrs)
+            if self.kernel is None:
+                raise IAUnetError(f"this engine's {self.op} carries no kernel; rebuild it with this version of iaunet")
+            dtype = _dtype_name(trt, inputs[0].type, self.op)
+            if dtype != self.kernel.dtype or not self.kernel.covers(variant_size(self.op, shape)):
+                raise IAUnetError(f"{self.op} got {dtype} {shape} but its kernel was built for {self.kernel.dtype}, "
+                                  f"{self.kernel.constexprs}")
+            self.shape = shape
+
+        def attach_to_context(self, context):
+            return self.clone()
+
+        def enqueue(self, input_desc, output_desc, inputs, outputs, workspace, stream):
+            kernel = self.kernel
+            launch = plan_launch(kernel, _dims(input_desc[0].dims), self.attrs, int(inputs[0]), int(outputs[0]))
+            func = cuda_driver.function(kernel)
+            params, keep_alive = launch.packed()
+            cuda_driver.launch(func, launch.grid, kernel.block, kernel.shared_bytes, int(stream), params)
+            del keep_alive
+
+    class IAUPluginCreator(trt.IPluginCreatorV3One):
+        def __init__(self, op: str, manifest):
+            trt.IPluginCreatorV3One.__init__(self)
+            self.name, self.plugin_namespace, self.plugin_version = op, PLUGIN_NAMESPACE, PLUGIN_VERSION
+            self.op, self.manifest = op, manifest
+            self.field_names = trt.PluginFieldCollection(
+                [trt.PluginField(a, np.array([], np.int32), trt.PluginFieldType.INT32) for a in OP_ATTRIBUTES[op]])
+
+        def create_plugin(self, name, fields, phase):
+            attrs, kernel = _attributes(self.op, fields)
+            return IAUPlugin(self.op, attrs, kernel, self.manifest)
+
+    return IAUPlugin, IAUPluginCreator
+
+
+def register_plugins(ptx_dir=None) -> list:
+    """Register both IPluginV3 creators with TensorRT's plugin registry (again: replaced).
+    ``ptx_dir`` (from ``iaunet plugins compile``) is needed to build engines, not to run them.
+    Returns the registered names."""
+    import tensorrt as trt
+    if _version(trt) < TRT_MIN_VERSION:
+        raise IAUnetError(f"TensorRT {trt.__version__} is too old for the IAU plugins; expected "
+                          f"{'.'.join(map(str, TRT_MIN_VERSION))} or newer")
+    manifest = PtxManifest(ptx_dir) if ptx_dir is not None else None
+    _, creator_class = _plugin_classes(trt)
+    registry = trt.get_plugin_registry()
+    names = []
+    for op in PLUGIN_OPS:
+        existing = registry.get_creator(op, PLUGIN_VERSION, PLUGIN_NAMESPACE)
+        if existing is not None:
+            registry.deregister_creator(existing)
+        creator = creator_class(op, manifest)
+        if not registry.register_creator(creator, PLUGIN_NAMESPACE):
+            raise IAUnetError(f"TensorRT refused to register the {PLUGIN_NAMESPACE}::{op} plugin creator")
+        _REGISTERED[op] = creator
+        names.append(f"{PLUGIN_NAMESPACE}::{op}")
+    return names
