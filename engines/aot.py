@@ -2,8 +2,12 @@
 
 ``compile_kernels(arch, out_dir)`` writes one PTX file per kernel variant (op, dtype,
 block sizes) and ``manifest.json`` with what a launcher needs: the entry name, its
-parameter order (Triton appends two scratch pointers, passed as null when their size is
-0), grid and block rules, dynamic shared memory, and the Triton version. The same inputs
+parameter order, grid and block rules, dynamic shared memory, and the Triton version.
+
+Triton appends two scratch-pointer parameters to every entry. These kernels use no
+scratch (checked), so the unused parameters are removed from the PTX and the entry takes
+exactly TensorRT's AOT plugin arguments (inputs, scalars, outputs); ptxas then assembles
+the edited PTX to prove it still valid. The same inputs
 give the same bytes; compiled PTX is cached by (Triton version, kernel source, arch,
 variant, PTX ISA), so nothing compiles at inference.
 
@@ -20,6 +24,7 @@ import hashlib
 import inspect
 import json
 import os
+import re
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -60,7 +65,7 @@ def channel_variant(dtype: str, hw: int, aligned: bool = False) -> Variant:
     warps = cfg.pop("num_warps")
     return Variant("IAUChannelAffinity", dtype, tuple(sorted(cfg.items())), warps,
                    "(ceil(K / BLOCK_M), B, 1)",
-                   ("X", "K", "L", "Y", "global_scratch", "profile_scratch"), aligned)
+                   ("X", "K", "L", "Y"), aligned)
 
 
 def part_variant(dtype: str, nodes: int) -> Variant:
@@ -68,7 +73,7 @@ def part_variant(dtype: str, nodes: int) -> Variant:
     cfg = launch_config(nodes)
     warps = cfg.pop("num_warps")
     return Variant("IAUPartAffinity", dtype, tuple(sorted(cfg.items())), warps, "(N, B, 1)",
-                   ("S", "N", "PARTS", "W", "global_scratch", "profile_scratch"))
+                   ("S", "N", "PARTS", "W"))
 
 
 def default_variants(hw_sizes=DEFAULT_HW, node_counts=DEFAULT_NODES) -> list[Variant]:
@@ -138,13 +143,50 @@ def compile_variant(variant: Variant, arch: int, cache_dir: Path, ptx_version: i
     meta = compiled.metadata
     if meta.global_scratch_size or meta.profile_scratch_size:
         raise IAUnetError(f"{variant.tag} needs Triton scratch memory, which the plugins do not allocate")
-    result = {"ptx": compiled.asm["ptx"], "name": meta.name, "shared_bytes": meta.shared,
-              "num_warps": meta.num_warps}
+    ptx = drop_trailing_params(compiled.asm["ptx"], meta.name, len(variant.params))
+    assemble_check(ptx, arch)
+    result = {"ptx": ptx, "name": meta.name, "shared_bytes": meta.shared, "num_warps": meta.num_warps}
     cache_dir.mkdir(parents=True, exist_ok=True)
     tmp = cached.with_suffix(".tmp")
     tmp.write_text(json.dumps(result))
     os.replace(tmp, cached)
     return result
+
+
+def drop_trailing_params(ptx: str, entry: str, keep: int) -> str:
+    """``ptx`` with the entry's parameters after the first ``keep`` removed; refuses when the
+    kernel body reads one of them."""
+    header_start = ptx.index(f".entry {entry}(")
+    header_end = ptx.index(")", header_start)
+    lines = ptx[header_start:header_end].split("\n")
+    params = [i for i, line in enumerate(lines) if ".param" in line]
+    dropped = [lines[i].strip().rstrip(",").split()[-1] for i in params[keep:]]
+    if not dropped:
+        return ptx
+    body = ptx[header_end:]
+    used = [name for name in dropped if re.search(rf"\b{re.escape(name)}\b", body)]
+    if used:
+        raise IAUnetError(f"{entry} reads its trailing parameters {used}; the plugins cannot pass them")
+    kept = [line for i, line in enumerate(lines) if i not in params[keep:]]
+    last = max(i for i, line in enumerate(kept) if ".param" in line)
+    kept[last] = kept[last].rstrip().rstrip(",")
+    return ptx[:header_start] + "\n".join(kept) + ptx[header_end:]
+
+
+def assemble_check(ptx: str, arch: int) -> None:
+    """Assemble ``ptx`` with Triton's ptxas for its target; an IAUnetError if it does not."""
+    import subprocess
+    import tempfile
+
+    from triton.backends.nvidia.compiler import get_ptxas
+    target = re.search(r"^\.target\s+(\w+)", ptx, re.M).group(1)
+    with tempfile.TemporaryDirectory() as tmp:
+        src = Path(tmp) / "k.ptx"
+        src.write_text(ptx)
+        r = subprocess.run([get_ptxas(arch).path, f"--gpu-name={target}", str(src), "-o", str(Path(tmp) / "k.cubin")],
+                           capture_output=True, text=True)
+    if r.returncode:
+        raise IAUnetError(f"ptxas rejected the edited PTX for {target}: {r.stderr.strip()[:300]}")
 
 
 def default_cache_dir() -> Path:

@@ -5,7 +5,12 @@ and runs without Python.
 Names follow the ONNX nodes: ``iaunet::IAUChannelAffinity`` and ``iaunet::IAUPartAffinity``
 (plugin version "1"). Outputs have the input's shape and dtype (strongly typed networks).
 Scalars are baked at build time (TensorRT does not serialise AOT plugin attributes); the
-batch stays dynamic through the grid. Only float32 and float16 inputs are accepted.
+batch stays dynamic through the grid. Only float32 and float16 inputs are accepted. The
+PTX entries take exactly TensorRT's arguments (inputs, scalars, outputs; see engines.aot).
+Where H*W is a multiple of 16 the aligned channel variant is chosen: TensorRT's tensors
+are allocated with at least 256-byte alignment.
+
+For TensorRT 10.3 to 10.8 the route is ``runtime.trt_plugin_v3`` (Python IPluginV3).
 
 Kept thin and checked against the binding wheels (tests/engines/test_trt_names.py); it
 cannot run here (no TensorRT libraries). No ``from __future__ import annotations``: the
@@ -59,14 +64,31 @@ def _aot_result(trtp, kernel, grid_x: int, batch_expr, scalars: tuple):
     return kernel.entry, kernel.ptx, launch, extra
 
 
+_ACTIVE = {}  # the PTX folder the registered plugins serve; tensorrt.plugin registers a name only once
+
+
 def register_aot_plugins(ptx_dir) -> list:
-    """Register both plugins with TensorRT's plugin registry; returns their ids."""
+    """Register both plugins with TensorRT's plugin registry; returns their ids. Calling it
+    again in the same process switches the PTX folder. A process uses one route: this
+    refuses once the IPluginV3 creators (runtime.trt_plugin_v3) have replaced these."""
     import tensorrt as trt
     if not supports_aot_plugins(trt):
         raise IAUnetError(f"TensorRT {trt.__version__} has no ahead-of-time Python plugins (needs 10.9+); "
                           "use the IPluginV3 route for JetPack 6")
+    from runtime import trt_plugin_v3
+    if trt_plugin_v3.registered():
+        raise IAUnetError("this process registered the IPluginV3 IAU plugins; build AOT-plugin engines in a "
+                          "separate process")
+    ids = [f"{NAMESPACE}::{CHANNEL_OP}", f"{NAMESPACE}::{PART_OP}"]
+    first = "manifest" not in _ACTIVE
+    _ACTIVE["manifest"] = PtxManifest(ptx_dir)
+    if first:
+        _define_aot_plugins(trt)
+    return ids
+
+
+def _define_aot_plugins(trt) -> None:
     import tensorrt.plugin as trtp
-    manifest = PtxManifest(ptx_dir)
 
     @trtp.register(f"{NAMESPACE}::{CHANNEL_OP}")
     def channel_desc(x: trtp.TensorDesc) -> Tuple[trtp.TensorDesc]:
@@ -77,7 +99,7 @@ def register_aot_plugins(ptx_dir) -> list:
                     ) -> Tuple[Union[str, bytes], Union[str, bytes], trtp.KernelLaunchParams, trtp.SymExprs]:
         k = _constant(x.shape_expr[1], "the channel count K")
         l = _constant(x.shape_expr[2], "H*W")
-        kernel = manifest.select(CHANNEL_OP, _dtype_name(trt, x.dtype), l)
+        kernel = _ACTIVE["manifest"].select(CHANNEL_OP, _dtype_name(trt, x.dtype), l)
         return _aot_result(trtp, kernel, kernel.grid(1, k)[0], x.shape_expr[0], (k, l))
 
     @trtp.register(f"{NAMESPACE}::{PART_OP}")
@@ -90,7 +112,5 @@ def register_aot_plugins(ptx_dir) -> list:
         n = _constant(s.shape_expr[1], "the part-node count N")
         if n != frames * parts:
             raise IAUnetError(f"IAUPartAffinity input has N={n} but frames*parts={frames * parts}")
-        kernel = manifest.select(PART_OP, _dtype_name(trt, s.dtype), n)
+        kernel = _ACTIVE["manifest"].select(PART_OP, _dtype_name(trt, s.dtype), n)
         return _aot_result(trtp, kernel, kernel.grid(1, n)[0], s.shape_expr[0], (n, parts))
-
-    return [f"{NAMESPACE}::{CHANNEL_OP}", f"{NAMESPACE}::{PART_OP}"]

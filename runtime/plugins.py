@@ -20,7 +20,6 @@ from iaunet.errors import IAUnetError
 
 KERNEL_FORMAT = "iaunet-kernel-v1"
 ALIGN = 16                       # what an aligned variant assumes: 16-byte pointers, H*W % 16 == 0
-SCRATCH_PARAMS = ("global_scratch", "profile_scratch")  # Triton's trailing pointers, passed as null
 OP_ATTRIBUTES = {CHANNEL_OP: (), PART_OP: ("frames", "parts")}  # integer ONNX attributes of each op
 _PTX_PARAM = re.compile(r"\.param\s+\.([usbf])(8|16|32|64)\b")
 
@@ -99,10 +98,12 @@ class Launch:
         if len(widths) != len(self.kernel.params):
             raise IAUnetError(f"{self.kernel.entry} takes {len(widths)} parameters but the manifest lists "
                               f"{len(self.kernel.params)}; recompile with 'iaunet plugins compile'")
-        values = []
-        for name, width in zip(self.kernel.params, widths):
-            value = 0 if name in SCRATCH_PARAMS else self.arguments[name]
-            values.append(ctypes.c_uint64(value) if width == 64 else ctypes.c_int32(value))
+        unknown = sorted(set(self.kernel.params) - set(self.arguments))
+        if unknown:
+            raise IAUnetError(f"{self.kernel.entry} takes parameters {unknown} this version does not pass; "
+                              "recompile with 'iaunet plugins compile'")
+        values = [ctypes.c_uint64(self.arguments[name]) if width == 64 else ctypes.c_int32(self.arguments[name])
+                  for name, width in zip(self.kernel.params, widths)]
         pointers = (ctypes.c_void_p * len(values))(*(ctypes.addressof(v) for v in values))
         return pointers, values
 

@@ -170,6 +170,11 @@ def _plugin_classes(trt):
     return IAUPlugin, IAUPluginCreator
 
 
+def registered() -> bool:
+    """Whether this process registered the IPluginV3 creators."""
+    return bool(_REGISTERED)
+
+
 def register_plugins(ptx_dir=None) -> list:
     """Register both IPluginV3 creators with TensorRT's plugin registry (again: replaced).
     ``ptx_dir`` (from ``iaunet plugins compile``) is needed to build engines, not to run them.

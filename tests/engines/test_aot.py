@@ -25,7 +25,7 @@ def test_manifest_describes_every_kernel(orin):
         ptx = (root / "a" / k["file"]).read_text()
         assert "\n.version 8.5\n" in ptx  # loadable by JetPack 6's CUDA 12.6 driver (Triton alone writes 8.8)
         assert ".target sm_87" in ptx and f".entry {k['entry']}(" in ptx
-        # the entry has one parameter per listed launch argument (Triton's two scratch pointers included)
+        # the entry has one parameter per listed launch argument (Triton's unused scratch pointers dropped)
         entry = ptx[ptx.index(f".entry {k['entry']}("):]
         assert entry[:entry.index(")")].count(".param") == len(k["params"])
         assert k["block"][0] % 32 == 0 and k["shared_opt_in"] == (k["shared_bytes"] > 49152)
@@ -114,3 +114,16 @@ def test_runtime_manifest_selects_variants_and_launch_geometry(orin, tmp_path):
         ptx.select(CHANNEL_OP, "fp16", 1000)
     with pytest.raises(IAUnetError, match="manifest.json not found"):
         PtxManifest(tmp_path)
+
+
+def test_dropping_parameters_refuses_used_ones_and_ptxas_checks_the_result(orin):
+    from engines.aot import assemble_check, drop_trailing_params
+    manifest, root = orin
+    k = next(k for k in manifest["kernels"] if k["op"] == "IAUPartAffinity")
+    ptx = (root / "a" / k["file"]).read_text()
+    assert drop_trailing_params(ptx, k["entry"], 4) == ptx      # nothing beyond the four arguments left
+    with pytest.raises(IAUnetError, match="reads its trailing parameters"):
+        drop_trailing_params(ptx, k["entry"], 3)                # the output pointer is used
+    assemble_check(ptx, 87)
+    with pytest.raises(IAUnetError, match="ptxas rejected"):
+        assemble_check(ptx.replace("ld.param.b32", "ld.param.bogus", 1), 87)

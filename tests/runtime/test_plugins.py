@@ -26,10 +26,10 @@ def test_channel_arguments_match_the_ptx_entry(manifest):
     kernel = manifest.select(CHANNEL_OP, "fp16", 512)
     launch = plan_launch(kernel, (32, 512, 512), {}, src=0x7F0000000100, dst=0x7F0000400100)
     widths = ptx_parameter_widths(kernel.ptx.decode(), kernel.entry)
-    assert widths == [64, 32, 32, 64, 64, 64]   # X, K, L, Y and Triton's two scratch pointers
+    assert widths == [64, 32, 32, 64]   # X, K, L, Y: Triton's unused scratch pointers are gone
     params, keep = launch.packed()
     assert len(params) == len(widths)
-    assert _read_back(params, widths) == [0x7F0000000100, 512, 512, 0x7F0000400100, 0, 0]
+    assert _read_back(params, widths) == [0x7F0000000100, 512, 512, 0x7F0000400100]
     assert launch.grid == (512 // kernel.constexprs["BLOCK_M"], 32, 1)
 
 
@@ -38,7 +38,7 @@ def test_part_arguments_carry_the_part_count(manifest):
     launch = plan_launch(kernel, (8, 16, 16), {"frames": 4, "parts": 4}, src=0x1000, dst=0x2000)
     widths = ptx_parameter_widths(kernel.ptx.decode(), kernel.entry)
     params, _ = launch.packed()
-    assert _read_back(params, widths) == [0x1000, 16, 4, 0x2000, 0, 0]
+    assert _read_back(params, widths) == [0x1000, 16, 4, 0x2000]
     assert launch.grid == (16, 8, 1)
 
 
