@@ -1,9 +1,12 @@
 """Benchmark: the fused channel-affinity kernel against PyTorch eager
 (matmul -> softmax -> matmul) in FP16 at the IAU blocks' shapes, batch 1 and 32.
 
-Prints median times over repeated CUDA-event timings, achieved TFLOP/s (4·B·K²·L
-flops: two K×K×L products), the speed-up, and the fraction of the GPU's dense FP16
-tensor-core peak; writes a PNG beside the JSON. Needs a CUDA GPU.
+Two forms of the fused kernel are timed: Triton's JIT launch, and the ahead-of-time PTX
+the TensorRT plugins run (compiled for this GPU into ``<out>/ptx`` and launched through
+``runtime.cuda_driver`` exactly as the IPluginV3 plugin does; its output is checked
+against the JIT kernel's first). Prints median times over repeated CUDA-event timings,
+achieved TFLOP/s (4·B·K²·L flops: two K×K×L products), the speed-ups, and the fraction of
+the GPU's dense FP16 tensor-core peak; writes a PNG beside the JSON. Needs a CUDA GPU.
 """
 from __future__ import annotations
 
@@ -40,6 +43,36 @@ def peak_tflops(name: str, override: float | None) -> float | None:
     return next((v for k, v in PEAK_FP16_TFLOPS.items() if k in name), None)
 
 
+def _plugin_kernel_launcher(manifest, x):
+    """A no-argument function launching the plugins' PTX on ``x`` (torch, fp16) and its output."""
+    import torch
+
+    from runtime import cuda_driver
+    from runtime.plugins import CHANNEL_OP, plan_launch
+    y = torch.empty_like(x)
+    kernel = manifest.select(CHANNEL_OP, "fp16", x.shape[2])
+    launch = plan_launch(kernel, tuple(x.shape), {}, x.data_ptr(), y.data_ptr())
+    func = cuda_driver.function(kernel)
+    params, keep_alive = launch.packed()
+
+    def fn():
+        cuda_driver.launch(func, launch.grid, kernel.block, kernel.shared_bytes,
+                           torch.cuda.current_stream().cuda_stream, params)
+        return keep_alive
+    return fn, y
+
+
+def _compile_for_this_gpu(out: Path):
+    import torch
+
+    from engines.aot import compile_kernels, default_variants
+    from runtime.plugins import PtxManifest
+    major, minor = torch.cuda.get_device_capability()
+    variants = [v for v in default_variants(sorted({l for _, l in SHAPES}), (4,)) if v.dtype == "fp16"]
+    compile_kernels(major * 10 + minor, out, variants)
+    return PtxManifest(out)
+
+
 def run(out_dir, repeats: int = 50, peak: float | None = None) -> list[dict]:
     import torch
     if not torch.cuda.is_available():
@@ -47,6 +80,8 @@ def run(out_dir, repeats: int = 50, peak: float | None = None) -> list[dict]:
     from engines.kernels.channel_affinity import channel_affinity
     device = torch.cuda.get_device_name()
     peak = peak_tflops(device, peak)
+    torch.zeros(1, device="cuda")  # make torch's CUDA context current before the driver calls
+    manifest = _compile_for_this_gpu(Path(out_dir) / "ptx")
     rows = []
     bar = Progress(len(SHAPES) * len(BATCHES), "benchmark", "case")
     for k, l in SHAPES:
@@ -54,11 +89,19 @@ def run(out_dir, repeats: int = 50, peak: float | None = None) -> list[dict]:
             x = (torch.randn(b, k, l, device="cuda") * 0.05).half()  # small enough for eager FP16 not to overflow
             eager = lambda: torch.softmax(x @ x.transpose(1, 2), dim=-1) @ x  # noqa: E731
             fused = lambda: channel_affinity(x)  # noqa: E731
+            plugin, y_plugin = _plugin_kernel_launcher(manifest, x)
+            plugin()
+            torch.cuda.synchronize()
+            plugin_error = (y_plugin.float() - fused().float()).abs().max().item()
+            if not plugin_error <= 1e-2:
+                raise IAUnetError(f"the plugin PTX disagrees with the JIT kernel at K={k} L={l} B={b} "
+                                  f"(max |diff| {plugin_error:.3g}); not benchmarking a wrong kernel")
             flops = 4 * b * k * k * l
-            t_eager, t_fused = _median_ms(eager, repeats), _median_ms(fused, repeats)
-            row = {"K": k, "L": l, "batch": b, "eager_ms": t_eager, "fused_ms": t_fused,
+            t_eager, t_fused, t_plugin = (_median_ms(f, repeats) for f in (eager, fused, plugin))
+            row = {"K": k, "L": l, "batch": b, "eager_ms": t_eager, "fused_ms": t_fused, "plugin_ms": t_plugin,
                    "eager_tflops": flops / t_eager / 1e9, "fused_tflops": flops / t_fused / 1e9,
-                   "speedup": t_eager / t_fused}
+                   "plugin_tflops": flops / t_plugin / 1e9, "speedup": t_eager / t_fused,
+                   "plugin_speedup": t_eager / t_plugin, "plugin_max_abs_diff": plugin_error}
             row["fused_fraction_of_peak"] = row["fused_tflops"] / peak if peak else None
             rows.append(row)
             bar.update()
@@ -72,12 +115,13 @@ def run(out_dir, repeats: int = 50, peak: float | None = None) -> list[dict]:
 
 
 def format_rows(rows) -> str:
-    lines = [f"{'K':>5} {'L':>4} {'B':>3} {'eager ms':>9} {'fused ms':>9} {'eager TF/s':>10} {'fused TF/s':>10} "
-             f"{'speed-up':>8} {'of peak':>8}"]
+    lines = [f"{'K':>5} {'L':>4} {'B':>3} {'eager ms':>9} {'fused ms':>9} {'PTX ms':>8} {'eager TF/s':>10} "
+             f"{'fused TF/s':>10} {'speed-up':>8} {'PTX x':>6} {'of peak':>8}"]
     for r in rows:
         frac = f"{100 * r['fused_fraction_of_peak']:.0f}%" if r["fused_fraction_of_peak"] else "n/a"
         lines.append(f"{r['K']:>5} {r['L']:>4} {r['batch']:>3} {r['eager_ms']:>9.3f} {r['fused_ms']:>9.3f} "
-                     f"{r['eager_tflops']:>10.1f} {r['fused_tflops']:>10.1f} {r['speedup']:>7.2f}x {frac:>8}")
+                     f"{r['plugin_ms']:>8.3f} {r['eager_tflops']:>10.1f} {r['fused_tflops']:>10.1f} "
+                     f"{r['speedup']:>7.2f}x {r['plugin_speedup']:>5.2f}x {frac:>8}")
     return "\n".join(lines)
 
 
@@ -88,8 +132,9 @@ def _plot(rows, device, path):
     labels = [f"K{r['K']} L{r['L']}\nB{r['batch']}" for r in rows]
     xs = range(len(rows))
     fig, ax = plt.subplots(figsize=(1.2 * len(rows) + 2, 3.5))
-    ax.bar([x - 0.2 for x in xs], [r["eager_tflops"] for r in rows], 0.4, label="PyTorch eager FP16")
-    ax.bar([x + 0.2 for x in xs], [r["fused_tflops"] for r in rows], 0.4, label="fused Triton kernel")
+    ax.bar([x - 0.27 for x in xs], [r["eager_tflops"] for r in rows], 0.27, label="PyTorch eager FP16")
+    ax.bar(list(xs), [r["fused_tflops"] for r in rows], 0.27, label="fused Triton kernel (JIT)")
+    ax.bar([x + 0.27 for x in xs], [r["plugin_tflops"] for r in rows], 0.27, label="plugin PTX (AOT)")
     ax.set_xticks(list(xs), labels, fontsize=7)
     ax.set_ylabel("TFLOP/s")
     ax.set_title(f"IAUChannelAffinity on {device}", fontsize=9)

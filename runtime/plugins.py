@@ -84,6 +84,24 @@ class Kernel:
                               "with this version of iaunet") from None
 
 
+def kernels_to_bytes(kernels) -> bytes:
+    return b"\n".join(k.to_bytes() for k in kernels)
+
+
+def kernels_from_bytes(data: bytes) -> list:
+    return [Kernel.from_bytes(line) for line in bytes(data).split(b"\n") if line]
+
+
+def choose_kernel(kernels, op: str, dtype: str, size: int) -> Kernel:
+    """The kernel among ``kernels`` for a dtype and an L (channel) or N (part); aligned first."""
+    fitting = [k for k in kernels if k.op == op and k.dtype == dtype and k.covers(size)]
+    if not fitting:
+        have = sorted({(k.dtype, k.constexprs.get("BLOCK_L", k.constexprs.get("BLOCK_N"))) for k in kernels})
+        raise IAUnetError(f"{op} got {dtype} with size {size} but the engine carries kernels for {have}; "
+                          "rebuild the engine for this input")
+    return min(fitting, key=lambda k: (not k.aligned, k.constexprs.get("BLOCK_L", k.constexprs.get("BLOCK_N"))))
+
+
 @dataclass(frozen=True)
 class Launch:
     """One kernel launch: geometry and the argument values by parameter name."""
@@ -158,6 +176,10 @@ class PtxManifest:
         self.ptx_version = data.get("ptx_version")
         self.entries = data["kernels"]
 
+    def variants(self, op: str) -> list:
+        """Every compiled kernel of ``op``."""
+        return [self._kernel(e) for e in self.entries if e["op"] == op]
+
     def select(self, op: str, dtype: str, size: int, aligned: bool = True) -> Kernel:
         """The variant for ``op`` and ``dtype`` ('fp16'/'fp32'); ``size`` is L = H*W for the
         channel op and N = frames*parts for the part op. The aligned form is preferred when
@@ -171,9 +193,11 @@ class PtxManifest:
             have = sorted({(e["dtype"], e["constexprs"][block_key]) for e in self.entries if e["op"] == op})
             raise IAUnetError(f"no {op} kernel for {dtype} with {block_key}={want} (size {size}) in {self.folder}; "
                               f"compiled variants: {have}. Recompile with matching --hw/--nodes")
-        e = max(matches, key=lambda e: bool(e.get("aligned")))
-        return Kernel(op, dtype, e["entry"], self._ptx(e), e["constexprs"], tuple(e["params"]), tuple(e["block"]),
-                      e["shared_bytes"], bool(e.get("aligned")), self.arch)
+        return self._kernel(max(matches, key=lambda e: bool(e.get("aligned"))))
+
+    def _kernel(self, e: dict) -> Kernel:
+        return Kernel(e["op"], e["dtype"], e["entry"], self._ptx(e), e["constexprs"], tuple(e["params"]),
+                      tuple(e["block"]), e["shared_bytes"], bool(e.get("aligned")), self.arch)
 
     def _ptx(self, entry: dict) -> bytes:
         path = self.folder / entry["file"]

@@ -4,7 +4,8 @@ TensorRT 10.3 to 10.8 (JetPack 6 on Orin), and usable on every later version.
 One plugin class serves both ops (``iaunet::IAUChannelAffinity``, ``iaunet::IAUPartAffinity``,
 version "1", named as the ONNX nodes); a creator per op. At build time the creator picks
 the kernel for the input's dtype and H*W (or part count) from a PTX folder written by
-``iaunet plugins compile``, and the plugin serialises that kernel into the engine. At run
+``iaunet plugins compile``, and the plugin serialises that kernel into the engine (all of
+the op's variants if TensorRT serialises a plugin it never configured). At run
 time the plugin loads the PTX into TensorRT's CUDA context once and launches it through
 the CUDA driver on the stream TensorRT gives ``enqueue`` (see ``runtime.cuda_driver``).
 
@@ -26,10 +27,11 @@ import numpy as np
 from export.opdefs import PLUGIN_NAMESPACE, PLUGIN_OPS, PLUGIN_VERSION
 from iaunet.errors import IAUnetError
 from runtime import cuda_driver
-from runtime.plugins import OP_ATTRIBUTES, Kernel, PtxManifest, check_shape, plan_launch, variant_size
+from runtime.plugins import (OP_ATTRIBUTES, PtxManifest, check_shape, choose_kernel, kernels_from_bytes,
+                             kernels_to_bytes, plan_launch, variant_size)
 
 TRT_MIN_VERSION = (10, 3)
-KERNEL_FIELD = "iaunet_kernel"
+KERNEL_FIELD = "iaunet_kernels"
 _REGISTERED = {}  # op -> creator: TensorRT's registry must not outlive the Python objects
 
 
@@ -51,47 +53,48 @@ def _dtype_name(trt, dtype, op: str) -> str:
 
 
 def _attributes(op: str, fields) -> tuple:
-    """(integer attributes, serialised kernel or None) from a PluginFieldCollection."""
-    attrs, kernel = {}, None
+    """(integer attributes, serialised kernels, possibly none) from a PluginFieldCollection."""
+    attrs, kernels = {}, []
     for f in fields or ():
         if f.name == KERNEL_FIELD:
-            kernel = Kernel.from_bytes(f.data.tobytes())
+            kernels = kernels_from_bytes(f.data.tobytes())
         elif f.name in OP_ATTRIBUTES[op]:
             attrs[f.name] = int(f.data[0])
     missing = [a for a in OP_ATTRIBUTES[op] if a not in attrs]
     if missing:
         raise IAUnetError(f"{op} node lacks the attributes {missing}; re-export the model with 'iaunet export'")
-    return attrs, kernel
+    return attrs, kernels
 
 
 @functools.lru_cache(maxsize=None)
 def _plugin_classes(trt):
     """The plugin and creator classes, defined once TensorRT is imported."""
     class IAUPlugin(trt.IPluginV3, trt.IPluginV3OneCore, trt.IPluginV3OneBuild, trt.IPluginV3OneRuntime):
-        def __init__(self, op: str, attrs: dict, kernel, manifest):
+        def __init__(self, op: str, attrs: dict, kernels: list, manifest):
             trt.IPluginV3.__init__(self)
             trt.IPluginV3OneCore.__init__(self)
             trt.IPluginV3OneBuild.__init__(self)
             trt.IPluginV3OneRuntime.__init__(self)
             self.plugin_name, self.plugin_namespace, self.plugin_version = op, PLUGIN_NAMESPACE, PLUGIN_VERSION
             self.num_outputs = 1
-            self.op, self.attrs, self.kernel, self.manifest = op, dict(attrs), kernel, manifest
-            self.shape = None
+            self.op, self.attrs, self.kernels, self.manifest = op, dict(attrs), list(kernels), manifest
+            self.kernel = None  # the one on_shape_change chose for the current input
 
         # core
         def get_capability_interface(self, capability):
             return self
 
         def clone(self):
-            twin = IAUPlugin(self.op, self.attrs, self.kernel, self.manifest)
-            twin.shape = self.shape
+            twin = IAUPlugin(self.op, self.attrs, self.kernels, self.manifest)
+            twin.kernel = self.kernel
             return twin
 
         def get_fields_to_serialize(self):
             fields = [trt.PluginField(a, np.array([self.attrs[a]], np.int32), trt.PluginFieldType.INT32)
                       for a in OP_ATTRIBUTES[self.op]]
-            if self.kernel is not None:
-                blob = np.frombuffer(self.kernel.to_bytes(), np.int8)
+            kernels = self.kernels or (self.manifest.variants(self.op) if self.manifest is not None else [])
+            if kernels:
+                blob = np.frombuffer(kernels_to_bytes(kernels), np.int8)
                 fields.append(trt.PluginField(KERNEL_FIELD, blob, trt.PluginFieldType.INT8))
             return trt.PluginFieldCollection(fields)
 
@@ -102,7 +105,7 @@ def _plugin_classes(trt):
 
         def get_output_shapes(self, inputs, shape_inputs, expr_builder):
             if len(inputs) != 1 or len(inputs[0]) != 3:
-                raise IAUnetError(f"{self.op} takes one rank-3 input, got {len(inputs)} inputs")
+                raise IAUnetError(f"{self.op} takes one rank-3 input ([B, K, L] or [B, N, N])")
             return [trt.DimsExprs(inputs[0])]
 
         def supports_format_combination(self, pos, in_out, num_inputs):
@@ -121,13 +124,7 @@ def _plugin_classes(trt):
                 raise IAUnetError("building an engine with the IAU plugins needs their PTX: call "
                                   "register_plugins(ptx_dir) with the output of 'iaunet plugins compile'")
             dtype = _dtype_name(trt, desc.type, self.op)
-            self.kernel = self.manifest.select(self.op, dtype, variant_size(self.op, dims))
-
-        def get_valid_tactics(self):
-            return []
-
-        def get_workspace_size(self, inputs, outputs):
-            return 0
+            self.kernels = [self.manifest.select(self.op, dtype, variant_size(self.op, dims))]
 
         # runtime
         def set_tactic(self, tactic):
@@ -136,13 +133,10 @@ def _plugin_classes(trt):
         def on_shape_change(self, inputs, outputs):
             shape = _dims(inputs[0].dims)
             check_shape(self.op, shape, self.attrs)
-            if self.kernel is None:
+            if not self.kernels:
                 raise IAUnetError(f"this engine's {self.op} carries no kernel; rebuild it with this version of iaunet")
             dtype = _dtype_name(trt, inputs[0].type, self.op)
-            if dtype != self.kernel.dtype or not self.kernel.covers(variant_size(self.op, shape)):
-                raise IAUnetError(f"{self.op} got {dtype} {shape} but its kernel was built for {self.kernel.dtype}, "
-                                  f"{self.kernel.constexprs}")
-            self.shape = shape
+            self.kernel = choose_kernel(self.kernels, self.op, dtype, variant_size(self.op, shape))
 
         def attach_to_context(self, context):
             return self.clone()
@@ -164,8 +158,8 @@ def _plugin_classes(trt):
                 [trt.PluginField(a, np.array([], np.int32), trt.PluginFieldType.INT32) for a in OP_ATTRIBUTES[op]])
 
         def create_plugin(self, name, fields, phase):
-            attrs, kernel = _attributes(self.op, fields)
-            return IAUPlugin(self.op, attrs, kernel, self.manifest)
+            attrs, kernels = _attributes(self.op, fields)
+            return IAUPlugin(self.op, attrs, kernels, self.manifest)
 
     return IAUPlugin, IAUPluginCreator
 

@@ -9,7 +9,8 @@ import shutil
 import pytest
 
 from iaunet.errors import IAUnetError
-from runtime.plugins import CHANNEL_OP, PART_OP, Kernel, PtxManifest, plan_launch, ptx_parameter_widths
+from runtime.plugins import (CHANNEL_OP, PART_OP, Kernel, PtxManifest, choose_kernel, kernels_from_bytes,
+                             kernels_to_bytes, plan_launch, ptx_parameter_widths)
 
 
 @pytest.fixture(scope="module")
@@ -61,6 +62,19 @@ def test_kernel_round_trips_through_bytes_and_rejects_garbage(manifest):
     for bad in (b"", b"{}", b"\xff\xfe", json.dumps({"format": "other"}).encode(), kernel.to_bytes()[:-20]):
         with pytest.raises(IAUnetError, match="iaunet-kernel-v1"):
             Kernel.from_bytes(bad)
+
+
+def test_an_engine_carries_several_kernels_and_picks_per_input(manifest):
+    """What the IPluginV3 plugin serialises when TensorRT never configured it: every variant."""
+    carried = kernels_from_bytes(kernels_to_bytes(manifest.variants(CHANNEL_OP)))
+    assert carried == manifest.variants(CHANNEL_OP) and len(carried) == 8
+    assert choose_kernel(carried, CHANNEL_OP, "fp16", 512) == manifest.select(CHANNEL_OP, "fp16", 512)
+    general = choose_kernel(carried, CHANNEL_OP, "fp32", 100)
+    assert not general.aligned and general.constexprs["BLOCK_L"] == 128
+    with pytest.raises(IAUnetError, match=r"carries kernels for"):
+        choose_kernel(carried, CHANNEL_OP, "fp16", 1024)
+    with pytest.raises(IAUnetError, match=r"carries kernels for"):
+        choose_kernel(carried, PART_OP, "fp16", 4)
 
 
 def test_kernel_covers_only_the_sizes_it_was_built_for(manifest):
