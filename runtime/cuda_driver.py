@@ -12,7 +12,6 @@ without an NVIDIA driver; the module imports everywhere.
 from __future__ import annotations
 
 import ctypes
-import hashlib
 import threading
 
 from iaunet.errors import IAUnetError
@@ -109,7 +108,7 @@ def _load(ptx: bytes, entry: str, shared_bytes: int) -> tuple:
 def function(kernel) -> int:
     """The CUfunction of a ``runtime.plugins.Kernel`` in the current context, loading its
     PTX on first use there (after checking the GPU is the one it was compiled for)."""
-    key = (current_context(), hashlib.sha256(kernel.ptx).hexdigest(), kernel.entry)
+    key = (current_context(), kernel.digest, kernel.entry)
     with _lock:
         if key not in _functions:
             found = current_compute_capability()

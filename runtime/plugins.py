@@ -9,6 +9,7 @@ the one it chose into the engine, so a deployed engine needs no PTX folder.
 from __future__ import annotations
 
 import ctypes
+import functools
 import hashlib
 import json
 import re
@@ -59,6 +60,15 @@ class Kernel:
             m = self.constexprs["BLOCK_M"]
             return ((size + m - 1) // m, batch, 1)
         return (size, batch, 1)
+
+    @functools.cached_property
+    def digest(self) -> str:
+        return hashlib.sha256(self.ptx).hexdigest()
+
+    @functools.cached_property
+    def parameter_widths(self) -> tuple:
+        """Bit widths of the entry's parameters, read once off the PTX."""
+        return tuple(ptx_parameter_widths(self.ptx.decode("ascii"), self.entry))
 
     def covers(self, size: int) -> bool:
         """Whether this variant handles an L (channel) or N (part) of ``size``."""
@@ -112,7 +122,7 @@ class Launch:
     def packed(self):
         """(void** array for cuLaunchKernel, the ctypes values it points to: keep them alive
         until the launch call returns). Parameter widths come from the PTX itself."""
-        widths = ptx_parameter_widths(self.kernel.ptx.decode("ascii"), self.kernel.entry)
+        widths = self.kernel.parameter_widths
         if len(widths) != len(self.kernel.params):
             raise IAUnetError(f"{self.kernel.entry} takes {len(widths)} parameters but the manifest lists "
                               f"{len(self.kernel.params)}; recompile with 'iaunet plugins compile'")
