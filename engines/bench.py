@@ -142,3 +142,64 @@ def _plot(rows, device, path):
     fig.tight_layout()
     fig.savefig(path, dpi=110)
     plt.close(fig)
+
+
+def sweep_configs(l: int) -> list[dict]:
+    """Launch configurations the sweep tries for H*W = ``l`` (FP16)."""
+    block_l = max(16, 1 << (l - 1).bit_length())
+    return [{"BLOCK_M": m, "BLOCK_N": n, "BLOCK_C": c, "BLOCK_L": block_l, "IEEE": False,
+             "num_warps": w, "num_stages": s}
+            for m in (16, 32, 64) for n in (32, 64) for c in (32, 64, 128) if c <= block_l
+            for w in (4, 8) for s in (2, 3)]
+
+
+def sweep(out_dir, repeats: int = 20, batch: int = 32) -> list[dict]:
+    """Time every ``sweep_configs`` candidate of the fused kernel (JIT, FP16) at the
+    benchmark shapes and ``batch``; candidates that do not compile for this GPU or disagree
+    with the default configuration are dropped. Writes kernel_sweep.json; returns, per
+    shape, the default's and the best candidate's time and configuration."""
+    import torch
+    import triton
+    if not torch.cuda.is_available():
+        raise IAUnetError("the kernel sweep needs a CUDA GPU; none is visible")
+    from engines.kernels.channel_affinity import channel_affinity, channel_affinity_kernel
+    device = torch.cuda.get_device_name()
+    total = sum(len(sweep_configs(l)) for _, l in SHAPES)
+    bar = Progress(total, "sweep", "config")
+    rows = []
+    for k, l in SHAPES:
+        x = (torch.randn(batch, k, l, device="cuda") * 0.05).half()
+        reference = channel_affinity(x).float()
+        default_ms = _median_ms(lambda: channel_affinity(x), repeats)
+        timed = []
+        for cfg in sweep_configs(l):
+            y = torch.empty_like(x)
+            grid = (triton.cdiv(k, cfg["BLOCK_M"]), batch)
+            run = lambda: channel_affinity_kernel[grid](x, k, l, y, **cfg)  # noqa: E731
+            try:
+                run()
+                torch.cuda.synchronize()
+            except Exception as e:  # out of shared memory or registers for this GPU
+                timed.append({"config": cfg, "error": str(e).splitlines()[0][:120]})
+                bar.update()
+                continue
+            if (y.float() - reference).abs().max().item() <= 1e-2:
+                timed.append({"config": cfg, "ms": _median_ms(run, repeats)})
+            bar.update()
+        ok = sorted((t for t in timed if "ms" in t), key=lambda t: t["ms"])
+        rows.append({"K": k, "L": l, "batch": batch, "default_ms": default_ms, "best_ms": ok[0]["ms"] if ok else None,
+                     "best": ok[0]["config"] if ok else None, "tried": timed})
+    bar.close()
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "kernel_sweep.json").write_text(json.dumps({"device": device, "rows": rows}, indent=2))
+    return rows
+
+
+def format_sweep(rows) -> str:
+    lines = [f"{'K':>5} {'L':>4} {'B':>3} {'default ms':>10} {'best ms':>8}  best configuration"]
+    for r in rows:
+        best = " ".join(f"{k}={v}" for k, v in (r["best"] or {}).items() if k != "IEEE") or "none compiled"
+        best_ms = f"{r['best_ms']:>8.3f}" if r["best_ms"] is not None else f"{'n/a':>8}"
+        lines.append(f"{r['K']:>5} {r['L']:>4} {r['batch']:>3} {r['default_ms']:>10.3f} {best_ms}  {best}")
+    return "\n".join(lines)

@@ -19,11 +19,17 @@ def add_commands(sub):
     b.add_argument("-o", "--out", default="kernel-bench")
     b.add_argument("--repeats", type=int, default=50)
     b.add_argument("--peak-tflops", type=float, help="dense FP16 tensor-core peak of this GPU (default: by name)")
+    b.add_argument("--sweep", action="store_true",
+                   help="instead, time every candidate block configuration at batch 32 and report the best")
     b.set_defaults(func=run_bench)
 
 
 def run_bench(args):
-    from engines.bench import format_rows, run
+    from engines.bench import format_rows, format_sweep, run, sweep
+    if args.sweep:
+        print(format_sweep(sweep(args.out, min(args.repeats, 20))))
+        print(f"wrote {args.out}/kernel_sweep.json")
+        return 0
     rows = run(args.out, args.repeats, args.peak_tflops)
     print(format_rows(rows))
     print(f"wrote {args.out}/kernel_bench.json and kernel_bench.png")
