@@ -149,7 +149,8 @@ def sweep_configs(l: int) -> list[dict]:
     block_l = max(16, 1 << (l - 1).bit_length())
     return [{"BLOCK_M": m, "BLOCK_N": n, "BLOCK_C": c, "BLOCK_L": block_l, "IEEE": False,
              "num_warps": w, "num_stages": s}
-            for m in (16, 32, 64) for n in (32, 64) for c in (32, 64, 128) if c <= block_l
+            for m in ((16, 32) if block_l >= 512 else (16, 32, 64))  # a 64 x 512 FP32 accumulator spills
+            for n in (32, 64) for c in sorted({32, 64, 128, block_l}) if c <= block_l
             for w in (4, 8) for s in (2, 3)]
 
 
