@@ -78,3 +78,20 @@ def orin_ptx(tmp_path_factory):
     from engines.aot import compile_kernels
     root = tmp_path_factory.mktemp("ptx")
     return compile_kernels(87, root / "a", cache_dir=root / "cache"), root / "a", root / "cache"
+
+
+def _spread_tokens(shape, seed: int = 0, device: str = "cpu"):
+    """float32 tokens (B, K, L) whose channel softmax is far from one-hot (logits of order 1),
+    so a wrong logit or weight changes the output; plain randn makes softmax(X Xᵀ) almost
+    the identity and hides such errors."""
+    import torch
+    generator = torch.Generator().manual_seed(seed)
+    x = (torch.randn(*shape, generator=generator) * (3.0 / shape[2]) ** 0.5).to(device)
+    weights = torch.softmax(x @ x.transpose(1, 2), dim=-1)
+    assert weights.max(dim=-1).values.mean() < 0.5, "test data too peaked to catch errors"
+    return x
+
+
+@pytest.fixture
+def spread_tokens():
+    return _spread_tokens

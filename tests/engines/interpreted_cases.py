@@ -17,36 +17,26 @@ from train.iau import channel_affinity as reference_channel  # noqa: E402
 from train.iau import part_affinity as reference_part  # noqa: E402
 
 
-def _spread_tokens(shape, seed):
-    """Tokens whose channel softmax is far from one-hot (logits of order 1), so a wrong
-    logit or weight changes the output; plain randn makes softmax(X Xᵀ) nearly the identity."""
-    torch.manual_seed(seed)
-    x = torch.randn(*shape) * (3.0 / shape[2]) ** 0.5
-    weights = torch.softmax(x @ x.transpose(1, 2), dim=-1)
-    assert weights.max(dim=-1).values.mean() < 0.5, "test data too peaked to catch errors"
-    return x
-
-
 @pytest.mark.parametrize("shape", [(1, 40, 24), (3, 37, 50), (2, 64, 128), (2, 130, 17)])
-def test_channel_affinity_fp32_awkward_shapes(shape):
-    x = _spread_tokens(shape, 0)
+def test_channel_affinity_fp32_awkward_shapes(shape, spread_tokens):
+    x = spread_tokens(shape, 0)
     torch.testing.assert_close(channel_affinity(x), reference_channel(x), rtol=1e-5, atol=1e-5)
 
 
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float16])
 @pytest.mark.parametrize("shape,block_c", [((2, 70, 128), 128), ((1, 48, 200), 256), ((2, 70, 128), 32)])
-def test_channel_affinity_both_schedules(shape, block_c, dtype):
+def test_channel_affinity_both_schedules(shape, block_c, dtype, spread_tokens):
     """One pass over H*W (BLOCK_C == BLOCK_L) and chunked, forced at sizes where the
     default picks the other one."""
-    x = _spread_tokens(shape, 4).to(dtype)
+    x = spread_tokens(shape, 4).to(dtype)
     y = channel_affinity(x, {"BLOCK_C": block_c, "BLOCK_M": 16, "BLOCK_N": 32})
     tol = 1e-5 if dtype == torch.float32 else 2e-3
     torch.testing.assert_close(y.float(), reference_channel(x.float()), rtol=tol, atol=tol)
 
 
 @pytest.mark.parametrize("shape", [(1, 33, 40), (3, 64, 128)])
-def test_channel_affinity_fp16(shape):
-    x = _spread_tokens(shape, 1).half()
+def test_channel_affinity_fp16(shape, spread_tokens):
+    x = spread_tokens(shape, 1).half()
     y = channel_affinity(x)
     assert y.dtype == torch.float16
     # reference: the same FP16 inputs in FP32 maths; the only extra error is FP16 output rounding

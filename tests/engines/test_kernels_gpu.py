@@ -19,6 +19,18 @@ def test_channel_affinity_on_gpu(shape, dtype):
 
 
 @pytest.mark.gpu
+@pytest.mark.parametrize("shape", [(32, 512, 512), (8, 1024, 128), (2, 300, 100)])
+@pytest.mark.parametrize("dtype", ["float16", "float32"])
+def test_channel_affinity_on_gpu_with_spread_weights(shape, dtype, spread_tokens):
+    """The cases above have logits so large that the softmax is one-hot; these are not."""
+    from engines.kernels.channel_affinity import channel_affinity
+    from train.iau import channel_affinity as reference
+    x = spread_tokens(shape, 5, "cuda").to(getattr(torch, dtype))
+    tol = 2e-3 if dtype == "float16" else 1e-4
+    torch.testing.assert_close(channel_affinity(x).float(), reference(x.float()), rtol=tol, atol=tol)
+
+
+@pytest.mark.gpu
 def test_part_affinity_on_gpu():
     from engines.kernels.part_affinity import part_affinity
     from train.iau import part_affinity as reference
