@@ -29,7 +29,10 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 
 from iaunet.errors import IAUnetError
+from iaunet.log import get_logger
 from iaunet.progress import Progress
+
+log = get_logger("engines")
 
 # compute capabilities the toolchain compiles: Ampere, Orin, Ada, Hopper, Blackwell, Thor (sm_110)
 SUPPORTED_ARCHS = (80, 86, 87, 89, 90, 100, 110)
@@ -144,8 +147,8 @@ def compile_variant(variant: Variant, arch: int, cache_dir: Path, ptx_version: i
     if meta.global_scratch_size or meta.profile_scratch_size:
         raise IAUnetError(f"{variant.tag} needs Triton scratch memory, which the plugins do not allocate")
     ptx = drop_trailing_params(compiled.asm["ptx"], meta.name, len(variant.params))
-    assemble_check(ptx, arch)
-    result = {"ptx": ptx, "name": meta.name, "shared_bytes": meta.shared, "num_warps": meta.num_warps}
+    resources = assemble_check(ptx, arch)
+    result = {"ptx": ptx, "name": meta.name, "shared_bytes": meta.shared, "num_warps": meta.num_warps, **resources}
     cache_dir.mkdir(parents=True, exist_ok=True)
     tmp = cached.with_suffix(".tmp")
     tmp.write_text(json.dumps(result))
@@ -173,8 +176,9 @@ def drop_trailing_params(ptx: str, entry: str, keep: int) -> str:
     return ptx[:header_start] + "\n".join(kept) + ptx[header_end:]
 
 
-def assemble_check(ptx: str, arch: int) -> None:
-    """Assemble ``ptx`` with Triton's ptxas for its target; an IAUnetError if it does not."""
+def assemble_check(ptx: str, arch: int) -> dict:
+    """Assemble ``ptx`` with Triton's ptxas for its target; an IAUnetError if it does not.
+    Returns what ptxas reports: registers per thread and spilled bytes (stores + loads)."""
     import subprocess
     import tempfile
 
@@ -183,10 +187,14 @@ def assemble_check(ptx: str, arch: int) -> None:
     with tempfile.TemporaryDirectory() as tmp:
         src = Path(tmp) / "k.ptx"
         src.write_text(ptx)
-        r = subprocess.run([get_ptxas(arch).path, f"--gpu-name={target}", str(src), "-o", str(Path(tmp) / "k.cubin")],
+        r = subprocess.run([get_ptxas(arch).path, "-v", f"--gpu-name={target}", str(src), "-o", str(Path(tmp) / "k.cubin")],
                            capture_output=True, text=True)
     if r.returncode:
         raise IAUnetError(f"ptxas rejected the edited PTX for {target}: {r.stderr.strip()[:300]}")
+    registers = re.search(r"Used (\d+) registers", r.stderr)
+    spills = re.search(r"(\d+) bytes spill stores, (\d+) bytes spill loads", r.stderr)
+    return {"registers": int(registers.group(1)) if registers else None,
+            "spill_bytes": int(spills.group(1)) + int(spills.group(2)) if spills else None}
 
 
 def default_cache_dir() -> Path:
@@ -219,7 +227,11 @@ def compile_kernels(arch: int, out_dir, variants=None, cache_dir=None, ptx_versi
                         "aligned": v.aligned,
                         "block": [32 * result["num_warps"], 1, 1], "shared_bytes": result["shared_bytes"],
                         # above 48 KiB a launcher must raise the function's dynamic shared memory limit
-                        "shared_opt_in": result["shared_bytes"] > 48 * 1024})
+                        "shared_opt_in": result["shared_bytes"] > 48 * 1024,
+                        "registers": result.get("registers"), "spill_bytes": result.get("spill_bytes")})
+        if result.get("spill_bytes"):
+            log.warning("%s spills %d bytes to local memory on sm_%d (slow); try other block sizes",
+                        v.tag, result["spill_bytes"], arch)
         bar.update()
     bar.close()
     manifest = {"format": "iaunet-ptx-v1", "arch": arch, "triton_version": triton.__version__,

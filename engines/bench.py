@@ -178,14 +178,16 @@ def sweep(out_dir, repeats: int = 20, batch: int = 32) -> list[dict]:
             grid = (triton.cdiv(k, cfg["BLOCK_M"]), batch)
             run = lambda: channel_affinity_kernel[grid](x, k, l, y, **cfg)  # noqa: E731
             try:
-                run()
+                compiled = run()
                 torch.cuda.synchronize()
             except Exception as e:  # out of shared memory or registers for this GPU
                 timed.append({"config": cfg, "error": str(e).splitlines()[0][:120]})
                 bar.update()
                 continue
             if (y.float() - reference).abs().max().item() <= 1e-2:
-                timed.append({"config": cfg, "ms": _median_ms(run, repeats)})
+                timed.append({"config": cfg, "ms": _median_ms(run, repeats),
+                              "registers": getattr(compiled, "n_regs", None),
+                              "spills": getattr(compiled, "n_spills", None)})
             bar.update()
         ok = sorted((t for t in timed if "ms" in t), key=lambda t: t["ms"])
         rows.append({"K": k, "L": l, "batch": batch, "default_ms": default_ms, "best_ms": ok[0]["ms"] if ok else None,

@@ -79,11 +79,13 @@ def channel_affinity_kernel(X, K, L, Y, BLOCK_M: tl.constexpr, BLOCK_N: tl.const
 def launch_config(k: int, l: int, fp32: bool) -> dict:
     """Block sizes for a (K, L) problem; the grid is (ceil(K / BLOCK_M), B). Up to H*W = 128
     the one-pass schedule (BLOCK_C == BLOCK_L, the usual flash-attention shape for that head
-    size), above it H*W in chunks of 64. Not yet tuned on a GPU: see ``iaunet plugins bench --sweep``."""
+    size), above it H*W in chunks of 64. Warps so that ptxas spills no registers for the
+    compiled variants (checked by tests/engines/test_aot.py). Not yet tuned on a GPU: see
+    ``iaunet plugins bench --sweep``."""
     block_l = max(16, triton.next_power_of_2(l))
     block_m = 16 if block_l >= 512 or fp32 else 32
     return {"BLOCK_M": block_m, "BLOCK_N": 32, "BLOCK_C": block_l if block_l <= 128 else 64, "BLOCK_L": block_l,
-            "IEEE": fp32, "num_warps": 8 if block_l >= 256 else 4}
+            "IEEE": fp32, "num_warps": 8 if block_l >= 256 or (fp32 and block_l >= 128) else 4}
 
 
 def channel_affinity(x, config: dict | None = None):

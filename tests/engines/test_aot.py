@@ -29,6 +29,7 @@ def test_manifest_describes_every_kernel(orin):
         entry = ptx[ptx.index(f".entry {k['entry']}("):]
         assert entry[:entry.index(")")].count(".param") == len(k["params"])
         assert k["block"][0] % 32 == 0 and k["shared_opt_in"] == (k["shared_bytes"] > 49152)
+        assert 16 <= k["registers"] <= 255 and k["spill_bytes"] == 0  # ptxas -v: the defaults do not spill
 
 
 def test_aligned_variants_use_vector_memory_access(orin):
@@ -124,6 +125,6 @@ def test_dropping_parameters_refuses_used_ones_and_ptxas_checks_the_result(orin)
     assert drop_trailing_params(ptx, k["entry"], 4) == ptx      # nothing beyond the four arguments left
     with pytest.raises(IAUnetError, match="reads its trailing parameters"):
         drop_trailing_params(ptx, k["entry"], 3)                # the output pointer is used
-    assemble_check(ptx, 87)
+    assert assemble_check(ptx, 87)["registers"] > 0
     with pytest.raises(IAUnetError, match="ptxas rejected"):
         assemble_check(ptx.replace("ld.param.b32", "ld.param.bogus", 1), 87)
