@@ -2,8 +2,9 @@
 (matmul -> softmax -> matmul) in FP16 at the IAU blocks' shapes, batch 1 and 32.
 
 Two forms of the fused kernel are timed: Triton's JIT launch, and the ahead-of-time PTX
-the TensorRT plugins run (compiled for this GPU into ``<out>/ptx`` and launched through
-``runtime.cuda_driver`` exactly as the IPluginV3 plugin does; its output is checked
+the TensorRT plugins run (compiled for this GPU into ``<out>/ptx`` and launched by
+``runtime.cuda_driver.run_kernel`` as the IPluginV3 plugin's enqueue does, host work
+included; its output is checked
 against the JIT kernel's first). Prints median times over repeated CUDA-event timings,
 achieved TFLOP/s (4·B·K²·L flops: two K×K×L products), the speed-ups, and the fraction of
 the GPU's dense FP16 tensor-core peak; writes a PNG beside the JSON. Needs a CUDA GPU.
@@ -48,17 +49,13 @@ def _plugin_kernel_launcher(manifest, x):
     import torch
 
     from runtime import cuda_driver
-    from runtime.plugins import CHANNEL_OP, plan_launch
+    from runtime.plugins import CHANNEL_OP
     y = torch.empty_like(x)
     kernel = manifest.select(CHANNEL_OP, "fp16", x.shape[2])
-    launch = plan_launch(kernel, tuple(x.shape), {}, x.data_ptr(), y.data_ptr())
-    func = cuda_driver.function(kernel)
-    params, keep_alive = launch.packed()
 
-    def fn():
-        cuda_driver.launch(func, launch.grid, kernel.block, kernel.shared_bytes,
-                           torch.cuda.current_stream().cuda_stream, params)
-        return keep_alive
+    def fn():  # the plugin's enqueue path, host work included
+        cuda_driver.run_kernel(kernel, tuple(x.shape), {}, x.data_ptr(), y.data_ptr(),
+                               torch.cuda.current_stream().cuda_stream)
     return fn, y
 
 

@@ -126,3 +126,13 @@ def launch(func: int, grid: tuple, block: tuple, shared_bytes: int, stream: int,
                                 *(ctypes.c_uint(int(b)) for b in block), ctypes.c_uint(shared_bytes),
                                 ctypes.c_void_p(stream or None), params, None)
     check(lib, result, "cuLaunchKernel")
+
+
+def run_kernel(kernel, shape, attrs: dict, src: int, dst: int, stream: int) -> None:
+    """Launch a ``runtime.plugins.Kernel`` on an input of ``shape`` at device address ``src``,
+    writing ``dst``, on ``stream``: what the IPluginV3 plugin's ``enqueue`` does."""
+    from runtime.plugins import plan_launch
+    plan = plan_launch(kernel, shape, attrs, src, dst)
+    params, keep_alive = plan.packed()
+    launch(function(kernel), plan.grid, kernel.block, kernel.shared_bytes, stream, params)
+    del keep_alive

@@ -28,7 +28,7 @@ from export.opdefs import PLUGIN_NAMESPACE, PLUGIN_OPS, PLUGIN_VERSION
 from iaunet.errors import IAUnetError
 from runtime import cuda_driver
 from runtime.plugins import (OP_ATTRIBUTES, PtxManifest, check_shape, choose_kernel, kernels_from_bytes,
-                             kernels_to_bytes, plan_launch, variant_size)
+                             kernels_to_bytes, variant_size)
 
 TRT_MIN_VERSION = (10, 3)
 KERNEL_FIELD = "iaunet_kernels"
@@ -142,12 +142,8 @@ def _plugin_classes(trt):
             return self.clone()
 
         def enqueue(self, input_desc, output_desc, inputs, outputs, workspace, stream):
-            kernel = self.kernel
-            launch = plan_launch(kernel, _dims(input_desc[0].dims), self.attrs, int(inputs[0]), int(outputs[0]))
-            func = cuda_driver.function(kernel)
-            params, keep_alive = launch.packed()
-            cuda_driver.launch(func, launch.grid, kernel.block, kernel.shared_bytes, int(stream), params)
-            del keep_alive
+            cuda_driver.run_kernel(self.kernel, _dims(input_desc[0].dims), self.attrs, int(inputs[0]),
+                                   int(outputs[0]), int(stream))
 
     class IAUPluginCreator(trt.IPluginCreatorV3One):
         def __init__(self, op: str, manifest):

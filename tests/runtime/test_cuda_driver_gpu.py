@@ -1,5 +1,6 @@
-"""The IPluginV3 launch path without TensorRT: the compiled PTX for this GPU is loaded and
-launched through runtime.cuda_driver on torch's stream, and compared with PyTorch.
+"""The IPluginV3 launch path without TensorRT (which this project's GPU machines lack): the
+compiled PTX for this GPU is loaded and launched by runtime.cuda_driver.run_kernel, the
+function the plugin's enqueue calls, on a side stream, and compared with PyTorch.
 Covers module loading, the argument block, the shared-memory opt-in (fp32, L=512) and
 the aligned and general variants. Skipped without CUDA."""
 import pytest
@@ -21,18 +22,13 @@ def manifest(tmp_path_factory):
 
 
 def _launch(kernel, x, attrs):
+    """The plugin's enqueue path (run_kernel) on a stream the launcher did not create, as TensorRT's is."""
     from runtime import cuda_driver
-    from runtime.plugins import plan_launch
     y = torch.empty_like(x)
-    launch = plan_launch(kernel, tuple(x.shape), attrs, x.data_ptr(), y.data_ptr())
-    params, keep_alive = launch.packed()
-    stream = torch.cuda.Stream()  # a stream the launcher did not create, as TensorRT's is
+    stream = torch.cuda.Stream()
     stream.wait_stream(torch.cuda.current_stream())
-    with torch.cuda.stream(stream):
-        cuda_driver.launch(cuda_driver.function(kernel), launch.grid, kernel.block, kernel.shared_bytes,
-                           stream.cuda_stream, params)
+    cuda_driver.run_kernel(kernel, tuple(x.shape), attrs, x.data_ptr(), y.data_ptr(), stream.cuda_stream)
     stream.synchronize()
-    del keep_alive
     return y
 
 
