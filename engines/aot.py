@@ -7,9 +7,9 @@ parameter order, grid and block rules, dynamic shared memory, and the Triton ver
 Triton appends two scratch-pointer parameters to every entry. These kernels use no
 scratch (checked), so the unused parameters are removed from the PTX and the entry takes
 exactly TensorRT's AOT plugin arguments (inputs, scalars, outputs); ptxas then assembles
-the edited PTX to prove it still valid. The same inputs
-give the same bytes; compiled PTX is cached by (Triton version, kernel source, arch,
-variant, PTX ISA), so nothing compiles at inference.
+the edited PTX to prove it still valid, and its register and spill counts go into the
+manifest. The same inputs give the same bytes; compiled PTX is cached by (Triton version,
+kernel source, arch, variant, PTX ISA), so nothing compiles at inference.
 
 The PTX ISA version is the lowest that the architecture allows, not Triton's default
 (its bundled ptxas writes the newest, 8.8 for CUDA 12.9): a driver JIT-compiles PTX only
@@ -29,6 +29,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 
 from iaunet.errors import IAUnetError
+from iaunet.files import atomic_output
 from iaunet.log import get_logger
 from iaunet.progress import Progress
 
@@ -237,5 +238,6 @@ def compile_kernels(arch: int, out_dir, variants=None, cache_dir=None, ptx_versi
     manifest = {"format": "iaunet-ptx-v1", "arch": arch, "triton_version": triton.__version__,
                 "ptx_version": f"{ptx_version // 10}.{ptx_version % 10}", "min_cuda_driver": PTX_CUDA[ptx_version],
                 "kernels": entries}
-    (out / "manifest.json").write_text(json.dumps(manifest, indent=2, sort_keys=True) + "\n")
+    with atomic_output(out / "manifest.json") as tmp:  # last, and whole: a failed compile leaves no manifest change
+        Path(tmp).write_text(json.dumps(manifest, indent=2, sort_keys=True) + "\n")
     return manifest
