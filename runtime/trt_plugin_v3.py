@@ -79,6 +79,7 @@ def _plugin_classes(trt):
             self.num_outputs = 1
             self.op, self.attrs, self.kernels, self.manifest = op, dict(attrs), list(kernels), manifest
             self.kernel = None  # the one on_shape_change chose for the current input
+            self._serialized = None
 
         # core
         def get_capability_interface(self, capability):
@@ -96,7 +97,10 @@ def _plugin_classes(trt):
             if kernels:
                 blob = np.frombuffer(kernels_to_bytes(kernels), np.int8)
                 fields.append(trt.PluginField(KERNEL_FIELD, blob, trt.PluginFieldType.INT8))
-            return trt.PluginFieldCollection(fields)
+            # TensorRT keeps a C copy of the collection that points into these Python objects:
+            # hold them until the next call instead of leaving them to the garbage collector
+            self._serialized = trt.PluginFieldCollection(fields), fields
+            return self._serialized[0]
 
         # build
         def get_output_data_types(self, input_types):
