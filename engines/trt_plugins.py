@@ -75,13 +75,18 @@ def register_aot_plugins(ptx_dir) -> list:
     if not supports_aot_plugins(trt):
         raise IAUnetError(f"TensorRT {trt.__version__} has no ahead-of-time Python plugins (needs 10.9+); "
                           "use the IPluginV3 route for JetPack 6")
-    from runtime import trt_plugin_v3
+    from runtime import cuda_driver, trt_plugin_v3
     if trt_plugin_v3.registered():
         raise IAUnetError("this process registered the IPluginV3 IAU plugins; build AOT-plugin engines in a "
                           "separate process")
     ids = [f"{NAMESPACE}::{CHANNEL_OP}", f"{NAMESPACE}::{PART_OP}"]
+    manifest = PtxManifest(ptx_dir)
+    found = cuda_driver.current_compute_capability()
+    if manifest.arch != found:
+        raise IAUnetError(f"{ptx_dir} holds PTX for sm_{manifest.arch} but this GPU is sm_{found}; "
+                          f"run 'iaunet plugins compile --arch {found}'")
     first = "manifest" not in _ACTIVE
-    _ACTIVE["manifest"] = PtxManifest(ptx_dir)
+    _ACTIVE["manifest"] = manifest
     if first:
         _define_aot_plugins(trt)
     return ids

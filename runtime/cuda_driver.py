@@ -72,10 +72,13 @@ def current_context() -> int:
 
 
 def current_compute_capability() -> int:
-    """Of the current context's device, as 87, 90, ..."""
+    """Of the current context's device (device 0 when no context is current), as 87, 90, ..."""
     lib = driver()
-    device = ctypes.c_int()
-    check(lib, lib.cuCtxGetDevice(ctypes.byref(device)), "cuCtxGetDevice")
+    device = ctypes.c_int(0)
+    ctx = ctypes.c_void_p()
+    check(lib, lib.cuCtxGetCurrent(ctypes.byref(ctx)), "cuCtxGetCurrent")
+    if ctx.value:
+        check(lib, lib.cuCtxGetDevice(ctypes.byref(device)), "cuCtxGetDevice")
     major, minor = ctypes.c_int(), ctypes.c_int()
     check(lib, lib.cuDeviceGetAttribute(ctypes.byref(major), CU_DEVICE_ATTRIBUTE_COMPUTE_CAPABILITY_MAJOR, device),
           "cuDeviceGetAttribute")

@@ -178,6 +178,9 @@ def register_plugins(ptx_dir=None) -> list:
         raise IAUnetError(f"TensorRT {trt.__version__} is too old for the IAU plugins; expected "
                           f"{'.'.join(map(str, TRT_MIN_VERSION))} or newer")
     manifest = PtxManifest(ptx_dir) if ptx_dir is not None else None
+    if manifest is not None and manifest.arch != cuda_driver.current_compute_capability():
+        raise IAUnetError(f"{ptx_dir} holds PTX for sm_{manifest.arch} but this GPU is "
+                          f"sm_{cuda_driver.current_compute_capability()}; run 'iaunet plugins compile --arch' for it")
     _, creator_class = _plugin_classes(trt)
     registry = trt.get_plugin_registry()
     names = []

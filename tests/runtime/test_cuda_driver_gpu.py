@@ -68,3 +68,9 @@ def test_a_kernel_for_another_gpu_is_refused(manifest):
     other = dataclasses.replace(kernel, arch=80 if kernel.arch != 80 else 90)
     with pytest.raises(IAUnetError, match="compiled for sm_"):
         cuda_driver.function(other)
+
+
+def test_compute_capability_matches_torch():
+    from runtime import cuda_driver
+    major, minor = torch.cuda.get_device_capability()
+    assert cuda_driver.current_compute_capability() == major * 10 + minor

@@ -133,3 +133,18 @@ def test_ipluginv3_refuses_an_int8_input_by_name(ptx_dir, capfd):
     assert not built
     out = capfd.readouterr()
     assert "IAUChannelAffinity takes float32 or float16" in out.out + out.err
+
+
+def test_registering_ptx_for_another_gpu_is_refused(ptx_dir, tmp_path):
+    import json
+    import shutil
+
+    from iaunet.errors import IAUnetError
+    from runtime.trt_plugin_v3 import register_plugins
+    other = tmp_path / "other"
+    shutil.copytree(ptx_dir, other, ignore=shutil.ignore_patterns("cache"))
+    manifest = json.loads((other / "manifest.json").read_text())
+    manifest["arch"] = 80 if manifest["arch"] != 80 else 90
+    (other / "manifest.json").write_text(json.dumps(manifest))
+    with pytest.raises(IAUnetError, match="holds PTX for sm_"):
+        register_plugins(other)
