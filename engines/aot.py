@@ -63,9 +63,9 @@ class Variant:
         return "_".join(parts + (["A16"] if self.aligned else []))
 
 
-def channel_variant(dtype: str, hw: int, aligned: bool = False) -> Variant:
+def channel_variant(dtype: str, hw: int, aligned: bool = False, arch: int | None = None) -> Variant:
     from engines.kernels.channel_affinity import launch_config
-    cfg = launch_config(0, hw, dtype == "fp32")
+    cfg = launch_config(0, hw, dtype == "fp32", arch, aligned)
     warps = cfg.pop("num_warps")
     return Variant("IAUChannelAffinity", dtype, tuple(sorted(cfg.items())), warps,
                    "(ceil(K / BLOCK_M), B, 1)",
@@ -80,8 +80,9 @@ def part_variant(dtype: str, nodes: int) -> Variant:
                    ("S", "N", "PARTS", "W"))
 
 
-def default_variants(hw_sizes=DEFAULT_HW, node_counts=DEFAULT_NODES) -> list[Variant]:
-    out = [channel_variant(d, hw, aligned) for d in DTYPES for hw in sorted(set(hw_sizes))
+def default_variants(hw_sizes=DEFAULT_HW, node_counts=DEFAULT_NODES, arch: int | None = None) -> list[Variant]:
+    """The variants to compile; block sizes may depend on the architecture (``arch``)."""
+    out = [channel_variant(d, hw, aligned, arch) for d in DTYPES for hw in sorted(set(hw_sizes))
            for aligned in ((False, True) if hw % ALIGN == 0 else (False,))]
     out += [part_variant(d, n) for d in DTYPES for n in sorted(set(node_counts))]
     return list(dict.fromkeys(out))  # block sizes may coincide
@@ -215,7 +216,7 @@ def compile_kernels(arch: int, out_dir, variants=None, cache_dir=None, ptx_versi
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     cache = Path(cache_dir) if cache_dir else default_cache_dir()
-    variants = variants or default_variants()
+    variants = variants or default_variants(arch=arch)
     entries = []
     bar = Progress(len(variants), f"compiling sm_{arch}", "kernel")
     for v in variants:

@@ -65,8 +65,9 @@ def _compile_for_this_gpu(out: Path):
     from engines.aot import compile_kernels, default_variants
     from runtime.plugins import PtxManifest
     major, minor = torch.cuda.get_device_capability()
-    variants = [v for v in default_variants(sorted({l for _, l in SHAPES}), (4,)) if v.dtype == "fp16"]
-    compile_kernels(major * 10 + minor, out, variants)
+    arch = major * 10 + minor
+    variants = [v for v in default_variants(sorted({l for _, l in SHAPES}), (4,), arch) if v.dtype == "fp16"]
+    compile_kernels(arch, out, variants)
     return PtxManifest(out)
 
 
@@ -146,7 +147,7 @@ def sweep_configs(l: int) -> list[dict]:
     block_l = max(16, 1 << (l - 1).bit_length())
     return [{"BLOCK_M": m, "BLOCK_N": n, "BLOCK_C": c, "BLOCK_L": block_l, "IEEE": False,
              "num_warps": w, "num_stages": s}
-            for m in ((16, 32) if block_l >= 512 else (16, 32, 64))  # a 64 x 512 FP32 accumulator spills
+            for m in (16, 32, 64)
             for n in (32, 64) for c in sorted({32, 64, 128, block_l}) if c <= block_l
             for w in (4, 8) for s in (2, 3)]
 

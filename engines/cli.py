@@ -44,7 +44,6 @@ def run_compile(args):
 
     from engines.aot import DEFAULT_HW, DEFAULT_NODES, compile_kernels, default_variants
     from iaunet.errors import IAUnetError
-    variants = default_variants(args.hw or DEFAULT_HW, args.nodes or DEFAULT_NODES)
     ptx_version = None
     if args.ptx_version:
         major, _, minor = args.ptx_version.partition(".")
@@ -53,6 +52,7 @@ def run_compile(args):
         ptx_version = int(major) * 10 + int(minor)
     for arch in args.arch:
         out = Path(args.out) if len(args.arch) == 1 else Path(args.out) / f"sm{arch}"
+        variants = default_variants(args.hw or DEFAULT_HW, args.nodes or DEFAULT_NODES, arch)
         manifest = compile_kernels(arch, out, variants, args.cache_dir, ptx_version)
         print(f"sm_{arch}: {len(manifest['kernels'])} kernels, PTX {manifest['ptx_version']} (CUDA driver "
               f"{manifest['min_cuda_driver']}+) -> {out}/ (Triton {manifest['triton_version']})")

@@ -76,13 +76,18 @@ def channel_affinity_kernel(X, K, L, Y, BLOCK_M: tl.constexpr, BLOCK_N: tl.const
              out.to(Y.dtype.element_ty), mask=row_ok[:, None] & (dims[None, :] < L))
 
 
-def launch_config(k: int, l: int, fp32: bool) -> dict:
+def launch_config(k: int, l: int, fp32: bool, arch: int | None = None, aligned: bool = False) -> dict:
     """Block sizes for a (K, L) problem; the grid is (ceil(K / BLOCK_M), B). Up to H*W = 128
     the one-pass schedule (BLOCK_C == BLOCK_L, the usual flash-attention shape for that head
-    size), above it H*W in chunks of 64. Warps so that ptxas spills no registers for the
-    compiled variants (checked by tests/engines/test_aot.py). Not yet tuned on a GPU: see
-    ``iaunet plugins bench --sweep``."""
+    size), above it H*W in chunks of 64. On Hopper (``arch`` 90), FP16 with aligned tensors
+    takes 64-row blocks: Triton uses the wgmma tensor-core instructions only from 64 rows per
+    warp group (16 or 32 rows give the older mma.sync). Warps so that ptxas spills no
+    registers for the compiled variants (checked by tests/engines/test_aot.py). Not yet
+    tuned on a GPU: see ``iaunet plugins bench --sweep``."""
     block_l = max(16, triton.next_power_of_2(l))
+    if arch == 90 and aligned and not fp32 and block_l <= 512:
+        return {"BLOCK_M": 64, "BLOCK_N": 64, "BLOCK_C": block_l if block_l <= 128 else 64, "BLOCK_L": block_l,
+                "IEEE": False, "num_warps": 4 if block_l <= 128 else 8}
     block_m = 16 if block_l >= 512 or fp32 else 32
     return {"BLOCK_M": block_m, "BLOCK_N": 32, "BLOCK_C": block_l if block_l <= 128 else 64, "BLOCK_L": block_l,
             "IEEE": fp32, "num_warps": 8 if block_l >= 256 or (fp32 and block_l >= 128) else 4}
@@ -97,7 +102,12 @@ def channel_affinity(x, config: dict | None = None):
     x = x.contiguous()
     y = torch.empty_like(x)
     b, k, l = x.shape
-    cfg = {**launch_config(k, l, x.dtype == torch.float32), **(config or {})}
+    arch = None
+    if x.is_cuda:
+        major, minor = torch.cuda.get_device_capability(x.device)
+        arch = major * 10 + minor
+    aligned = l % 16 == 0 and x.data_ptr() % 16 == 0 and y.data_ptr() % 16 == 0
+    cfg = {**launch_config(k, l, x.dtype == torch.float32, arch, aligned), **(config or {})}
     grid = (triton.cdiv(k, cfg["BLOCK_M"]), b)
     channel_affinity_kernel[grid](x, k, l, y, **cfg)
     return y

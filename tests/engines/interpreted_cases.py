@@ -24,12 +24,15 @@ def test_channel_affinity_fp32_awkward_shapes(shape, spread_tokens):
 
 
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float16])
-@pytest.mark.parametrize("shape,block_c", [((2, 70, 128), 128), ((1, 48, 200), 256), ((2, 70, 128), 32)])
-def test_channel_affinity_both_schedules(shape, block_c, dtype, spread_tokens):
+@pytest.mark.parametrize("shape,blocks", [((2, 70, 128), (128, 16, 32)), ((1, 48, 200), (256, 16, 32)),
+                                          ((2, 70, 128), (32, 16, 32)), ((1, 150, 128), (128, 64, 64)),
+                                          ((1, 150, 512), (64, 64, 64))])
+def test_channel_affinity_both_schedules(shape, blocks, dtype, spread_tokens):
     """One pass over H*W (BLOCK_C == BLOCK_L) and chunked, forced at sizes where the
-    default picks the other one."""
+    default picks the other one, and Hopper's 64-row blocks."""
     x = spread_tokens(shape, 4).to(dtype)
-    y = channel_affinity(x, {"BLOCK_C": block_c, "BLOCK_M": 16, "BLOCK_N": 32})
+    block_c, block_m, block_n = blocks
+    y = channel_affinity(x, {"BLOCK_C": block_c, "BLOCK_M": block_m, "BLOCK_N": block_n})
     tol = 1e-5 if dtype == torch.float32 else 2e-3
     torch.testing.assert_close(y.float(), reference_channel(x.float()), rtol=tol, atol=tol)
 

@@ -69,10 +69,22 @@ def test_same_inputs_same_bytes_and_cache_reuse(orin, tmp_path):
 
 @pytest.mark.parametrize("arch", [a for a in SUPPORTED_ARCHS if a != 87])
 def test_every_supported_architecture_compiles(arch, tmp_path):
-    variants = [v for v in default_variants((128,), (4,)) if v.dtype == "fp16"]
+    variants = [v for v in default_variants((128,), (4,), arch) if v.dtype == "fp16"]
     manifest = compile_kernels(arch, tmp_path, variants, cache_dir=tmp_path / "cache")
     ptx = (tmp_path / manifest["kernels"][0]["file"]).read_text()
     assert f".target sm_{arch}" in ptx
+    assert all(k["spill_bytes"] == 0 for k in manifest["kernels"])
+
+
+def test_hopper_variants_use_warp_group_tensor_cores(tmp_path):
+    """On sm_90 the aligned FP16 channel kernels take wgmma (Hopper's tensor-core path);
+    the block sizes that do so still spill nothing."""
+    variants = [v for v in default_variants((128, 512), (4,), 90) if v.dtype == "fp16" and v.op == "IAUChannelAffinity"]
+    manifest = compile_kernels(90, tmp_path, variants, cache_dir=tmp_path / "cache")
+    for k in manifest["kernels"]:
+        ptx = (tmp_path / k["file"]).read_text()
+        assert ("wgmma.mma_async" in ptx) == k["aligned"], k["file"]
+        assert k["spill_bytes"] == 0, k["file"]
 
 
 def test_unknown_architecture(tmp_path):

@@ -17,8 +17,8 @@ def test_sweep_candidates_are_valid_and_include_the_default(hw):
     assert candidates and len({tuple(sorted(c.items())) for c in candidates}) == len(candidates)
     for c in candidates:
         assert c["BLOCK_L"] >= hw and c["BLOCK_L"] & (c["BLOCK_L"] - 1) == 0 and c["BLOCK_C"] <= c["BLOCK_L"]
-    default = launch_config(0, hw, False)
-    assert any(all(c[k] == v for k, v in default.items()) for c in candidates)
+    for default in (launch_config(0, hw, False), launch_config(0, hw, False, 90, hw % 16 == 0)):
+        assert any(all(c[k] == v for k, v in default.items()) for c in candidates), default
 
 
 @pytest.mark.skipif(torch.cuda.is_available(), reason="this machine has a GPU")
