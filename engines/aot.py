@@ -123,11 +123,29 @@ def ptx_version_for(arch: int, requested: int | None = None) -> int:
     """The PTX ISA to write (e.g. 85 for 8.5): the architecture's floor unless asked for more."""
     floor = MIN_PTX_VERSION[arch]
     if requested is None:
-        return floor
+        requested = floor
     if requested < floor or requested not in PTX_CUDA:
         raise IAUnetError(f"PTX ISA {requested // 10}.{requested % 10} cannot target sm_{arch}; expected one of "
                           f"{[f'{v // 10}.{v % 10}' for v in PTX_CUDA if v >= floor]}")
+    ptxas = _ptxas_cuda_version(arch)
+    if ptxas is not None and _version_tuple(PTX_CUDA[requested]) > ptxas:
+        hint = "ask for a lower --ptx-version" if requested > floor else f"sm_{arch} needs a newer Triton"
+        raise IAUnetError(f"PTX ISA {requested // 10}.{requested % 10} needs CUDA {PTX_CUDA[requested]}, newer than "
+                          f"the ptxas of this Triton (CUDA {'.'.join(map(str, ptxas))}); {hint}")
     return requested
+
+
+def _version_tuple(text: str) -> tuple:
+    return tuple(int(p) for p in text.split(".")[:2])
+
+
+def _ptxas_cuda_version(arch: int) -> tuple | None:
+    """The CUDA version of Triton's bundled ptxas, e.g. (12, 8); None when unknown."""
+    try:
+        from triton.backends.nvidia.compiler import get_ptxas
+        return _version_tuple(str(get_ptxas(arch).version))
+    except Exception:  # older Triton layouts: let ptxas itself judge
+        return None
 
 
 def compile_variant(variant: Variant, arch: int, cache_dir: Path, ptx_version: int | None = None) -> dict:

@@ -86,8 +86,9 @@ def launch_config(k: int, l: int, fp32: bool, arch: int | None = None, aligned: 
     tuned on a GPU: see ``iaunet plugins bench --sweep``."""
     block_l = max(16, triton.next_power_of_2(l))
     if arch == 90 and aligned and not fp32 and block_l <= 512:
-        return {"BLOCK_M": 64, "BLOCK_N": 64, "BLOCK_C": block_l if block_l <= 128 else 64, "BLOCK_L": block_l,
-                "IEEE": False, "num_warps": 4 if block_l <= 128 else 8}
+        small = block_l <= 128  # H*W 512 with 64-key tiles sits at 255 registers and spills on Triton 3.6
+        return {"BLOCK_M": 64, "BLOCK_N": 64 if small else 32, "BLOCK_C": block_l if small else 64, "BLOCK_L": block_l,
+                "IEEE": False, "num_warps": 4 if small else 8}
     block_m = 16 if block_l >= 512 or fp32 else 32
     return {"BLOCK_M": block_m, "BLOCK_N": 32, "BLOCK_C": block_l if block_l <= 128 else 64, "BLOCK_L": block_l,
             "IEEE": fp32, "num_warps": 8 if block_l >= 256 or (fp32 and block_l >= 128) else 4}

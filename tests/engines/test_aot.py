@@ -47,14 +47,24 @@ def test_aligned_variants_use_vector_memory_access(orin):
 
 def test_ptx_version_can_be_raised_but_not_below_the_architecture(tmp_path):
     from engines.aot import ptx_version_for
-    assert ptx_version_for(87) == 85 and ptx_version_for(100) == 86 and ptx_version_for(110) == 90
-    assert ptx_version_for(87, 88) == 88
+    assert ptx_version_for(87) == 85 and ptx_version_for(100) == 86
+    assert ptx_version_for(87, 87) == 87
     with pytest.raises(IAUnetError, match="PTX ISA 8.5 cannot target sm_100"):
         ptx_version_for(100, 85)
     variants = [v for v in default_variants((128,), (4,)) if v.op == "IAUPartAffinity"][:1]
-    manifest = compile_kernels(90, tmp_path, variants, cache_dir=tmp_path / "cache", ptx_version=88)
-    assert "\n.version 8.8\n" in (tmp_path / manifest["kernels"][0]["file"]).read_text()
-    assert manifest["min_cuda_driver"] == "12.9"
+    manifest = compile_kernels(90, tmp_path, variants, cache_dir=tmp_path / "cache", ptx_version=87)
+    assert "\n.version 8.7\n" in (tmp_path / manifest["kernels"][0]["file"]).read_text()
+    assert manifest["min_cuda_driver"] == "12.8"
+
+
+def test_a_ptx_version_beyond_the_bundled_ptxas_is_refused():
+    from engines.aot import PTX_CUDA, _ptxas_cuda_version, _version_tuple, ptx_version_for
+    ptxas = _ptxas_cuda_version(90)
+    too_new = [v for v in PTX_CUDA if _version_tuple(PTX_CUDA[v]) > ptxas]
+    if not too_new:
+        pytest.skip(f"this Triton's ptxas (CUDA {ptxas}) writes every PTX ISA listed")
+    with pytest.raises(IAUnetError, match="newer than the ptxas of this Triton"):
+        ptx_version_for(90, too_new[0])
 
 
 def test_same_inputs_same_bytes_and_cache_reuse(orin, tmp_path):
@@ -69,6 +79,11 @@ def test_same_inputs_same_bytes_and_cache_reuse(orin, tmp_path):
 
 @pytest.mark.parametrize("arch", [a for a in SUPPORTED_ARCHS if a != 87])
 def test_every_supported_architecture_compiles(arch, tmp_path):
+    from engines.aot import MIN_PTX_VERSION, PTX_CUDA, _ptxas_cuda_version, _version_tuple
+    if _ptxas_cuda_version(arch) < _version_tuple(PTX_CUDA[MIN_PTX_VERSION[arch]]):
+        with pytest.raises(IAUnetError, match=f"sm_{arch} needs a newer Triton"):
+            compile_kernels(arch, tmp_path, cache_dir=tmp_path / "cache")
+        pytest.skip(f"this Triton's ptxas (CUDA {_ptxas_cuda_version(arch)}) cannot write sm_{arch}'s PTX ISA")
     variants = [v for v in default_variants((128,), (4,), arch) if v.dtype == "fp16"]
     manifest = compile_kernels(arch, tmp_path, variants, cache_dir=tmp_path / "cache")
     ptx = (tmp_path / manifest["kernels"][0]["file"]).read_text()
