@@ -20,6 +20,7 @@ import importlib.util
 from typing import Tuple, Union
 
 from iaunet.errors import IAUnetError
+from runtime import cuda_driver, trt_plugin_v3
 from runtime.plugins import CHANNEL_OP, PART_OP, PtxManifest
 
 NAMESPACE = "iaunet"
@@ -27,12 +28,8 @@ MIN_AOT_VERSION = (10, 9)
 TRT_MIN_VERSION = MIN_AOT_VERSION  # every TensorRT name below is checked against wheels >= this
 
 
-def _version(trt) -> tuple:
-    return tuple(int(p) for p in trt.__version__.split(".")[:2])
-
-
 def supports_aot_plugins(trt) -> bool:
-    return _version(trt) >= MIN_AOT_VERSION and importlib.util.find_spec("tensorrt.plugin") is not None
+    return trt_plugin_v3.tensorrt_version(trt) >= MIN_AOT_VERSION and importlib.util.find_spec("tensorrt.plugin") is not None
 
 
 def _dtype_name(trt, dtype) -> str:
@@ -75,7 +72,6 @@ def register_aot_plugins(ptx_dir) -> list:
     if not supports_aot_plugins(trt):
         raise IAUnetError(f"TensorRT {trt.__version__} has no ahead-of-time Python plugins (needs 10.9+); "
                           "use the IPluginV3 route for JetPack 6")
-    from runtime import cuda_driver, trt_plugin_v3
     if trt_plugin_v3.registered():
         raise IAUnetError("this process registered the IPluginV3 IAU plugins; build AOT-plugin engines in a "
                           "separate process")

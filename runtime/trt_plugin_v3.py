@@ -39,7 +39,8 @@ def _dims(dims) -> tuple:
     return tuple(int(dims[i]) for i in range(len(dims)))
 
 
-def _version(trt) -> tuple:
+def tensorrt_version(trt) -> tuple:
+    """(major, minor) of an imported ``tensorrt`` module."""
     return tuple(int(p) for p in trt.__version__.split(".")[:2])
 
 
@@ -174,7 +175,7 @@ def register_plugins(ptx_dir=None) -> list:
     ``ptx_dir`` (from ``iaunet plugins compile``) is needed to build engines, not to run them.
     Returns the registered names."""
     import tensorrt as trt
-    if _version(trt) < TRT_MIN_VERSION:
+    if tensorrt_version(trt) < TRT_MIN_VERSION:
         raise IAUnetError(f"TensorRT {trt.__version__} is too old for the IAU plugins; expected "
                           f"{'.'.join(map(str, TRT_MIN_VERSION))} or newer")
     manifest = PtxManifest(ptx_dir) if ptx_dir is not None else None
