@@ -14,6 +14,12 @@ from iaunet.errors import IAUnetError
 from iaunet.log import configure
 
 STAGE_CLIS = ("train.cli", "export.cli", "calib.cli", "engines.cli", "iaunet.demo")
+# optional packages and how to get them (pyproject extras)
+OPTIONAL = {"torch": "pip install torch==2.13.0 (CPU) or your CUDA build", "scipy": "pip install -e '.[train]'",
+            "onnx": "pip install -e '.[export]'", "onnxruntime": "pip install -e '.[export]'",
+            "onnxconverter_common": "pip install -e '.[calib]'", "matplotlib": "pip install -e '.[calib]'",
+            "triton": "pip install -e '.[kernels]'", "pycuda": "pip install -e '.[trt]'",
+            "tensorrt": "JetPack's TensorRT or NVIDIA's tensorrt wheels"}
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -33,6 +39,13 @@ def main(argv=None) -> int:
         return int(args.func(args) or 0)
     except IAUnetError as err:
         print(f"iaunet {args.command}: error: {err}", file=sys.stderr)
+        return 1
+    except ModuleNotFoundError as err:
+        package = (err.name or "").split(".")[0]
+        if package not in OPTIONAL:
+            raise
+        print(f"iaunet {args.command}: error: this command needs the Python package '{package}', which is not "
+              f"installed; {OPTIONAL[package]}", file=sys.stderr)
         return 1
     except KeyboardInterrupt:
         print(f"iaunet {args.command}: interrupted", file=sys.stderr)

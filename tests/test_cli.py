@@ -87,3 +87,19 @@ def test_log_lines_print_once_even_when_a_library_configures_the_root_logger():
             "logging.basicConfig(level=logging.INFO); get_logger('demo').info('hello')")
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
     assert result.stderr.count("hello") == 1, result.stderr
+
+
+def test_a_missing_optional_package_is_one_line_naming_how_to_install_it(tmp_path):
+    """Triton blocked at import, as on a machine without the [kernels] extra."""
+    blocker = ("import importlib.abc, sys\n"
+               "class Block(importlib.abc.MetaPathFinder):\n"
+               "    def find_spec(self, name, path, target=None):\n"
+               "        if name.split('.')[0] == 'triton':\n"
+               "            raise ModuleNotFoundError(f'No module named {name!r}', name=name)\n"
+               "sys.meta_path.insert(0, Block())\n"
+               "from iaunet.cli import main\n"
+               "sys.exit(main(sys.argv[1:]))\n")
+    result = subprocess.run([sys.executable, "-c", blocker, "plugins", "compile", "--arch", "87", "-o", tmp_path / "p"],
+                            capture_output=True, text=True, timeout=120)
+    assert_one_line_error(result, "needs the Python package 'triton'", ".[kernels]")
+    assert not (tmp_path / "p").exists()
