@@ -32,6 +32,7 @@ from iaunet.errors import IAUnetError
 from iaunet.files import atomic_output
 from iaunet.log import get_logger
 from iaunet.progress import Progress
+from runtime.plugins import ALIGN  # bytes / elements the aligned variants assume
 
 log = get_logger("engines")
 
@@ -44,7 +45,6 @@ DEFAULT_NODES = (4, 16)       # part nodes: image (4), video up to T = 4 (16)
 # CUDA 12.5+ drivers; sm_100a needs 8.6, sm_110a 9.0)
 MIN_PTX_VERSION = {80: 85, 86: 85, 87: 85, 89: 85, 90: 85, 100: 86, 110: 90}
 PTX_CUDA = {85: "12.5", 86: "12.7", 87: "12.8", 88: "12.9", 90: "13.0"}  # the CUDA driver a PTX ISA needs
-ALIGN = 16  # bytes / elements the aligned variants assume
 
 
 @dataclass(frozen=True)

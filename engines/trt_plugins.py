@@ -29,16 +29,8 @@ TRT_MIN_VERSION = MIN_AOT_VERSION  # every TensorRT name below is checked agains
 
 
 def supports_aot_plugins(trt) -> bool:
-    return trt_plugin_v3.tensorrt_version(trt) >= MIN_AOT_VERSION and importlib.util.find_spec("tensorrt.plugin") is not None
-
-
-def _dtype_name(trt, dtype) -> str:
-    if dtype == trt.float32:
-        return "fp32"
-    if dtype == trt.float16:
-        return "fp16"
-    raise IAUnetError(f"IAU plugins take float32 or float16 inputs, got {dtype}; keep the affinity ops out of "
-                      "INT8/BF16 (the calib stage does)")
+    return (trt_plugin_v3.tensorrt_version(trt) >= MIN_AOT_VERSION
+            and importlib.util.find_spec("tensorrt.plugin") is not None)
 
 
 def _constant(expr, what: str) -> int:
@@ -77,10 +69,7 @@ def register_aot_plugins(ptx_dir) -> list:
                           "separate process")
     ids = [f"{NAMESPACE}::{CHANNEL_OP}", f"{NAMESPACE}::{PART_OP}"]
     manifest = PtxManifest(ptx_dir)
-    found = cuda_driver.current_compute_capability()
-    if manifest.arch != found:
-        raise IAUnetError(f"{ptx_dir} holds PTX for sm_{manifest.arch} but this GPU is sm_{found}; "
-                          f"run 'iaunet plugins compile --arch {found}'")
+    cuda_driver.check_arch(manifest.arch, f"{ptx_dir} holds PTX")
     first = "manifest" not in _ACTIVE
     _ACTIVE["manifest"] = manifest
     if first:
@@ -100,7 +89,7 @@ def _define_aot_plugins(trt) -> None:
                     ) -> Tuple[Union[str, bytes], Union[str, bytes], trtp.KernelLaunchParams, trtp.SymExprs]:
         k = _constant(x.shape_expr[1], "the channel count K")
         l = _constant(x.shape_expr[2], "H*W")
-        kernel = _ACTIVE["manifest"].select(CHANNEL_OP, _dtype_name(trt, x.dtype), l)
+        kernel = _ACTIVE["manifest"].select(CHANNEL_OP, trt_plugin_v3.dtype_name(trt, x.dtype, CHANNEL_OP), l)
         return _aot_result(trtp, kernel, kernel.grid(1, k)[0], x.shape_expr[0], (k, l))
 
     @trtp.register(f"{NAMESPACE}::{PART_OP}")
@@ -113,5 +102,5 @@ def _define_aot_plugins(trt) -> None:
         n = _constant(s.shape_expr[1], "the part-node count N")
         if n != frames * parts:
             raise IAUnetError(f"IAUPartAffinity input has N={n} but frames*parts={frames * parts}")
-        kernel = _ACTIVE["manifest"].select(PART_OP, _dtype_name(trt, s.dtype), n)
+        kernel = _ACTIVE["manifest"].select(PART_OP, trt_plugin_v3.dtype_name(trt, s.dtype, PART_OP), n)
         return _aot_result(trtp, kernel, kernel.grid(1, n)[0], s.shape_expr[0], (n, parts))

@@ -15,6 +15,7 @@ import ctypes
 import threading
 
 from iaunet.errors import IAUnetError
+from runtime.plugins import plan_launch
 
 CU_FUNC_ATTRIBUTE_MAX_DYNAMIC_SHARED_SIZE_BYTES = 8
 CU_DEVICE_ATTRIBUTE_COMPUTE_CAPABILITY_MAJOR = 75
@@ -87,6 +88,14 @@ def current_compute_capability() -> int:
     return major.value * 10 + minor.value
 
 
+def check_arch(arch: int, what: str) -> None:
+    """Refuse code compiled for another GPU than the current one: '<what> for sm_X ...'."""
+    found = current_compute_capability()
+    if arch != found:
+        raise IAUnetError(f"{what} for sm_{arch} but this GPU is sm_{found}; compile with "
+                          f"'iaunet plugins compile --arch {found}' (and build the engine on this GPU)")
+
+
 def _load(ptx: bytes, entry: str, shared_bytes: int) -> tuple:
     lib = driver()
     module, function = ctypes.c_void_p(), ctypes.c_void_p()
@@ -114,10 +123,8 @@ def function(kernel) -> int:
     key = (current_context(), kernel.digest, kernel.entry)
     with _lock:
         if key not in _functions:
-            found = current_compute_capability()
-            if kernel.arch and found != kernel.arch:
-                raise IAUnetError(f"{kernel.op}'s kernel was compiled for sm_{kernel.arch}, this GPU is sm_{found}; "
-                                  "build the engine (and its PTX) for this GPU")
+            if kernel.arch:
+                check_arch(kernel.arch, f"{kernel.op}'s kernel was compiled")
             _functions[key] = _load(kernel.ptx, kernel.entry, kernel.shared_bytes)
         return _functions[key][1].value
 
@@ -134,7 +141,6 @@ def launch(func: int, grid: tuple, block: tuple, shared_bytes: int, stream: int,
 def run_kernel(kernel, shape, attrs: dict, src: int, dst: int, stream: int) -> None:
     """Launch a ``runtime.plugins.Kernel`` on an input of ``shape`` at device address ``src``,
     writing ``dst``, on ``stream``: what the IPluginV3 plugin's ``enqueue`` does."""
-    from runtime.plugins import plan_launch
     plan = plan_launch(kernel, shape, attrs, src, dst)
     params, keep_alive = plan.packed()
     launch(function(kernel), plan.grid, kernel.block, kernel.shared_bytes, stream, params)

@@ -25,7 +25,12 @@ OP_ATTRIBUTES = {CHANNEL_OP: (), PART_OP: ("frames", "parts")}  # integer ONNX a
 _PTX_PARAM = re.compile(r"\.param\s+\.([usbf])(8|16|32|64)\b")
 
 
-def _pow2_at_least(n: int, floor: int = 16) -> int:
+def block_key(op: str) -> str:
+    """The constexpr a variant is compiled for: BLOCK_L (H*W) or BLOCK_N (part nodes)."""
+    return "BLOCK_L" if op == CHANNEL_OP else "BLOCK_N"
+
+
+def pow2_at_least(n: int, floor: int = 16) -> int:
     p = floor
     while p < n:
         p *= 2
@@ -70,10 +75,14 @@ class Kernel:
         """Bit widths of the entry's parameters, read once off the PTX."""
         return tuple(ptx_parameter_widths(self.ptx.decode("ascii"), self.entry))
 
+    @property
+    def block_size(self) -> int:
+        """The largest L (channel) or N (part) this variant handles."""
+        return self.constexprs[block_key(self.op)]
+
     def covers(self, size: int) -> bool:
         """Whether this variant handles an L (channel) or N (part) of ``size``."""
-        block = self.constexprs["BLOCK_L" if self.op == CHANNEL_OP else "BLOCK_N"]
-        return size <= block and not (self.aligned and size % ALIGN)
+        return size <= self.block_size and not (self.aligned and size % ALIGN)
 
     def to_bytes(self) -> bytes:
         fields = asdict(self)
@@ -106,10 +115,10 @@ def choose_kernel(kernels, op: str, dtype: str, size: int) -> Kernel:
     """The kernel among ``kernels`` for a dtype and an L (channel) or N (part); aligned first."""
     fitting = [k for k in kernels if k.op == op and k.dtype == dtype and k.covers(size)]
     if not fitting:
-        have = sorted({(k.dtype, k.constexprs.get("BLOCK_L", k.constexprs.get("BLOCK_N"))) for k in kernels})
+        have = sorted({(k.dtype, k.block_size) for k in kernels})
         raise IAUnetError(f"{op} got {dtype} with size {size} but the engine carries kernels for {have}; "
                           "rebuild the engine for this input")
-    return min(fitting, key=lambda k: (not k.aligned, k.constexprs.get("BLOCK_L", k.constexprs.get("BLOCK_N"))))
+    return min(fitting, key=lambda k: (not k.aligned, k.block_size))
 
 
 @dataclass(frozen=True)
@@ -148,11 +157,6 @@ def check_shape(op: str, shape, attrs: dict) -> None:
                               f"got {shape}")
 
 
-def variant_size(op: str, shape) -> int:
-    """The size a kernel variant is compiled for: L = H*W, or N part nodes."""
-    return int(shape[2])
-
-
 def plan_launch(kernel: Kernel, shape, attrs: dict, src: int, dst: int) -> Launch:
     """The launch of ``kernel`` for an input of ``shape`` at device address ``src``, output at ``dst``."""
     check_shape(kernel.op, shape, attrs)
@@ -183,7 +187,6 @@ class PtxManifest:
             raise IAUnetError(f"{path} is not an IAUnet PTX manifest (format {data.get('format')!r})")
         self.arch = int(data["arch"])
         self.triton_version = data["triton_version"]
-        self.ptx_version = data.get("ptx_version")
         self.entries = data["kernels"]
 
     def variants(self, op: str) -> list:
@@ -194,14 +197,14 @@ class PtxManifest:
         """The variant for ``op`` and ``dtype`` ('fp16'/'fp32'); ``size`` is L = H*W for the
         channel op and N = frames*parts for the part op. The aligned form is preferred when
         ``aligned`` (the caller's tensors are 16-byte aligned) and the size allows it."""
-        block_key = "BLOCK_L" if op == CHANNEL_OP else "BLOCK_N"
-        want = _pow2_at_least(size)
+        key = block_key(op)
+        want = pow2_at_least(size)
         matches = [e for e in self.entries
-                   if e["op"] == op and e["dtype"] == dtype and e["constexprs"][block_key] == want
+                   if e["op"] == op and e["dtype"] == dtype and e["constexprs"][key] == want
                    and (not e.get("aligned") or (aligned and size % ALIGN == 0))]
         if not matches:
-            have = sorted({(e["dtype"], e["constexprs"][block_key]) for e in self.entries if e["op"] == op})
-            raise IAUnetError(f"no {op} kernel for {dtype} with {block_key}={want} (size {size}) in {self.folder}; "
+            have = sorted({(e["dtype"], e["constexprs"][key]) for e in self.entries if e["op"] == op})
+            raise IAUnetError(f"no {op} kernel for {dtype} with {key}={want} (size {size}) in {self.folder}; "
                               f"compiled variants: {have}. Recompile with matching --hw/--nodes")
         return self._kernel(max(matches, key=lambda e: bool(e.get("aligned"))))
 

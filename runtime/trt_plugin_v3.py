@@ -28,7 +28,7 @@ from export.opdefs import PLUGIN_NAMESPACE, PLUGIN_OPS, PLUGIN_VERSION
 from iaunet.errors import IAUnetError
 from runtime import cuda_driver
 from runtime.plugins import (OP_ATTRIBUTES, PtxManifest, check_shape, choose_kernel, kernels_from_bytes,
-                             kernels_to_bytes, variant_size)
+                             kernels_to_bytes)
 
 TRT_MIN_VERSION = (10, 3)
 KERNEL_FIELD = "iaunet_kernels"
@@ -44,7 +44,8 @@ def tensorrt_version(trt) -> tuple:
     return tuple(int(p) for p in trt.__version__.split(".")[:2])
 
 
-def _dtype_name(trt, dtype, op: str) -> str:
+def dtype_name(trt, dtype, op: str) -> str:
+    """'fp32' or 'fp16' for a TensorRT DataType; anything else is refused naming the op."""
     if dtype == trt.DataType.FLOAT:
         return "fp32"
     if dtype == trt.DataType.HALF:
@@ -105,7 +106,7 @@ def _plugin_classes(trt):
 
         # build
         def get_output_data_types(self, input_types):
-            _dtype_name(trt, input_types[0], self.op)
+            dtype_name(trt, input_types[0], self.op)
             return [input_types[0]]
 
         def get_output_shapes(self, inputs, shape_inputs, expr_builder):
@@ -128,8 +129,8 @@ def _plugin_classes(trt):
             if self.manifest is None:
                 raise IAUnetError("building an engine with the IAU plugins needs their PTX: call "
                                   "register_plugins(ptx_dir) with the output of 'iaunet plugins compile'")
-            dtype = _dtype_name(trt, desc.type, self.op)
-            self.kernels = [self.manifest.select(self.op, dtype, variant_size(self.op, dims))]
+            dtype = dtype_name(trt, desc.type, self.op)
+            self.kernels = [self.manifest.select(self.op, dtype, dims[2])]
 
         # runtime
         def set_tactic(self, tactic):
@@ -140,8 +141,8 @@ def _plugin_classes(trt):
             check_shape(self.op, shape, self.attrs)
             if not self.kernels:
                 raise IAUnetError(f"this engine's {self.op} carries no kernel; rebuild it with this version of iaunet")
-            dtype = _dtype_name(trt, inputs[0].type, self.op)
-            self.kernel = choose_kernel(self.kernels, self.op, dtype, variant_size(self.op, shape))
+            dtype = dtype_name(trt, inputs[0].type, self.op)
+            self.kernel = choose_kernel(self.kernels, self.op, dtype, shape[2])
 
         def attach_to_context(self, context):
             return self.clone()
@@ -179,9 +180,8 @@ def register_plugins(ptx_dir=None) -> list:
         raise IAUnetError(f"TensorRT {trt.__version__} is too old for the IAU plugins; expected "
                           f"{'.'.join(map(str, TRT_MIN_VERSION))} or newer")
     manifest = PtxManifest(ptx_dir) if ptx_dir is not None else None
-    if manifest is not None and manifest.arch != cuda_driver.current_compute_capability():
-        raise IAUnetError(f"{ptx_dir} holds PTX for sm_{manifest.arch} but this GPU is "
-                          f"sm_{cuda_driver.current_compute_capability()}; run 'iaunet plugins compile --arch' for it")
+    if manifest is not None:
+        cuda_driver.check_arch(manifest.arch, f"{ptx_dir} holds PTX")
     _, creator_class = _plugin_classes(trt)
     registry = trt.get_plugin_registry()
     names = []
