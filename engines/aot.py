@@ -9,7 +9,8 @@ scratch (checked), so the unused parameters are removed from the PTX and the ent
 exactly TensorRT's AOT plugin arguments (inputs, scalars, outputs); ptxas then assembles
 the edited PTX to prove it still valid, and its register and spill counts go into the
 manifest. The same inputs give the same bytes; compiled PTX is cached by (Triton version,
-kernel source, arch, variant, PTX ISA), so nothing compiles at inference.
+kernel source, this module's source, arch, variant, PTX ISA), so nothing compiles at
+inference and an upgraded toolkit never reuses PTX edited by an older one.
 
 The PTX ISA version is the lowest that the architecture allows, not Triton's default
 (its bundled ptxas writes the newest, 8.8 for CUDA 12.9): a driver JIT-compiles PTX only
@@ -112,10 +113,12 @@ def _attributes(variant: Variant, fn) -> dict:
 
 
 def _cache_key(variant: Variant, arch: int, ptx_version: int) -> str:
+    """Everything the cached result depends on: Triton, the kernel's source, this module's
+    source (the PTX edits and checks), the target and the variant."""
     import triton
     fn = _kernel(variant.op)
-    payload = json.dumps([triton.__version__, inspect.getsource(fn.fn), arch, ptx_version, asdict(variant)],
-                         sort_keys=True)
+    payload = json.dumps([triton.__version__, inspect.getsource(fn.fn), Path(__file__).read_text(), arch,
+                          ptx_version, asdict(variant)], sort_keys=True)
     return hashlib.sha256(payload.encode()).hexdigest()[:24]
 
 
@@ -153,7 +156,10 @@ def compile_variant(variant: Variant, arch: int, cache_dir: Path, ptx_version: i
     ptx_version = ptx_version_for(arch, ptx_version)
     cached = cache_dir / f"{_cache_key(variant, arch, ptx_version)}.json"
     if cached.is_file():
-        return json.loads(cached.read_text())
+        try:
+            return json.loads(cached.read_text())
+        except ValueError:
+            log.warning("ignoring the corrupt cache entry %s; compiling %s again", cached, variant.tag)
     os.environ.setdefault("TRITON_DEFAULT_FP_FUSION", "1")
     import triton
     from triton.backends.compiler import GPUTarget

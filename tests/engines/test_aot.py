@@ -77,6 +77,17 @@ def test_same_inputs_same_bytes_and_cache_reuse(orin, tmp_path):
     assert [k["sha256"] for k in fresh["kernels"]] == [k["sha256"] for k in manifest["kernels"]]
 
 
+def test_a_corrupt_cache_entry_is_compiled_again(tmp_path):
+    from engines.aot import part_variant
+    variants = [part_variant("fp32", 4)]
+    first = compile_kernels(87, tmp_path / "a", variants, cache_dir=tmp_path / "cache")
+    (entry,) = (tmp_path / "cache").glob("*.json")
+    entry.write_text('{"ptx": "trunc')  # an interrupted or damaged cache file
+    again = compile_kernels(87, tmp_path / "b", variants, cache_dir=tmp_path / "cache")
+    assert again == first
+    assert json.loads(entry.read_text())["ptx"] == (tmp_path / "a" / first["kernels"][0]["file"]).read_text()
+
+
 @pytest.mark.parametrize("arch", [a for a in SUPPORTED_ARCHS if a != 87])
 def test_every_supported_architecture_compiles(arch, tmp_path):
     from engines.aot import MIN_PTX_VERSION, PTX_CUDA, _ptxas_cuda_version, _version_tuple
