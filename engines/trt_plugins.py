@@ -34,7 +34,7 @@ def supports_aot_plugins(trt) -> bool:
 
 
 def _constant(expr, what: str) -> int:
-    if not expr.is_constant():
+    if not expr.is_constant:  # a property in tensorrt.plugin; constant_value() is a method
         raise IAUnetError(f"{what} must be fixed when the engine is built (only the batch may be dynamic)")
     return int(expr.constant_value())
 

@@ -10,6 +10,7 @@ import os
 import re
 import subprocess
 import sys
+import warnings
 import zipfile
 from pathlib import Path
 
@@ -55,13 +56,57 @@ def _names_in_wheel(path: Path) -> dict:
         so = next(n for n in wheel.namelist() if re.search(r"tensorrt[^/]*/tensorrt[^/]*\.so$", n))
         binary = wheel.read(so)
         init = next(wheel.read(n).decode() for n in wheel.namelist() if re.search(r"^tensorrt[^/]*/__init__\.py$", n))
-        plugin_src = "\n".join(wheel.read(n).decode() for n in wheel.namelist()
-                               if "/plugin/" in n and n.endswith(".py"))
+        plugin_files = [wheel.read(n).decode() for n in wheel.namelist() if "/plugin/" in n and n.endswith(".py")]
+    plugin_src = "\n".join(plugin_files)
     strings = {s.decode() for s in re.findall(rb"[A-Za-z_][A-Za-z0-9_]{1,80}", binary)}
     strings |= set(re.findall(r"^def\s+(\w+)", init, re.M))
     plugin = set(re.findall(r"^\s*(?:def|class)\s+(\w+)", plugin_src, re.M))
     required = {m.decode() for m in re.findall(rb"no implementation provided for (\w+)\(\)", binary)}
-    return {"trt": _Strings(strings), "trtp": plugin, "has_plugin": bool(plugin_src), "required": required}
+    return {"trt": _Strings(strings), "trtp": plugin, "has_plugin": bool(plugin_src), "required": required,
+            "trtp_members": _member_kinds(plugin_files)}
+
+
+def _member_kinds(sources) -> dict:
+    """{member name: {'property', 'method'}} over the concrete classes' members in
+    tensorrt.plugin's Python sources (abstract declarations left out)."""
+    kinds = {}
+    for source in sources:
+        with warnings.catch_warnings():  # their docstrings hold invalid escapes such as '\s'
+            warnings.simplefilter("ignore", SyntaxWarning)
+            warnings.simplefilter("ignore", DeprecationWarning)
+            tree = ast.parse(source)
+        for cls in (n for n in ast.walk(tree) if isinstance(n, ast.ClassDef)):
+            for f in (n for n in cls.body if isinstance(n, ast.FunctionDef)):
+                decorators = {d.id if isinstance(d, ast.Name) else getattr(d, "attr", None) for d in f.decorator_list}
+                if not decorators & {"setter", "abstractmethod"}:
+                    kinds.setdefault(f.name, set()).add("property" if "property" in decorators else "method")
+    return kinds
+
+
+def _member_misuse(path: Path, kinds: dict, own_methods: set) -> list:
+    """Calls of what tensorrt.plugin defines only as a property (``expr.is_constant()``), and
+    tests of what it defines only as a method without calling it (``if expr.constant_value:``);
+    names the project defines as its own methods are left out."""
+    tree = ast.parse(path.read_text())
+    found = []
+    tests = [n.test for n in ast.walk(tree) if isinstance(n, (ast.If, ast.IfExp, ast.While, ast.Assert))]
+    tests += [n.operand for n in ast.walk(tree) if isinstance(n, ast.UnaryOp) and isinstance(n.op, ast.Not)]
+    tests += [v for n in ast.walk(tree) if isinstance(n, ast.BoolOp) for v in n.values]
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Call) and isinstance(node.func, ast.Attribute):
+            name = node.func.attr
+            if kinds.get(name) == {"property"} and name not in own_methods:
+                found.append(f"line {node.lineno}: calls {name}, a property")
+    for node in tests:
+        if isinstance(node, ast.Attribute) and kinds.get(node.attr) == {"method"} and node.attr not in own_methods:
+            found.append(f"line {node.lineno}: tests {node.attr} without calling it (a method)")
+    return found
+
+
+def _project_methods() -> set:
+    return {f.name for pkg in ("engines", "runtime", "calib", "export", "iaunet", "train")
+            for p in (ROOT / pkg).rglob("*.py") for cls in ast.walk(ast.parse(p.read_text()))
+            if isinstance(cls, ast.ClassDef) for f in cls.body if isinstance(f, ast.FunctionDef)}
 
 
 def _used_names(path: Path) -> tuple:
@@ -119,6 +164,26 @@ def test_every_tensorrt_name_exists_in_the_versions_the_module_supports(module, 
                          if (name not in names[kind]) and not (kind == "trt" and name == "__version__"))
         assert not missing, f"{module.name} uses names TensorRT {version} lacks: {missing}"
     assert checked, f"{module.name} claims no supported TensorRT version"
+
+
+@pytest.mark.parametrize("module", TRT_MODULES, ids=lambda p: p.name)
+def test_tensorrt_plugin_properties_are_read_and_methods_called(module, wheel_names):
+    """tensorrt.plugin's ShapeExpr.is_constant is a property and constant_value() a method:
+    a name check alone passes ``expr.is_constant()``, which fails only at engine build time."""
+    own = _project_methods()
+    for version, names in wheel_names.items():
+        misuse = _member_misuse(module, names["trtp_members"], own)
+        assert not misuse, f"{module.name} against tensorrt.plugin {version}: {misuse}"
+
+
+def test_the_member_check_catches_a_called_property(wheel_names, tmp_path):
+    kinds = wheel_names[(11, 4)]["trtp_members"]
+    assert kinds["is_constant"] == {"property"} and kinds["constant_value"] == {"method"}
+    probe = tmp_path / "probe.py"
+    probe.write_text("def f(e):\n    if not e.is_constant():\n        return e.constant_value\n"
+                     "    return e.constant_value() if e.constant_value else 0\n")
+    assert _member_misuse(probe, kinds, set()) == ["line 2: calls is_constant, a property",
+                                                   "line 4: tests constant_value without calling it (a method)"]
 
 
 def test_the_checker_catches_a_name_only_newer_versions_have(wheel_names, tmp_path):
