@@ -231,3 +231,23 @@ def test_string_matching_sees_merged_tails_but_not_inventions(wheel_names):
     names = wheel_names[(10, 3)]["trt"]
     assert "register_creator" in names and "deregister_creator" in names
     assert "get_output_datatypes" not in names and "IPluginV4" not in names
+
+
+def _decorated(path: Path, decorator: str) -> dict:
+    """{plugin id expression: parameter names} of the functions decorated ``@trtp.<decorator>(id)``."""
+    out = {}
+    for f in (n for n in ast.walk(ast.parse(path.read_text())) if isinstance(n, ast.FunctionDef)):
+        for d in f.decorator_list:
+            if isinstance(d, ast.Call) and getattr(d.func, "attr", None) == decorator:
+                out[ast.dump(d.args[0])] = [a.arg for a in f.args.args]
+    return out
+
+
+def test_aot_impl_signatures_follow_their_registration():
+    """tensorrt.plugin refuses at registration an aot_impl whose parameters are not the
+    register function's, then ``outputs, tactic`` (_validate_aot_impl in the 11.4 wheel)."""
+    module = ROOT / "engines" / "trt_plugins.py"
+    registered, aot = _decorated(module, "register"), _decorated(module, "aot_impl")
+    assert registered and registered.keys() == aot.keys()
+    for plugin_id, params in registered.items():
+        assert aot[plugin_id] == params + ["outputs", "tactic"], (plugin_id, aot[plugin_id])
