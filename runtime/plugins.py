@@ -111,14 +111,25 @@ def kernels_from_bytes(data: bytes) -> list:
     return [Kernel.from_bytes(line) for line in bytes(data).split(b"\n") if line]
 
 
-def choose_kernel(kernels, op: str, dtype: str, size: int) -> Kernel:
-    """The kernel among ``kernels`` for a dtype and an L (channel) or N (part); aligned first."""
-    fitting = [k for k in kernels if k.op == op and k.dtype == dtype and k.covers(size)]
+def choose_kernels(kernels, op: str, dtype: str, size: int) -> list:
+    """The kernels among ``kernels`` for a dtype and an L (channel) or N (part), best first:
+    the aligned variant when there is one, then the general one (for misaligned pointers)."""
+    fitting = sorted((k for k in kernels if k.op == op and k.dtype == dtype and k.covers(size)),
+                     key=lambda k: (not k.aligned, k.block_size))
     if not fitting:
         have = sorted({(k.dtype, k.block_size) for k in kernels})
         raise IAUnetError(f"{op} got {dtype} with size {size} but the engine carries kernels for {have}; "
                           "rebuild the engine for this input")
-    return min(fitting, key=lambda k: (not k.aligned, k.block_size))
+    general = next((k for k in fitting if not k.aligned), None)
+    return [fitting[0]] + ([general] if fitting[0].aligned and general is not None else [])
+
+
+def for_pointers(choices, src: int, dst: int) -> Kernel:
+    """The first of ``choices`` (from ``choose_kernels``) that these device addresses can run:
+    an aligned variant needs 16-byte aligned input and output. With none, the first, whose
+    launch plan then refuses the pointers with the reason."""
+    misaligned = src % ALIGN or dst % ALIGN
+    return next((k for k in choices if not (k.aligned and misaligned)), choices[0])
 
 
 @dataclass(frozen=True)

@@ -4,7 +4,8 @@ TensorRT 10.3 to 10.8 (JetPack 6 on Orin), and usable on every later version.
 One plugin class serves both ops (``iaunet::IAUChannelAffinity``, ``iaunet::IAUPartAffinity``,
 version "1", named as the ONNX nodes); a creator per op. At build time the creator picks
 the kernel for the input's dtype and H*W (or part count) from a PTX folder written by
-``iaunet plugins compile``, and the plugin serialises that kernel into the engine (all of
+``iaunet plugins compile`` (the aligned variant with the general one as its fallback for
+misaligned tensors), and the plugin serialises those kernels into the engine (all of
 the op's variants if TensorRT serialises a plugin it never configured). At run
 time the plugin loads the PTX into TensorRT's CUDA context once and launches it through
 the CUDA driver on the stream TensorRT gives ``enqueue`` (see ``runtime.cuda_driver``).
@@ -27,8 +28,8 @@ import numpy as np
 from export.opdefs import PLUGIN_NAMESPACE, PLUGIN_OPS, PLUGIN_VERSION
 from iaunet.errors import IAUnetError
 from runtime import cuda_driver
-from runtime.plugins import (OP_ATTRIBUTES, PtxManifest, check_shape, choose_kernel, kernels_from_bytes,
-                             kernels_to_bytes)
+from runtime.plugins import (OP_ATTRIBUTES, PtxManifest, check_shape, choose_kernels, for_pointers,
+                             kernels_from_bytes, kernels_to_bytes)
 
 TRT_MIN_VERSION = (10, 3)
 KERNEL_FIELD = "iaunet_kernels"
@@ -80,7 +81,7 @@ def _plugin_classes(trt):
             self.plugin_name, self.plugin_namespace, self.plugin_version = op, PLUGIN_NAMESPACE, PLUGIN_VERSION
             self.num_outputs = 1
             self.op, self.attrs, self.kernels, self.manifest = op, dict(attrs), list(kernels), manifest
-            self.kernel = None  # the one on_shape_change chose for the current input
+            self.choices = []  # what on_shape_change chose for the current input: aligned first, then general
             self._serialized = None
 
         # core
@@ -89,7 +90,7 @@ def _plugin_classes(trt):
 
         def clone(self):
             twin = IAUPlugin(self.op, self.attrs, self.kernels, self.manifest)
-            twin.kernel = self.kernel
+            twin.choices = list(self.choices)
             return twin
 
         def get_fields_to_serialize(self):
@@ -130,7 +131,10 @@ def _plugin_classes(trt):
                 raise IAUnetError("building an engine with the IAU plugins needs their PTX: call "
                                   "register_plugins(ptx_dir) with the output of 'iaunet plugins compile'")
             dtype = dtype_name(trt, desc.type, self.op)
-            self.kernels = [self.manifest.select(self.op, dtype, dims[2])]
+            best = self.manifest.select(self.op, dtype, dims[2])
+            general = self.manifest.select(self.op, dtype, dims[2], aligned=False)
+            # the general variant travels too: enqueue falls back to it for misaligned tensors
+            self.kernels = [best] + ([general] if general != best else [])
 
         # runtime
         def set_tactic(self, tactic):
@@ -142,14 +146,15 @@ def _plugin_classes(trt):
             if not self.kernels:
                 raise IAUnetError(f"this engine's {self.op} carries no kernel; rebuild it with this version of iaunet")
             dtype = dtype_name(trt, inputs[0].type, self.op)
-            self.kernel = choose_kernel(self.kernels, self.op, dtype, shape[2])
+            self.choices = choose_kernels(self.kernels, self.op, dtype, shape[2])
 
         def attach_to_context(self, context):
             return self.clone()
 
         def enqueue(self, input_desc, output_desc, inputs, outputs, workspace, stream):
-            cuda_driver.run_kernel(self.kernel, _dims(input_desc[0].dims), self.attrs, int(inputs[0]),
-                                   int(outputs[0]), int(stream))
+            src, dst = int(inputs[0]), int(outputs[0])
+            cuda_driver.run_kernel(for_pointers(self.choices, src, dst), _dims(input_desc[0].dims), self.attrs,
+                                   src, dst, int(stream))
 
     class IAUPluginCreator(trt.IPluginCreatorV3One):
         def __init__(self, op: str, manifest):

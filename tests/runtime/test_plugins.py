@@ -9,7 +9,8 @@ import shutil
 import pytest
 
 from iaunet.errors import IAUnetError
-from runtime.plugins import (CHANNEL_OP, PART_OP, Kernel, PtxManifest, choose_kernel, kernels_from_bytes,
+from runtime.plugins import (CHANNEL_OP, PART_OP, Kernel, PtxManifest, choose_kernels, for_pointers,
+                             kernels_from_bytes,
                              kernels_to_bytes, plan_launch, ptx_parameter_widths)
 
 
@@ -68,13 +69,29 @@ def test_an_engine_carries_several_kernels_and_picks_per_input(manifest):
     """What the IPluginV3 plugin serialises when TensorRT never configured it: every variant."""
     carried = kernels_from_bytes(kernels_to_bytes(manifest.variants(CHANNEL_OP)))
     assert carried == manifest.variants(CHANNEL_OP) and len(carried) == 8
-    assert choose_kernel(carried, CHANNEL_OP, "fp16", 512) == manifest.select(CHANNEL_OP, "fp16", 512)
-    general = choose_kernel(carried, CHANNEL_OP, "fp32", 100)
+    assert choose_kernels(carried, CHANNEL_OP, "fp16", 512) == [manifest.select(CHANNEL_OP, "fp16", 512),
+                                                                manifest.select(CHANNEL_OP, "fp16", 512, aligned=False)]
+    (general,) = choose_kernels(carried, CHANNEL_OP, "fp32", 100)
     assert not general.aligned and general.constexprs["BLOCK_L"] == 128
     with pytest.raises(IAUnetError, match=r"carries kernels for"):
-        choose_kernel(carried, CHANNEL_OP, "fp16", 1024)
+        choose_kernels(carried, CHANNEL_OP, "fp16", 1024)
     with pytest.raises(IAUnetError, match=r"carries kernels for"):
-        choose_kernel(carried, PART_OP, "fp16", 4)
+        choose_kernels(carried, PART_OP, "fp16", 4)
+
+
+def test_misaligned_tensors_fall_back_to_the_general_kernel(manifest):
+    """TensorRT may hand a plugin a tensor inside a larger buffer: the aligned variant runs
+    only on 16-byte aligned input and output, the general one otherwise."""
+    choices = choose_kernels(manifest.variants(CHANNEL_OP), CHANNEL_OP, "fp16", 512)
+    aligned, general = choices
+    assert aligned.aligned and not general.aligned
+    assert for_pointers(choices, 0x7f0000000000, 0x7f0000100000) == aligned
+    assert for_pointers(choices, 0x7f0000000008, 0x7f0000100000) == general
+    assert for_pointers(choices, 0x7f0000000000, 0x7f0000100002) == general
+    only_aligned = choices[:1]  # an engine that carries no general variant: the launch plan says why
+    kernel = for_pointers(only_aligned, 0x7f0000000008, 0x7f0000100000)
+    with pytest.raises(IAUnetError, match="16-byte aligned"):
+        plan_launch(kernel, (1, 64, 512), {}, 0x7f0000000008, 0x7f0000100000)
 
 
 def test_kernel_covers_only_the_sizes_it_was_built_for(manifest):
