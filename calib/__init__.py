@@ -4,3 +4,5 @@ variant against PyTorch, measured on ONNX Runtime.
 
 Imports onnx and onnxruntime where used; torch only inside ``calib.parity.run_parity``.
 """
+
+METHODS = ("entropy", "percentile", "minmax")  # INT8 activation calibration, ONNX Runtime's names

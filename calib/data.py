@@ -1,14 +1,15 @@
 """Calibration inputs: the training split of a data set or any folder of crops, read
-with exactly the runtime's preprocessing (``iaunet.preprocess``), never query or gallery."""
+with exactly the runtime's preprocessing (``iaunet.core.preprocess``), never query or gallery."""
 from __future__ import annotations
 
 from pathlib import Path
 
 import numpy as np
 
-from iaunet.errors import IAUnetError
-from iaunet.preprocess import preprocess_clip, preprocess_file
-from iaunet.progress import Progress
+from iaunet.core.errors import IAUnetError
+from iaunet.core.preprocess import preprocess_clip, preprocess_file
+from iaunet.core.progress import Progress
+from iaunet.core.validate import require_same_variant
 
 EVAL_SPLITS = {"query", "bounding_box_test", "bbox_test", "gallery", "test"}
 LAYOUT_MARKERS = ("bounding_box_train", "bbox_train", "list_train.txt")
@@ -25,11 +26,9 @@ def calibration_sources(data, video: bool) -> list:
         raise IAUnetError(f"{root} is an evaluation split; calibrate on training images "
                           "(a data set root, whose training split is used, or a folder of crops)")
     if any((root / m).exists() for m in LAYOUT_MARKERS):
-        from train.data.datasets import open_dataset
+        from iaunet.train.data.datasets import open_dataset
         ds = open_dataset(root)
-        if ds.video != video:
-            raise IAUnetError(f"{root} holds {'video' if ds.video else 'image'} data but the model is "
-                              f"{'video' if video else 'image'}")
+        require_same_variant("video" if video else "image", ds.video, "the model", root)
         return [s.paths if video else s.paths[0] for s in ds.train]
     if video:
         raise IAUnetError(f"{root} is a plain folder; a video model calibrates on a MARS-layout folder (bbox_train/)")

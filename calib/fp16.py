@@ -10,14 +10,14 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from calib import graph
-from calib.data import calibration_sources, load_inputs, pick
-from export.checks import compare, run_onnxruntime
-from export.metadata import ExportMetadata
-from export.opdefs import PLUGIN_OPS
-from iaunet.errors import IAUnetError
-from iaunet.files import check_output_path, sha256_file
-from iaunet.log import get_logger
+from iaunet.calib import graph
+from iaunet.calib.data import calibration_sources, load_inputs, pick
+from iaunet.export.checks import compare, run_onnxruntime
+from iaunet.export.metadata import load_onnx, metadata_of
+from iaunet.core.plugin_contract import PLUGIN_OPS
+from iaunet.core.errors import IAUnetError
+from iaunet.core.files import check_output_path, sha256_file
+from iaunet.core.log import get_logger
 
 log = get_logger("calib")
 
@@ -27,8 +27,8 @@ def convert_fp16(src, dst, data=None, samples: int = 16, seed: int = 0) -> dict:
     from onnxconverter_common import float16
 
     src, dst = Path(src), check_output_path(dst)
-    model = graph.load_model(src)
-    meta = ExportMetadata.from_props({p.key: p.value for p in model.metadata_props}, str(src))
+    model = load_onnx(src)
+    meta = metadata_of(model, src)
     if graph.get_prop(model, "precision", "fp32") != "fp32":
         raise IAUnetError(f"{src} is already a {graph.get_prop(model, 'precision')} variant; expected an FP32 export")
     video = meta.config.variant == "video"

@@ -7,28 +7,17 @@ import json
 import os
 import tempfile
 from collections import defaultdict
-from pathlib import Path
 
 import numpy as np
 import onnx
 
-from export.opdefs import DOMAIN, PLUGIN_OPS
-from iaunet.errors import IAUnetError
-from iaunet.files import atomic_output
+from iaunet.core.plugin_contract import DOMAIN, PLUGIN_OPS
+from iaunet.core.files import atomic_output
+from iaunet.core.graph_io import INPUT_NAME, METADATA_PREFIX
 
 FP16_MAX = 65504.0
 OVERFLOW_MARGIN = 0.5  # keep a node in FP32 when its output comes within 2x of FP16's limit
 _AFFINITY_EXPAND = {"Sub", "ReduceMax", "Where"}
-
-
-def load_model(path) -> onnx.ModelProto:
-    path = Path(path)
-    if not path.is_file():
-        raise IAUnetError(f"ONNX file {path} not found")
-    try:
-        return onnx.load(str(path))
-    except Exception as exc:
-        raise IAUnetError(f"{path} is not a readable ONNX file ({type(exc).__name__})") from None
 
 
 def _producers(graph):
@@ -121,7 +110,7 @@ def _tensor_peaks(model, inputs: np.ndarray, batch: int) -> dict:
         names = [o.name for o in session.get_outputs()]
         peak = defaultdict(float)
         for i in range(0, len(inputs), batch):
-            for name, value in zip(names, session.run(names, {"images": inputs[i:i + batch]})):
+            for name, value in zip(names, session.run(names, {INPUT_NAME: inputs[i:i + batch]})):
                 peak[name] = max(peak[name], float(np.abs(value).max()) if value.size else 0.0)
     return dict(peak)
 
@@ -130,7 +119,7 @@ def set_props(model, **props) -> None:
     """Add or replace ``iaunet.<key>`` metadata entries (JSON for non-strings)."""
     current = {p.key: p.value for p in model.metadata_props}
     for key, value in props.items():
-        current[f"iaunet.{key}"] = value if isinstance(value, str) else json.dumps(value, sort_keys=True)
+        current[METADATA_PREFIX + key] = value if isinstance(value, str) else json.dumps(value, sort_keys=True)
     del model.metadata_props[:]
     for key, value in current.items():
         entry = model.metadata_props.add()
@@ -138,7 +127,7 @@ def set_props(model, **props) -> None:
 
 
 def get_prop(model, key: str, default=None):
-    return next((p.value for p in model.metadata_props if p.key == f"iaunet.{key}"), default)
+    return next((p.value for p in model.metadata_props if p.key == METADATA_PREFIX + key), default)
 
 
 def save_atomically(model, path) -> None:

@@ -19,23 +19,18 @@ import numpy as np
 import onnx
 from onnx import numpy_helper
 
-from calib import graph
-from calib.data import calibration_sources, load_inputs, pick
-from export.checks import compare, run_onnxruntime
-from export.metadata import ExportMetadata
-from iaunet.errors import IAUnetError
-from iaunet.files import check_output_path, sha256_file
-from iaunet.log import get_logger
-from iaunet.progress import Progress
+from iaunet.calib import METHODS, graph
+from iaunet.calib.data import calibration_sources, load_inputs, pick
+from iaunet.export.checks import compare, run_onnxruntime
+from iaunet.export.metadata import load_onnx, metadata_of
+from iaunet.core.errors import IAUnetError
+from iaunet.core.files import cache_folder, check_output_path, sha256_file
+from iaunet.core.graph_io import INPUT_NAME
+from iaunet.core.log import get_logger
+from iaunet.core.progress import Progress
 
 log = get_logger("calib")
-METHODS = ("entropy", "percentile", "minmax")
 QUANTIZED_OPS = ["Conv", "Gemm", "MatMul", "Add"]
-
-
-def default_cache_dir() -> Path:
-    root = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
-    return Path(root) / "iaunet" / "calib"
 
 
 def trt_version_code(version: str) -> int:
@@ -106,7 +101,7 @@ def _reader(inputs: np.ndarray):
                 return None
             self.index += 1
             self.bar.update()
-            return {"images": inputs[self.index - 1:self.index]}
+            return {INPUT_NAME: inputs[self.index - 1:self.index]}
 
     return Reader()
 
@@ -130,13 +125,13 @@ def quantize_int8(src, dst, data, method: str = "entropy", samples: int = 128, p
     if data is None:
         raise IAUnetError("INT8 needs calibration images: pass --data (a training split or a folder of crops)")
     src, dst = Path(src), check_output_path(dst)
-    model = graph.load_model(src)
-    meta = ExportMetadata.from_props({p.key: p.value for p in model.metadata_props}, str(src))
+    model = load_onnx(src)
+    meta = metadata_of(model, src)
     if graph.get_prop(model, "precision", "fp32") != "fp32":
         raise IAUnetError(f"{src} is already a {graph.get_prop(model, 'precision')} variant; expected an FP32 export")
     sources = pick(calibration_sources(data, meta.config.variant == "video"), samples, seed)
     key = f"{sha256_file(src)[:16]}-{method}-{len(sources)}-{percentile:g}-s{seed}"
-    cache = Path(cache_dir) if cache_dir else default_cache_dir()
+    cache = cache_folder("calib", cache_dir)
     cached = cache / f"{key}.onnx"
     exclude = graph.native_affinity_nodes(model) | graph.affinity_neighbour_matmuls(model)
     from_cache = cached.is_file()
@@ -150,7 +145,7 @@ def quantize_int8(src, dst, data, method: str = "entropy", samples: int = 128, p
             _quantize(src, out, inputs, method, percentile, exclude)
             shutil.copyfile(out, str(cached) + ".tmp")
             os.replace(str(cached) + ".tmp", cached)
-    quantized = graph.load_model(cached)
+    quantized = load_onnx(cached)
     problems = check_qdq(quantized)
     if problems:
         raise IAUnetError(f"the INT8 graph breaks TensorRT's Q/DQ rules: {problems[0]} (+{len(problems) - 1} more)")

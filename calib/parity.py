@@ -12,14 +12,15 @@ from pathlib import Path
 
 import numpy as np
 
-from calib.graph import get_prop, load_model
-from iaunet.files import sha256_file
-from export.checks import compare, run_onnxruntime
-from calib.data import load_inputs
-from export.metadata import ExportMetadata, preprocess_spec
-from iaunet.errors import IAUnetError
-from iaunet.log import get_logger
-from train.metrics import distance_matrix, rank_metrics
+from iaunet.calib.graph import get_prop
+from iaunet.core.files import sha256_file
+from iaunet.export.checks import compare, run_onnxruntime
+from iaunet.calib.data import load_inputs
+from iaunet.export.metadata import load_onnx, metadata_of, preprocess_spec
+from iaunet.core.errors import IAUnetError
+from iaunet.core.log import get_logger
+from iaunet.core.validate import require_same_variant
+from iaunet.train.metrics import distance_matrix, rank_metrics
 
 log = get_logger("calib")
 
@@ -68,7 +69,7 @@ def find_variants(checkpoint: Path) -> list[Path]:
     found = []
     for folder in dict.fromkeys([checkpoint.parent, checkpoint.parent.parent]):
         for path in sorted(folder.glob("*.onnx")):
-            model = load_model(path)
+            model = load_onnx(path)
             if get_prop(model, "checkpoint_sha256") == digest:
                 found.append(path)
     return found
@@ -76,7 +77,7 @@ def find_variants(checkpoint: Path) -> list[Path]:
 
 def _pytorch_embeddings(model, config, inputs, batch=32):
     import torch
-    from train.trainer import normalize
+    from iaunet.train.trainer import normalize
     with torch.no_grad():
         return np.concatenate([model(normalize(torch.from_numpy(inputs[i:i + batch]), config)).numpy()
                                for i in range(0, len(inputs), batch)])
@@ -89,8 +90,8 @@ def _retrieval(emb, nq, pids, cams):
 
 def run_parity(checkpoint, data, variants=(), out_dir=None) -> tuple[list[VariantResult], Path]:
     """Measure the variants; returns the results (PyTorch first) and the report folder."""
-    from train.checkpoint import load_checkpoint
-    from train.data.datasets import open_dataset
+    from iaunet.train.checkpoint import load_checkpoint
+    from iaunet.train.data.datasets import open_dataset
     checkpoint = Path(checkpoint)
     model, config = load_checkpoint(checkpoint)
     paths = [Path(v) for v in variants] or find_variants(checkpoint)
@@ -99,8 +100,7 @@ def run_parity(checkpoint, data, variants=(), out_dir=None) -> tuple[list[Varian
                           "pass VARIANT files or run 'iaunet export' first")
     digest = sha256_file(checkpoint)
     ds = open_dataset(data)
-    if ds.video != (config.variant == "video"):
-        raise IAUnetError(f"{data} holds {'video' if ds.video else 'image'} data; {checkpoint} is a {config.variant} model")
+    require_same_variant(config.variant, ds.video, checkpoint, data)
     samples = ds.query + ds.gallery
     pids = np.array([s.pid for s in samples])
     cams = np.array([s.camid for s in samples])
@@ -117,8 +117,8 @@ def run_parity(checkpoint, data, variants=(), out_dir=None) -> tuple[list[Varian
 
 
 def _measure(path, digest, reference, inputs, nq, pids, cams, base) -> VariantResult:
-    onnx_model = load_model(path)
-    meta = ExportMetadata.from_props({p.key: p.value for p in onnx_model.metadata_props}, str(path))
+    onnx_model = load_onnx(path)
+    meta = metadata_of(onnx_model, path)
     if meta.checkpoint_sha256 != digest:
         raise IAUnetError(f"{path} was exported from another checkpoint (sha256 {meta.checkpoint_sha256[:12]}..., "
                           f"expected {digest[:12]}...)")

@@ -29,11 +29,11 @@ import re
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
-from iaunet.errors import IAUnetError
-from iaunet.files import atomic_output
-from iaunet.log import get_logger
-from iaunet.progress import Progress
-from runtime.plugins import ALIGN  # bytes / elements the aligned variants assume
+from iaunet.core.errors import IAUnetError
+from iaunet.core.files import atomic_output, cache_folder
+from iaunet.core.log import get_logger
+from iaunet.core.progress import Progress
+from iaunet.core.plugin_contract import ALIGN  # bytes / elements the aligned variants assume
 
 log = get_logger("engines")
 
@@ -65,7 +65,7 @@ class Variant:
 
 
 def channel_variant(dtype: str, hw: int, aligned: bool = False, arch: int | None = None) -> Variant:
-    from engines.kernels.channel_affinity import launch_config
+    from iaunet.engines.kernels.channel_affinity import launch_config
     cfg = launch_config(0, hw, dtype == "fp32", arch, aligned)
     warps = cfg.pop("num_warps")
     return Variant("IAUChannelAffinity", dtype, tuple(sorted(cfg.items())), warps,
@@ -74,7 +74,7 @@ def channel_variant(dtype: str, hw: int, aligned: bool = False, arch: int | None
 
 
 def part_variant(dtype: str, nodes: int) -> Variant:
-    from engines.kernels.part_affinity import launch_config
+    from iaunet.engines.kernels.part_affinity import launch_config
     cfg = launch_config(nodes)
     warps = cfg.pop("num_warps")
     return Variant("IAUPartAffinity", dtype, tuple(sorted(cfg.items())), warps, "(N, B, 1)",
@@ -91,9 +91,9 @@ def default_variants(hw_sizes=DEFAULT_HW, node_counts=DEFAULT_NODES, arch: int |
 
 def _kernel(op: str):
     if op == "IAUChannelAffinity":
-        from engines.kernels.channel_affinity import channel_affinity_kernel
+        from iaunet.engines.kernels.channel_affinity import channel_affinity_kernel
         return channel_affinity_kernel
-    from engines.kernels.part_affinity import part_affinity_kernel
+    from iaunet.engines.kernels.part_affinity import part_affinity_kernel
     return part_affinity_kernel
 
 
@@ -223,11 +223,6 @@ def assemble_check(ptx: str, arch: int) -> dict:
             "spill_bytes": int(spills.group(1)) + int(spills.group(2)) if spills else None}
 
 
-def default_cache_dir() -> Path:
-    root = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
-    return Path(root) / "iaunet" / "ptx"
-
-
 def compile_kernels(arch: int, out_dir, variants=None, cache_dir=None, ptx_version: int | None = None) -> dict:
     """Write ``<tag>.sm<arch>.ptx`` files and ``manifest.json`` into ``out_dir``."""
     if os.environ.get("TRITON_INTERPRET", "0") not in ("", "0"):
@@ -239,7 +234,7 @@ def compile_kernels(arch: int, out_dir, variants=None, cache_dir=None, ptx_versi
     ptx_version = ptx_version_for(arch, ptx_version)
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
-    cache = Path(cache_dir) if cache_dir else default_cache_dir()
+    cache = cache_folder("ptx", cache_dir)
     variants = variants or default_variants(arch=arch)
     entries = []
     bar = Progress(len(variants), f"compiling sm_{arch}", "kernel")

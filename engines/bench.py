@@ -3,7 +3,7 @@
 
 Two forms of the fused kernel are timed: Triton's JIT launch, and the ahead-of-time PTX
 the TensorRT plugins run (compiled for this GPU into ``<out>/ptx`` and launched by
-``runtime.cuda_driver.run_kernel`` as the IPluginV3 plugin's enqueue does, host work
+``iaunet.core.cuda_driver.run_kernel`` as the IPluginV3 plugin's enqueue does, host work
 included; its output is checked
 against the JIT kernel's first). Prints median times over repeated CUDA-event timings,
 achieved TFLOP/s (4·B·K²·L flops: two K×K×L products), the speed-ups, and the fraction of
@@ -15,8 +15,8 @@ import json
 import statistics
 from pathlib import Path
 
-from iaunet.errors import IAUnetError
-from iaunet.progress import Progress
+from iaunet.core.errors import IAUnetError
+from iaunet.core.progress import Progress
 
 SHAPES = [(512, 512), (1024, 128), (2048, 512), (4096, 128)]  # (K, L): image r50 blocks, video T=4
 BATCHES = (1, 32)
@@ -62,8 +62,8 @@ def _plugin_kernel_launcher(manifest, x):
     """A no-argument function launching the plugins' PTX on ``x`` (torch, fp16) and its output."""
     import torch
 
-    from runtime import cuda_driver
-    from runtime.plugins import CHANNEL_OP
+    from iaunet.core import cuda_driver
+    from iaunet.core.plugin_contract import CHANNEL_OP
     y = torch.empty_like(x)
     kernel = manifest.select(CHANNEL_OP, "fp16", x.shape[2])
 
@@ -76,8 +76,8 @@ def _plugin_kernel_launcher(manifest, x):
 def _compile_for_this_gpu(out: Path):
     import torch
 
-    from engines.aot import compile_kernels, default_variants
-    from runtime.plugins import PtxManifest
+    from iaunet.engines.aot import compile_kernels, default_variants
+    from iaunet.core.plugin_contract import PtxManifest
     major, minor = torch.cuda.get_device_capability()
     arch = major * 10 + minor
     variants = [v for v in default_variants(sorted({l for _, l in SHAPES}), (4,), arch) if v.dtype == "fp16"]
@@ -89,7 +89,7 @@ def run(out_dir, repeats: int = 50, peak: float | None = None) -> list[dict]:
     import torch
     if not torch.cuda.is_available():
         raise IAUnetError("the kernel benchmark needs a CUDA GPU; none is visible")
-    from engines.kernels.channel_affinity import channel_affinity
+    from iaunet.engines.kernels.channel_affinity import channel_affinity
     device = torch.cuda.get_device_name()
     peak = peak_tflops(device, peak)
     torch.zeros(1, device="cuda")  # make torch's CUDA context current before the driver calls
@@ -158,7 +158,7 @@ def _plot(rows, device, path):
 
 def sweep_configs(l: int) -> list[dict]:
     """Launch configurations the sweep tries for H*W = ``l`` (FP16)."""
-    from runtime.plugins import pow2_at_least
+    from iaunet.core.plugin_contract import pow2_at_least
     block_l = pow2_at_least(l)
     return [{"BLOCK_M": m, "BLOCK_N": n, "BLOCK_C": c, "BLOCK_L": block_l, "IEEE": False,
              "num_warps": w, "num_stages": s}
@@ -176,7 +176,7 @@ def sweep(out_dir, repeats: int = 20, batch: int = 32) -> list[dict]:
     import triton
     if not torch.cuda.is_available():
         raise IAUnetError("the kernel sweep needs a CUDA GPU; none is visible")
-    from engines.kernels.channel_affinity import channel_affinity, channel_affinity_kernel
+    from iaunet.engines.kernels.channel_affinity import channel_affinity, channel_affinity_kernel
     device = torch.cuda.get_device_name()
     total = sum(len(sweep_configs(l)) for _, l in SHAPES)
     bar = Progress(total, "sweep", "config")

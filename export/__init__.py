@@ -6,8 +6,8 @@ against PyTorch, the ONNX reference evaluator, a TensorRT 10.3 operator lint).
 """
 import importlib
 
-_PUBLIC = {"export_checkpoint": "export.exporter", "read_metadata": "export.metadata",
-           "ExportMetadata": "export.metadata", "tensorrt_lint": "export.checks"}
+_PUBLIC = {"export_checkpoint": "iaunet.export.exporter", "read_metadata": "iaunet.export.metadata",
+           "ExportMetadata": "iaunet.export.metadata", "tensorrt_lint": "iaunet.export.checks"}
 __all__ = sorted(_PUBLIC)
 
 

@@ -8,9 +8,10 @@ from dataclasses import dataclass
 import numpy as np
 import onnx
 
-from export.opdefs import DOMAIN, PLUGIN_OPS
-from export.trt_support import MAX_OPSET, MIN_OPSET, ONNX_TO_TRT_TYPE, SUPPORTED_OPS
-from iaunet.errors import IAUnetError
+from iaunet.core.plugin_contract import DOMAIN, PLUGIN_OPS
+from iaunet.export.trt_support import MAX_OPSET, MIN_OPSET, ONNX_TO_TRT_TYPE, SUPPORTED_OPS
+from iaunet.core.errors import IAUnetError
+from iaunet.core.graph_io import INPUT_NAME, OUTPUT_NAME
 
 COSINE_GATE = 0.99999
 # ops whose first input is a shape: the parser's type list is about what they produce
@@ -69,14 +70,14 @@ def run_onnxruntime(model, images: np.ndarray, batch: int) -> np.ndarray:
     """Embeddings from ONNX Runtime, fed ``batch`` samples at a time; ``model`` is a path
     or a session from ``onnxruntime_session`` (to reuse one across batch sizes)."""
     session = model if hasattr(model, "run") else onnxruntime_session(model)
-    outs = [session.run(["embeddings"], {"images": images[i:i + batch]})[0] for i in range(0, len(images), batch)]
+    outs = [session.run([OUTPUT_NAME], {INPUT_NAME: images[i:i + batch]})[0] for i in range(0, len(images), batch)]
     return np.concatenate(outs)
 
 
 def run_reference_evaluator(model: onnx.ModelProto, images: np.ndarray) -> np.ndarray:
     """Embeddings from onnx.reference (a second, independent executor of the local functions)."""
     from onnx.reference import ReferenceEvaluator
-    return ReferenceEvaluator(model).run(["embeddings"], {"images": images})[0]
+    return ReferenceEvaluator(model).run([OUTPUT_NAME], {INPUT_NAME: images})[0]
 
 
 def node_summary(model: onnx.ModelProto) -> Counter:

@@ -19,20 +19,20 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
-from export import checks
-from export.metadata import ExportMetadata, preprocess_spec, write_metadata
-from export.plugins import attach_local_functions, plugin_nodes, traced_channel_affinity, traced_part_affinity
+from iaunet.export import checks
+from iaunet.export.metadata import ExportMetadata, preprocess_spec, write_metadata
+from iaunet.export.plugin_nodes import attach_local_functions, plugin_nodes, traced_channel_affinity, traced_part_affinity
 from iaunet import __version__
-from iaunet.errors import IAUnetError
-from iaunet.files import atomic_output, check_output_path, sha256_file
-from iaunet.log import get_logger
-from iaunet.preprocess import to_model_array
-from train.checkpoint import load_checkpoint
-from train.iau import affinity_ops
+from iaunet.core.errors import IAUnetError
+from iaunet.core.files import atomic_output, check_output_path, sha256_file
+from iaunet.core.graph_io import DEFAULT_OPSET, INPUT_NAME, OPSET_RANGE, OUTPUT_NAME
+from iaunet.core.log import get_logger
+from iaunet.core.preprocess import to_model_array
+from iaunet.core.validate import require_same_variant
+from iaunet.train.checkpoint import load_checkpoint
+from iaunet.train.iau import affinity_ops
 
 log = get_logger("export")
-DEFAULT_OPSET = 17
-OPSET_RANGE = (13, 20)  # per-axis Q/DQ needs 13; TensorRT 10.3's parser stops at 20
 PARITY_BATCHES = (1, 7)
 
 
@@ -75,15 +75,14 @@ def parity_inputs(config, count: int, data=None, seed: int = 0) -> np.ndarray:
     """``count`` real inputs in the graph's layout: query crops from ``data`` if given,
     else crops drawn by the synthetic generator."""
     if data is not None:
-        from train.data.datasets import open_dataset
-        from train.data.loaders import ReIDDataset
+        from iaunet.train.data.datasets import open_dataset
+        from iaunet.train.data.loaders import ReIDDataset
         ds = open_dataset(data)
-        if ds.video != (config.variant == "video"):
-            raise IAUnetError(f"{data} holds {'video' if ds.video else 'image'} data but the model is {config.variant}")
+        require_same_variant(config.variant, ds.video, config.name, data)
         samples = ReIDDataset(ds.query[:count], config.height, config.width, config.resize_filter,
                               frames=config.frames if ds.video else 0)
         return np.stack([samples[i][0].numpy() for i in range(len(samples))])
-    from train.data.synth import Camera, Identity, render
+    from iaunet.train.data.synth import Camera, Identity, render
     rng = np.random.default_rng(seed)
     cameras = [Camera.draw(rng) for _ in range(3)]
     out = []
@@ -112,8 +111,8 @@ def _trace(wrapper: ExportWrapper, example: torch.Tensor, opset: int, mode: str)
     with ctx, warnings.catch_warnings(), torch.no_grad():
         warnings.simplefilter("ignore")
         torch.onnx.export(wrapper, (example,), buffer, dynamo=False, opset_version=opset,
-                          input_names=["images"], output_names=["embeddings"],
-                          dynamic_axes={"images": {0: "batch"}, "embeddings": {0: "batch"}},
+                          input_names=[INPUT_NAME], output_names=[OUTPUT_NAME],
+                          dynamic_axes={INPUT_NAME: {0: "batch"}, OUTPUT_NAME: {0: "batch"}},
                           custom_opsets={"iaunet": 1} if plugin else None, do_constant_folding=True)
     model = onnx.load_from_string(buffer.getvalue())
     if plugin:
@@ -130,7 +129,7 @@ def export_checkpoint(checkpoint, output, mode: str = "plugin", opset: int = DEF
     if not OPSET_RANGE[0] <= opset <= OPSET_RANGE[1]:
         raise IAUnetError(f"opset {opset} is outside {OPSET_RANGE[0]}..{OPSET_RANGE[1]} "
                           "(TensorRT 10.3's parser accepts up to 20; per-channel Q/DQ needs 13)")
-    check_output_path(output)
+    check_output_path(output, inputs=[checkpoint, data])
     model, config = load_checkpoint(checkpoint)
     if frames is not None:
         if config.variant != "video":

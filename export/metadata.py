@@ -9,10 +9,11 @@ import json
 from dataclasses import dataclass
 from pathlib import Path
 
-from iaunet.errors import IAUnetError
-from train.config import ModelConfig
+from iaunet.core.errors import IAUnetError
+from iaunet.core.graph_io import METADATA_PREFIX
+from iaunet.train.config import ModelConfig
 
-PREFIX = "iaunet."
+PREFIX = METADATA_PREFIX
 
 
 @dataclass
@@ -63,14 +64,23 @@ def write_metadata(model, meta: ExportMetadata) -> None:
         entry.key, entry.value = key, value
 
 
-def read_metadata(path) -> ExportMetadata:
-    """Read an exported ONNX file's metadata (weights are not loaded)."""
+def load_onnx(path, weights: bool = True):
+    """Load an ONNX file; a missing or unreadable file is one IAUnetError naming it."""
     import onnx
     path = Path(path)
     if not path.is_file():
         raise IAUnetError(f"ONNX file {path} not found")
     try:
-        model = onnx.load(str(path), load_external_data=False)
+        return onnx.load(str(path), load_external_data=weights)
     except Exception as exc:
         raise IAUnetError(f"{path} is not a readable ONNX file ({type(exc).__name__})") from None
-    return ExportMetadata.from_props({p.key: p.value for p in model.metadata_props}, str(path))
+
+
+def metadata_of(model, source) -> ExportMetadata:
+    """The export metadata of a loaded ONNX model (``source`` names it in errors)."""
+    return ExportMetadata.from_props({p.key: p.value for p in model.metadata_props}, str(source))
+
+
+def read_metadata(path) -> ExportMetadata:
+    """Read an exported ONNX file's metadata."""
+    return metadata_of(load_onnx(path), path)

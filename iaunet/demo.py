@@ -2,94 +2,153 @@
 
 synth -> train (small configuration) -> eval -> export (plugin mode, checked against
 PyTorch) -> FP16 and INT8 variants -> accuracy parity of every variant, all outputs in
-one folder. The engines stage extends it.
+one folder. Top layer: imports every stage.
+
+The folder is built under a temporary name beside the destination and renamed into
+place when complete, so an error or Ctrl-C leaves the destination as it was. An existing
+destination is replaced only when every file in it is listed in its ``demo.json``
+(a previous demo's own files); otherwise the demo refuses, naming the first foreign file.
 """
 from __future__ import annotations
 
+import contextlib
+import json
+import os
 import shutil
+import tempfile
 from pathlib import Path
 
+from iaunet.core.errors import IAUnetError
+from iaunet.core.log import get_logger
 
-def add_commands(sub):
-    p = sub.add_parser("demo", help="synth -> train -> eval -> export -> fp16/int8 -> parity on CPU, outputs in one folder")
-    p.add_argument("--out", default="iaunet-demo", help="output folder (replaced if it holds a previous demo)")
-    p.add_argument("--identities", type=int, default=120)
-    p.add_argument("--epochs", type=int, default=20)
-    p.add_argument("--seed", type=int, default=0)
-    p.set_defaults(func=run_demo)
+DEFAULT_OUTPUT = "iaunet-demo"
+MANIFEST = "demo.json"
+log = get_logger("demo")
 
 
-def run_demo(args):
+def check_replaceable(out: Path) -> None:
+    """Refuse a destination that holds anything but a previous demo's own files."""
+    if not out.exists():
+        return
+    if not out.is_dir():
+        raise IAUnetError(f"output {out} is a file; expected a folder for the demo")
+    present = sorted(str(p.relative_to(out)) for p in out.rglob("*") if not p.is_dir())
+    if not present:
+        return
+    try:
+        owned = set(json.loads((out / MANIFEST).read_text())["files"])
+    except (OSError, ValueError, KeyError, TypeError):
+        raise IAUnetError(f"{out} exists and is not a previous demo folder (no readable {MANIFEST} listing its "
+                          "files); pass -o with a new folder") from None
+    foreign = [p for p in present if p not in owned and p != MANIFEST]
+    if foreign:
+        raise IAUnetError(f"{out} holds {foreign[0]}, which the previous demo did not write; refusing to replace "
+                          "the folder (move that file, or pass -o with a new folder)")
+
+
+@contextlib.contextmanager
+def _working_dir(path: Path):
+    before = os.getcwd()
+    os.chdir(path)
+    try:
+        yield
+    finally:
+        os.chdir(before)
+
+
+def run_demo(output=DEFAULT_OUTPUT, identities: int = 120, epochs: int = 20, seed: int = 0) -> int:
+    out = Path(output).absolute()
+    check_replaceable(out)
+    if not out.parent.is_dir():
+        raise IAUnetError(f"output folder {out.parent} does not exist")
+    build = Path(tempfile.mkdtemp(dir=out.parent, prefix=f".{out.name}.", suffix=".tmp"))
+    try:
+        with _working_dir(build):
+            code = _pipeline(Path("."), identities, epochs, seed)
+        files = sorted(str(p.relative_to(build)) for p in build.rglob("*") if not p.is_dir())
+        summary = json.loads((build / MANIFEST).read_text())
+        summary["files"] = files
+        (build / MANIFEST).write_text(json.dumps(summary, indent=2))
+        _swap_into_place(build, out)
+    finally:
+        if build.exists():
+            shutil.rmtree(build)
+    print(f"outputs in {output}/ (data/, train/model.pt, model*.onnx, model.int8.calib, parity/, {MANIFEST})")
+    return code
+
+
+def _swap_into_place(build: Path, out: Path) -> None:
+    if out.exists():
+        old = Path(tempfile.mkdtemp(dir=out.parent, prefix=f".{out.name}.", suffix=".old"))
+        os.replace(out, old / "previous")
+        os.replace(build, out)
+        shutil.rmtree(old)
+    else:
+        os.replace(build, out)
+
+
+def _pipeline(out: Path, identities: int, epochs: int, seed: int) -> int:
     import torch
 
-    from iaunet.errors import IAUnetError
-    from iaunet.log import get_logger
-    from train.checkpoint import load_checkpoint
-    from train.cli import format_metrics, write_json
-    from train.data.datasets import open_dataset
-    from train.data.synth import generate_market
-    from train.trainer import TrainOptions, evaluate, main
+    from iaunet.calib.fp16 import convert_fp16
+    from iaunet.calib.int8 import quantize_int8
+    from iaunet.calib.parity import run_parity
+    from iaunet.cli.train import format_metrics, write_json
+    from iaunet.export.exporter import export_checkpoint
+    from iaunet.train.checkpoint import load_checkpoint
+    from iaunet.train.data.datasets import open_dataset
+    from iaunet.train.data.synth import generate_market
+    from iaunet.train.options import TrainOptions
+    from iaunet.train.trainer import evaluate, main
 
-    log = get_logger("demo")
-    out = Path(args.out)
-    if out.exists():
-        if not (out / "demo.json").exists() and any(out.iterdir()):
-            raise IAUnetError(f"{out} exists and is not a previous demo folder; pass --out with a new folder")
-        shutil.rmtree(out)
-    log.info("1/6 synth: %d identities -> %s", args.identities, out / "data")
-    generate_market(out / "data", identities=args.identities, cameras=4, seed=args.seed)
-    log.info("2/6 train: iaunet_r18 at 64x32 for %d epochs", args.epochs)
-    opts = TrainOptions(**demo_train_options(out, args.epochs, args.seed))
-    checkpoint = main(opts)
-    log.info("3/6 eval")
+    data = out / "data"
+    log.info("1/6 synth: %d identities -> data/", identities)
+    generate_market(data, identities=identities, cameras=4, seed=seed)
+    log.info("2/6 train: iaunet_r18 at 64x32 for %d epochs", epochs)
+    checkpoint = main(TrainOptions(**demo_train_options(out, epochs, seed)))
+    log.info("3/6 eval: untrained baseline and trained model")
     model, config = load_checkpoint(checkpoint)
-    data = open_dataset(out / "data")
+    dataset = open_dataset(data)
     device = torch.device("cpu")
-    torch.manual_seed(args.seed)
-    baseline = evaluate(untrained_copy(config), data, device, config)
-    trained = evaluate(model, data, device, config)
+    torch.manual_seed(seed)
+    baseline = evaluate(untrained_copy(config), dataset, device, config)
+    trained = evaluate(model, dataset, device, config)
     log.info("4/6 export (plugin mode)")
-    from export.exporter import export_checkpoint
-    report = export_checkpoint(checkpoint, out / "model.onnx", "plugin", data=out / "data")
+    report = export_checkpoint(checkpoint, out / "model.onnx", "plugin", data=data)
     log.info("5/6 fp16 and int8 variants (calibration on the training split)")
-    from calib.fp16 import convert_fp16
-    from calib.int8 import quantize_int8
-    from calib.parity import run_parity
-    records = {"fp16": convert_fp16(report.path, out / "model.fp16.onnx", out / "data"),
-               "int8": quantize_int8(report.path, out / "model.int8.onnx", out / "data", cache_dir=out / "calib-cache")}
+    records = {"fp16": convert_fp16(report.path, out / "model.fp16.onnx", data),
+               "int8": quantize_int8(report.path, out / "model.int8.onnx", data, cache_dir=out / "calib-cache")}
     for name, record in records.items():
         write_json(out / f"model.{name}.json", record)
     log.info("6/6 parity of every variant against PyTorch")
-    results, _ = run_parity(checkpoint, out / "data", [report.path, out / "model.fp16.onnx",
-                                                                 out / "model.int8.onnx"], out / "parity")
+    variants = [report.path, out / "model.fp16.onnx", out / "model.int8.onnx"]
+    results, _ = run_parity(checkpoint, data, variants, out / "parity")
     summary = {"checkpoint": str(checkpoint), "untrained": _short(baseline), "trained": _short(trained),
-               "onnx": str(report.path),
-               "onnx_parity": {str(b): vars(p) for b, p in report.parity.items()},
+               "onnx": str(report.path), "onnx_parity": {str(b): vars(p) for b, p in report.parity.items()},
                "parity": [{k: getattr(r, k) for k in ("name", "precision", "mean_cosine", "min_cosine", "rank1",
                                                        "mAP", "delta_map", "passed")} for r in results]}
-    write_json(out / "demo.json", summary)
+    write_json(out / MANIFEST, summary)
     print(f"untrained: {format_metrics(baseline)}")
     print(f"trained:   {format_metrics(trained)}")
     print(report.summary())
     for r in results[1:]:
         print(f"parity {r.name:18s} cos mean {r.mean_cosine:.6f} min {r.min_cosine:.6f}  rank-1 {r.rank1:.2f} "
               f"({r.delta_rank1:+.2f})  mAP {r.mAP:.2f} ({r.delta_map:+.2f})  {'pass' if r.passed else 'FAIL'}")
-    print(f"outputs in {out}/ (data/, train/model.pt, model*.onnx, model.int8.calib, parity/, demo.json)")
     return 0 if all(r.passed for r in results) else 2
 
 
 def untrained_copy(config):
     """A freshly initialised model of the same config: the baseline training must beat."""
-    from train.registry import create_model
+    from iaunet.train.registry import create_model
     return create_model(config.name, **{k: v for k, v in config.to_dict().items() if k != "name"}).eval()
 
 
 def demo_train_options(out: Path, epochs: int, seed: int) -> dict:
     """The small CPU configuration the demo and the learning test train: ResNet-18 from
     scratch (no download), so a higher learning rate than the pretrained recipe's 3.5e-4."""
-    return dict(data=str(out / "data"), out=str(out / "train"), model="iaunet_r18", epochs=epochs,
+    return dict(data=str(out / "data"), output=str(out / "train"), model="iaunet_r18", epochs=epochs,
                 height=64, width=32, batch_size=32, num_instances=4, lr=1e-3, warmup_epochs=2,
-                milestones=[int(epochs * 0.75)], seed=seed)
+                milestones=[max(1, int(epochs * 0.75))], seed=seed)
 
 
 def _short(result: dict) -> dict:

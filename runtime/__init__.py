@@ -2,5 +2,5 @@
 Runtime backends, embedder, gallery search, benchmark).
 
 Imports with numpy alone; backends import tensorrt, pycuda or onnxruntime lazily.
-The preprocessing is ``iaunet.preprocess``, the same code training evaluates with.
+The preprocessing is ``iaunet.core.preprocess``, the same code training evaluates with.
 """

@@ -8,7 +8,7 @@ the kernel for the input's dtype and H*W (or part count) from a PTX folder writt
 misaligned tensors), and the plugin serialises those kernels into the engine (all of
 the op's variants if TensorRT serialises a plugin it never configured). At run
 time the plugin loads the PTX into TensorRT's CUDA context once and launches it through
-the CUDA driver on the stream TensorRT gives ``enqueue`` (see ``runtime.cuda_driver``).
+the CUDA driver on the stream TensorRT gives ``enqueue`` (see ``iaunet.core.cuda_driver``).
 
 An engine that uses these plugins can be deserialized only in a process that called
 ``register_plugins()`` first (no PTX folder is needed then). Outputs have the input's
@@ -25,10 +25,10 @@ import functools
 
 import numpy as np
 
-from export.opdefs import PLUGIN_NAMESPACE, PLUGIN_OPS, PLUGIN_VERSION
-from iaunet.errors import IAUnetError
-from runtime import cuda_driver
-from runtime.plugins import (OP_ATTRIBUTES, PtxManifest, check_shape, choose_kernels, for_pointers,
+from iaunet.core.plugin_contract import PLUGIN_NAMESPACE, PLUGIN_OPS, PLUGIN_VERSION
+from iaunet.core.errors import IAUnetError
+from iaunet.core import cuda_driver
+from iaunet.core.plugin_contract import (OP_ATTRIBUTES, PtxManifest, check_shape, choose_kernels, for_pointers,
                              kernels_from_bytes, kernels_to_bytes)
 
 TRT_MIN_VERSION = (10, 3)

@@ -37,7 +37,7 @@ def pytest_collection_modifyitems(config, items):
 @pytest.fixture(scope="session")
 def market_synth(tmp_path_factory):
     """A small synthetic Market-1501-layout set shared by the tests that read one."""
-    from train.data.synth import generate_market
+    from iaunet.train.data.synth import generate_market
     root = tmp_path_factory.mktemp("synth_market")
     generate_market(root, identities=12, cameras=3, seed=3, images_per_camera=(2, 3), distractors=3, junk=2)
     return root
@@ -47,7 +47,7 @@ def randomised_model(name, **kw):
     """A model whose IAU blocks matter: every BN gets random affine and running stats
     (the zero-initialised update BNs of a fresh model make the blocks an identity)."""
     import torch
-    from train import create_model
+    from iaunet.train import create_model
     torch.manual_seed(0)
     model = create_model(name, num_classes=6, height=64, width=32, **kw)
     for m in model.modules():
@@ -61,13 +61,13 @@ def randomised_model(name, **kw):
 
 @pytest.fixture(scope="session")
 def image_checkpoint(tmp_path_factory):
-    from train import save_checkpoint
+    from iaunet.train import save_checkpoint
     return save_checkpoint(tmp_path_factory.mktemp("ck") / "image.pt", randomised_model("iaunet_r18"))
 
 
 @pytest.fixture(scope="session")
 def video_checkpoint(tmp_path_factory):
-    from train import save_checkpoint
+    from iaunet.train import save_checkpoint
     return save_checkpoint(tmp_path_factory.mktemp("ck") / "video.pt", randomised_model("iaunet_video_r18", frames=3))
 
 
@@ -75,7 +75,7 @@ def video_checkpoint(tmp_path_factory):
 def orin_ptx(tmp_path_factory):
     """(manifest, folder, cache folder): the default kernels compiled for sm_87 with a fresh cache."""
     pytest.importorskip("triton", reason="triton is not installed (pip install -e '.[kernels]')")
-    from engines.aot import compile_kernels
+    from iaunet.engines.aot import compile_kernels
     root = tmp_path_factory.mktemp("ptx")
     return compile_kernels(87, root / "a", cache_dir=root / "cache"), root / "a", root / "cache"
 

@@ -28,24 +28,24 @@ def test_eval_foreign_checkpoint(tmp_path):
 
 
 def test_train_on_a_folder_without_a_layout(tmp_path):
-    result = iaunet("train", "--data", tmp_path, "--out", tmp_path / "run", "--epochs", "1")
+    result = iaunet("train", "--data", tmp_path, "-o", tmp_path / "run", "--epochs", "1")
     assert_one_line_error(result, "no known re-ID layout", "bounding_box_train/")
     assert not (tmp_path / "run").exists()
 
 
 def test_train_with_a_video_model_on_image_data(market_synth, tmp_path):
-    result = iaunet("train", "--data", market_synth, "--model", "iaunet_video_r18", "--out", tmp_path / "r",
+    result = iaunet("train", "--data", market_synth, "--model", "iaunet_video_r18", "-o", tmp_path / "r",
                     "--epochs", "1", "--batch-size", "8")
     assert_one_line_error(result, "is a video model", "image data")
 
 
 def test_synth_refuses_a_non_empty_folder(tmp_path):
     (tmp_path / "keep.txt").write_text("mine")
-    assert_one_line_error(iaunet("synth", "--out", tmp_path), "not empty")
+    assert_one_line_error(iaunet("synth", "-o", tmp_path), "not empty")
 
 
 def test_unknown_model_name(market_synth, tmp_path):
-    result = iaunet("train", "--data", market_synth, "--model", "resnet9000", "--out", tmp_path / "r")
+    result = iaunet("train", "--data", market_synth, "--model", "resnet9000", "-o", tmp_path / "r")
     assert_one_line_error(result, "unknown model 'resnet9000'")
 
 
@@ -55,14 +55,14 @@ def test_help_exits_zero(args):
 
 
 def test_export_bad_inputs_leave_no_file(tmp_path):
-    from train import create_model, save_checkpoint
+    from iaunet.train import create_model, save_checkpoint
     (tmp_path / "x.pt").write_text("not a checkpoint")
     assert_one_line_error(iaunet("export", tmp_path / "missing.pt", "-o", tmp_path / "m.onnx"), "missing.pt not found")
     assert_one_line_error(iaunet("export", tmp_path / "x.pt", "-o", tmp_path / "m.onnx"), "not a readable checkpoint")
     good = save_checkpoint(tmp_path / "good.pt", create_model("iaunet_r18", num_classes=3, height=64, width=32))
     assert_one_line_error(iaunet("export", good, "-o", tmp_path / "no" / "dir" / "m.onnx"), "does not exist")
     assert_one_line_error(iaunet("export", good, "-o", tmp_path), "is a folder")
-    assert_one_line_error(iaunet("export", good, "-o", tmp_path / "m.onnx", "--opset", "21"), "opset 21")
+    assert_one_line_error(iaunet("export", good, "-o", tmp_path / "m.onnx", "--opset", "21"), "--opset", "got 21")
     assert_one_line_error(iaunet("export", good, "-o", tmp_path / "m.onnx", "--frames", "4"), "video models")
     import torch
     raw = torch.load(good, weights_only=True)
@@ -73,7 +73,7 @@ def test_export_bad_inputs_leave_no_file(tmp_path):
 
 
 def test_export_command_prints_the_summary(tmp_path):
-    from train import create_model, save_checkpoint
+    from iaunet.train import create_model, save_checkpoint
     good = save_checkpoint(tmp_path / "good.pt", create_model("iaunet_r18", num_classes=3, height=64, width=32))
     result = iaunet("export", good, "-o", tmp_path / "m.onnx")
     assert result.returncode == 0, result.stderr
@@ -83,7 +83,7 @@ def test_export_command_prints_the_summary(tmp_path):
 
 
 def test_log_lines_print_once_even_when_a_library_configures_the_root_logger():
-    code = ("import logging; from iaunet.log import configure, get_logger; configure(); "
+    code = ("import logging; from iaunet.core.log import configure, get_logger; configure(); "
             "logging.basicConfig(level=logging.INFO); get_logger('demo').info('hello')")
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
     assert result.stderr.count("hello") == 1, result.stderr

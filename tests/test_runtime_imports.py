@@ -10,7 +10,7 @@ class Block(importlib.abc.MetaPathFinder):
         if name.split(".")[0] in HEAVY:
             raise ImportError("blocked heavy import: " + name)
 sys.meta_path.insert(0, Block())
-import runtime, iaunet.preprocess, iaunet.cli
+import iaunet.runtime as runtime, iaunet.core.preprocess, iaunet.cli
 for m in pkgutil.walk_packages(runtime.__path__, "runtime."):
     importlib.import_module(m.name)
 try:
@@ -35,8 +35,9 @@ class Block(importlib.abc.MetaPathFinder):
         if name.split(".")[0] in ("torch", "triton", "tensorrt", "pycuda"):
             raise ImportError("blocked heavy import: " + name)
 sys.meta_path.insert(0, Block())
-for m in ("calib.graph", "calib.fp16", "calib.int8", "calib.parity", "calib.data", "calib.cli", "export.checks",
-          "export.metadata", "export.opdefs", "engines.trt_plugins", "engines.aot"):
+for m in ("iaunet.calib.graph", "iaunet.calib.fp16", "iaunet.calib.int8", "iaunet.calib.parity", "iaunet.calib.data",
+          "iaunet.cli.calib", "iaunet.export.checks", "iaunet.export.metadata", "iaunet.core.plugin_contract",
+          "iaunet.engines.aot_plugins", "iaunet.engines.aot"):
     importlib.import_module(m)
 print("ok")
 """

@@ -7,13 +7,13 @@ without torch; touching ``train.create_model`` and friends imports it.
 import importlib
 
 _PUBLIC = {
-    "ModelConfig": "train.config",
-    "create_model": "train.registry",
-    "list_models": "train.registry",
-    "register_model": "train.registry",
-    "load_checkpoint": "train.checkpoint",
-    "save_checkpoint": "train.checkpoint",
-    "evaluate_rank": "train.metrics",
+    "ModelConfig": "iaunet.train.config",
+    "create_model": "iaunet.train.registry",
+    "list_models": "iaunet.train.registry",
+    "register_model": "iaunet.train.registry",
+    "load_checkpoint": "iaunet.train.checkpoint",
+    "save_checkpoint": "iaunet.train.checkpoint",
+    "evaluate_rank": "iaunet.train.metrics",
 }
 __all__ = sorted(_PUBLIC)
 

@@ -10,7 +10,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from iaunet.errors import IAUnetError
+from iaunet.core.errors import IAUnetError
 
 
 class BasicBlock(nn.Module):
@@ -123,13 +123,5 @@ def load_pretrained(backbone: ResNet, path: str | Path) -> None:
     if not isinstance(state, dict):
         raise IAUnetError(f"pretrained weights {path} hold a {type(state).__name__}; expected a state dict")
     state = {k.removeprefix("module."): v for k, v in state.items() if not k.startswith(("fc.", "module.fc."))}
-    own = backbone.state_dict()
-    missing = [k for k in own if k not in state]
-    unexpected = [k for k in state if k not in own]
-    wrong_shape = [k for k in own if k in state and tuple(state[k].shape) != tuple(own[k].shape)]
-    if missing or unexpected or wrong_shape:
-        first = (wrong_shape + missing + unexpected)[:3]
-        raise IAUnetError(
-            f"pretrained weights {path} do not match the backbone: {len(missing)} missing, "
-            f"{len(unexpected)} unexpected, {len(wrong_shape)} wrong-shape keys (first: {', '.join(first)})")
-    backbone.load_state_dict(state)
+    from iaunet.train.checkpoint import load_matching_state
+    load_matching_state(backbone, state, f"pretrained weights {path} do not match the backbone")

@@ -5,9 +5,9 @@ from pathlib import Path
 
 import torch
 
-from iaunet.errors import IAUnetError
-from iaunet.files import atomic_output
-from train.config import ModelConfig
+from iaunet.core.errors import IAUnetError
+from iaunet.core.files import atomic_output
+from iaunet.train.config import ModelConfig
 
 FORMAT = "iaunet-checkpoint-v1"
 
@@ -41,19 +41,24 @@ def read_checkpoint(path) -> dict:
 
 def load_checkpoint(path):
     """Rebuild the model from a checkpoint: returns ``(model in eval mode, ModelConfig)``."""
-    from train.registry import create_model
+    from iaunet.train.registry import create_model
     payload = read_checkpoint(path)
     config = ModelConfig.from_dict(payload["config"])
     overrides = {k: v for k, v in config.to_dict().items() if k != "name"}
     model = create_model(config.name, **overrides)
-    state, own = payload["state_dict"], model.state_dict()
+    load_matching_state(model, payload["state_dict"], f"checkpoint {path} weights do not match its config ({config.name})")
+    return model.eval(), config
+
+
+def load_matching_state(module, state: dict, problem: str) -> None:
+    """Load ``state`` into ``module`` when the keys and shapes match exactly; otherwise one
+    IAUnetError starting with ``problem`` and counting the mismatches."""
+    own = module.state_dict()
     missing = [k for k in own if k not in state]
     unexpected = [k for k in state if k not in own]
     wrong_shape = [k for k in own if k in state and tuple(state[k].shape) != tuple(own[k].shape)]
     if missing or unexpected or wrong_shape:
         first = (wrong_shape + missing + unexpected)[:3]
-        raise IAUnetError(f"checkpoint {path} weights do not match its config ({config.name}): "
-                          f"{len(wrong_shape)} wrong-shape, {len(missing)} missing, "
+        raise IAUnetError(f"{problem}: {len(wrong_shape)} wrong-shape, {len(missing)} missing, "
                           f"{len(unexpected)} unexpected keys (first: {', '.join(first)})")
-    model.load_state_dict(state)
-    return model.eval(), config
+    module.load_state_dict(state)

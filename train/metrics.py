@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from iaunet.errors import IAUnetError
+from iaunet.core.errors import IAUnetError
 
 
 def rank_metrics(distmat, q_pids, g_pids, q_camids, g_camids, max_rank: int = 50) -> dict:

@@ -14,11 +14,11 @@ import dataclasses
 import torch
 from torch import nn
 
-from iaunet.errors import IAUnetError
-from train.backbones import ResNet, load_pretrained
-from train.config import ModelConfig
-from train.iau import IAUBlock
-from train.registry import register_model
+from iaunet.core.errors import IAUnetError
+from iaunet.train.backbones import ResNet, load_pretrained
+from iaunet.train.config import ModelConfig
+from iaunet.train.iau import IAUBlock
+from iaunet.train.registry import register_model
 
 
 class IAUnet(nn.Module):

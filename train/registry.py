@@ -3,7 +3,7 @@ from __future__ import annotations
 
 from typing import Callable
 
-from iaunet.errors import IAUnetError
+from iaunet.core.errors import IAUnetError
 
 _REGISTRY: dict[str, Callable] = {}
 
@@ -18,7 +18,7 @@ def register_model(fn: Callable) -> Callable:
 
 
 def _load_builtin_models():
-    import train.models  # noqa: F401  (its decorators fill the registry)
+    import iaunet.train.models  # noqa: F401  (its decorators fill the registry)
 
 
 def list_models() -> list[str]:

@@ -11,22 +11,23 @@ import json
 import os
 import random
 import time
-from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 import torch
 from torch import nn
 
-from iaunet.errors import IAUnetError
-from iaunet.log import get_logger
-from iaunet.progress import Progress
-from train.checkpoint import read_checkpoint, save_checkpoint
-from train.data.datasets import open_dataset
-from train.data.loaders import eval_loader, train_loader
-from train.losses import BatchHardTriplet, LabelSmoothCrossEntropy, PartMaskLoss
-from train.metrics import distance_matrix, rank_metrics, re_rank
-from train.registry import create_model
+from iaunet.core.errors import IAUnetError
+from iaunet.core.log import get_logger
+from iaunet.core.progress import Progress
+from iaunet.core.validate import require_same_variant
+from iaunet.train.checkpoint import read_checkpoint, save_checkpoint
+from iaunet.train.data.datasets import open_dataset
+from iaunet.train.data.loaders import eval_loader, train_loader
+from iaunet.train.losses import BatchHardTriplet, LabelSmoothCrossEntropy, PartMaskLoss
+from iaunet.train.metrics import distance_matrix, rank_metrics, re_rank
+from iaunet.train.options import TrainOptions
+from iaunet.train.registry import create_model, list_models
 
 log = get_logger("train")
 
@@ -36,34 +37,6 @@ def normalize(images: torch.Tensor, config) -> torch.Tensor:
     mean = torch.tensor(config.mean, dtype=images.dtype, device=images.device).view(3, 1, 1)
     std = torch.tensor(config.std, dtype=images.dtype, device=images.device).view(3, 1, 1)
     return (images - mean) / std
-
-
-@dataclass
-class TrainOptions:
-    data: str
-    out: str
-    model: str = "iaunet_r50"
-    epochs: int = 60
-    height: int = 256
-    width: int = 128
-    frames: int = 4
-    batch_size: int = 32
-    num_instances: int = 4
-    lr: float = 3.5e-4
-    weight_decay: float = 5e-4
-    warmup_epochs: int = 10
-    milestones: list = field(default_factory=lambda: [40, 70])
-    gamma: float = 0.1
-    margin: float = 0.3
-    mask_weight: float = 0.5
-    label_smooth: float = 0.1
-    pretrained: str | None = None
-    resume: str | None = None
-    seed: int = 0
-    workers: int = 0
-    eval_every: int = 0
-    amp: bool = True
-    progress: bool = True
 
 
 def lr_factor(epoch: int, warmup: int, milestones, gamma: float) -> float:
@@ -131,9 +104,7 @@ def extract_features(model, loader, device, config, flip=False):
 
 def evaluate(model, data, device, config, metric="cosine", flip=False, rerank=False, workers=0) -> dict:
     """Rank-1/5/10, mAP and mINP on the query/gallery split (Market-1501 / MARS protocol)."""
-    if data.video != (config.variant == "video"):
-        raise IAUnetError(f"{config.name} is a {config.variant} model but {data.root} holds "
-                          f"{'video' if data.video else 'image'} data; expected matching data")
+    require_same_variant(config.variant, data.video, config.name, data.root)
     qf, q_pids, q_cams = extract_features(model, eval_loader(data.query, config, data.video, workers=workers),
                                           device, config, flip)
     gf, g_pids, g_cams = extract_features(model, eval_loader(data.gallery, config, data.video, workers=workers),
@@ -165,9 +136,7 @@ def _build(opts: TrainOptions, data):
     if data.video:
         overrides["frames"] = opts.frames
     model = create_model(opts.model, pretrained=opts.pretrained, **overrides)
-    if data.video != (model.config.variant == "video"):
-        raise IAUnetError(f"model {opts.model} is a {model.config.variant} model but {data.root} holds "
-                          f"{'video' if data.video else 'image'} data; pick a matching --model")
+    require_same_variant(model.config.variant, data.video, f"model {opts.model}", data.root)
     return model
 
 
@@ -176,12 +145,18 @@ def main(opts: TrainOptions) -> Path:
     world, rank, local = _distributed()
     seed_everything(opts.seed + rank)
     device = torch.device(f"cuda:{local or 0}" if torch.cuda.is_available() else "cpu")
+    if opts.model not in list_models():
+        raise IAUnetError(f"unknown model {opts.model!r}; expected one of {list_models()}")
     data = open_dataset(opts.data)
-    if len(data.train) < opts.batch_size:
-        raise IAUnetError(f"{data.root} has {len(data.train)} training samples, fewer than --batch-size {opts.batch_size}")
+    needed = opts.batch_size // opts.num_instances
+    if data.num_train_pids < needed * world:
+        raise IAUnetError(f"{data.root} has {data.num_train_pids} training identities ({len(data.train)} "
+                          f"samples); one P x K batch of --batch-size {opts.batch_size} with --num-instances "
+                          f"{opts.num_instances} needs {needed * world} identities"
+                          + (f" across {world} processes" if world > 1 else ""))
     model = _build(opts, data).to(device)
     config = model.config
-    out = Path(opts.out)
+    out = Path(opts.output)
     if rank == 0:
         out.mkdir(parents=True, exist_ok=True)
         log.info("%s; model %s (%s, %d classes)", data.summary(), config.name, config.backbone, config.num_classes)

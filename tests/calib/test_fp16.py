@@ -4,9 +4,9 @@ import onnx
 import pytest
 from onnx import TensorProto, helper, numpy_helper
 
-from calib.fp16 import convert_fp16
-from calib.graph import fp16_overflow_nodes, native_affinity_nodes
-from export.plugins import DOMAIN
+from iaunet.calib.fp16 import convert_fp16
+from iaunet.calib.graph import fp16_overflow_nodes, native_affinity_nodes
+from iaunet.export.plugin_nodes import DOMAIN
 
 
 def _types(model):
@@ -66,7 +66,7 @@ def test_overflow_probe_flags_nodes_beyond_fp16_range():
 
 
 def test_an_fp16_variant_is_not_converted_again(trained_setup, tmp_path):
-    from iaunet.errors import IAUnetError
+    from iaunet.core.errors import IAUnetError
     convert_fp16(trained_setup["plugin"], tmp_path / "a.onnx")
     with pytest.raises(IAUnetError, match="already a fp16 variant"):
         convert_fp16(tmp_path / "a.onnx", tmp_path / "b.onnx")

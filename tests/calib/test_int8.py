@@ -6,9 +6,9 @@ import onnx
 import pytest
 from onnx import numpy_helper
 
-from calib.graph import plugin_node_names
-from calib.int8 import activation_scales, check_qdq, quantize_int8, read_trt_cache, trt_version_code, write_trt_cache
-from iaunet.errors import IAUnetError
+from iaunet.calib.graph import plugin_node_names
+from iaunet.calib.int8 import activation_scales, check_qdq, quantize_int8, read_trt_cache, trt_version_code, write_trt_cache
+from iaunet.core.errors import IAUnetError
 
 
 @pytest.fixture(scope="module")

@@ -5,9 +5,9 @@ import sys
 
 import pytest
 
-from calib.parity import VariantResult, judge, run_parity
-from calib.fp16 import convert_fp16
-from iaunet.errors import IAUnetError
+from iaunet.calib.parity import VariantResult, judge, run_parity
+from iaunet.calib.fp16 import convert_fp16
+from iaunet.core.errors import IAUnetError
 
 
 @pytest.mark.parametrize("precision, values, failures", [
@@ -41,7 +41,7 @@ def test_parity_finds_variants_and_writes_reports(trained_setup, tmp_path):
 
 
 def test_variant_of_another_checkpoint_is_refused(trained_setup, image_checkpoint, tmp_path):
-    from export.exporter import export_checkpoint
+    from iaunet.export.exporter import export_checkpoint
     other = export_checkpoint(image_checkpoint, tmp_path / "other.onnx").path
     with pytest.raises(IAUnetError, match="exported from another checkpoint"):
         run_parity(trained_setup["checkpoint"], trained_setup["data"], [other], tmp_path / "rep")
@@ -49,7 +49,7 @@ def test_variant_of_another_checkpoint_is_refused(trained_setup, image_checkpoin
 
 def test_parity_cli_exit_code(trained_setup, tmp_path):
     result = subprocess.run([sys.executable, "-m", "iaunet.cli", "parity", str(trained_setup["checkpoint"]),
-                             str(trained_setup["plugin"]), "--data", str(trained_setup["data"]), "--out",
+                             str(trained_setup["plugin"]), "--data", str(trained_setup["data"]), "-o",
                              str(tmp_path)], capture_output=True, text=True, timeout=300)
     assert result.returncode == 0, result.stderr
     assert "model.onnx" in result.stdout and "pass" in result.stdout

@@ -4,10 +4,10 @@ import onnx
 import pytest
 from PIL import Image
 
-from calib.data import calibration_sources, load_inputs, pick
-from calib.fp16 import convert_fp16
-from calib.int8 import check_qdq, quantize_int8
-from iaunet.errors import IAUnetError
+from iaunet.calib.data import calibration_sources, load_inputs, pick
+from iaunet.calib.fp16 import convert_fp16
+from iaunet.calib.int8 import check_qdq, quantize_int8
+from iaunet.core.errors import IAUnetError
 
 
 def test_data_set_root_gives_its_training_split(market_synth):
@@ -31,8 +31,8 @@ def test_plain_folder_of_crops(tmp_path):
 
 
 def test_video_variants_on_a_mars_layout(video_checkpoint, tmp_path):
-    from export.exporter import export_checkpoint
-    from train.data.synth import generate_mars
+    from iaunet.export.exporter import export_checkpoint
+    from iaunet.train.data.synth import generate_mars
     generate_mars(tmp_path / "mars", identities=6, cameras=2, seed=4, tracklet_len=(3, 5))
     src = export_checkpoint(video_checkpoint, tmp_path / "v.onnx", "plugin").path
     fp16 = convert_fp16(src, tmp_path / "v.fp16.onnx", tmp_path / "mars", samples=4)
@@ -41,6 +41,6 @@ def test_video_variants_on_a_mars_layout(video_checkpoint, tmp_path):
     assert model.graph.output[0].type.tensor_type.elem_type == onnx.TensorProto.FLOAT
     int8 = quantize_int8(src, tmp_path / "v.int8.onnx", tmp_path / "mars", samples=6, cache_dir=tmp_path / "c")
     assert check_qdq(onnx.load(str(tmp_path / "v.int8.onnx"))) == []
-    from train.data.datasets import open_dataset
+    from iaunet.train.data.datasets import open_dataset
     train_tracklets = len(open_dataset(tmp_path / "mars").train)
     assert int8["calibration"]["samples"] == min(6, train_tracklets) and train_tracklets > 3

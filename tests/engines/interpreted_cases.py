@@ -11,10 +11,10 @@ os.environ["TRITON_INTERPRET"] = "1"  # before triton is imported by the kernel 
 triton = pytest.importorskip("triton", reason="triton is not installed (pip install -e '.[kernels]')")
 torch = pytest.importorskip("torch")
 
-from engines.kernels.channel_affinity import channel_affinity  # noqa: E402
-from engines.kernels.part_affinity import part_affinity  # noqa: E402
-from train.iau import channel_affinity as reference_channel  # noqa: E402
-from train.iau import part_affinity as reference_part  # noqa: E402
+from iaunet.engines.kernels.channel_affinity import channel_affinity  # noqa: E402
+from iaunet.engines.kernels.part_affinity import part_affinity  # noqa: E402
+from iaunet.train.iau import channel_affinity as reference_channel  # noqa: E402
+from iaunet.train.iau import part_affinity as reference_part  # noqa: E402
 
 
 @pytest.mark.parametrize("shape", [(1, 40, 24), (3, 37, 50), (2, 64, 128), (2, 130, 17)])

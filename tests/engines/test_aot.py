@@ -5,8 +5,8 @@ import pytest
 
 pytest.importorskip("triton", reason="triton is not installed (pip install -e '.[kernels]')")
 
-from engines.aot import SUPPORTED_ARCHS, compile_kernels, default_variants  # noqa: E402
-from iaunet.errors import IAUnetError  # noqa: E402
+from iaunet.engines.aot import SUPPORTED_ARCHS, compile_kernels, default_variants  # noqa: E402
+from iaunet.core.errors import IAUnetError  # noqa: E402
 
 
 @pytest.fixture(scope="module")
@@ -46,7 +46,7 @@ def test_aligned_variants_use_vector_memory_access(orin):
 
 
 def test_ptx_version_can_be_raised_but_not_below_the_architecture(tmp_path):
-    from engines.aot import ptx_version_for
+    from iaunet.engines.aot import ptx_version_for
     assert ptx_version_for(87) == 85 and ptx_version_for(100) == 86
     assert ptx_version_for(87, 87) == 87
     with pytest.raises(IAUnetError, match="PTX ISA 8.5 cannot target sm_100"):
@@ -58,7 +58,7 @@ def test_ptx_version_can_be_raised_but_not_below_the_architecture(tmp_path):
 
 
 def test_a_ptx_version_beyond_the_bundled_ptxas_is_refused():
-    from engines.aot import PTX_CUDA, _ptxas_cuda_version, _version_tuple, ptx_version_for
+    from iaunet.engines.aot import PTX_CUDA, _ptxas_cuda_version, _version_tuple, ptx_version_for
     ptxas = _ptxas_cuda_version(90)
     too_new = [v for v in PTX_CUDA if _version_tuple(PTX_CUDA[v]) > ptxas]
     if not too_new:
@@ -78,7 +78,7 @@ def test_same_inputs_same_bytes_and_cache_reuse(orin, tmp_path):
 
 
 def test_a_corrupt_cache_entry_is_compiled_again(tmp_path):
-    from engines.aot import part_variant
+    from iaunet.engines.aot import part_variant
     variants = [part_variant("fp32", 4)]
     first = compile_kernels(87, tmp_path / "a", variants, cache_dir=tmp_path / "cache")
     (entry,) = (tmp_path / "cache").glob("*.json")
@@ -90,7 +90,7 @@ def test_a_corrupt_cache_entry_is_compiled_again(tmp_path):
 
 @pytest.mark.parametrize("arch", [a for a in SUPPORTED_ARCHS if a != 87])
 def test_every_supported_architecture_compiles(arch, tmp_path):
-    from engines.aot import MIN_PTX_VERSION, PTX_CUDA, _ptxas_cuda_version, _version_tuple
+    from iaunet.engines.aot import MIN_PTX_VERSION, PTX_CUDA, _ptxas_cuda_version, _version_tuple
     if _ptxas_cuda_version(arch) < _version_tuple(PTX_CUDA[MIN_PTX_VERSION[arch]]):
         with pytest.raises(IAUnetError, match=f"sm_{arch} needs a newer Triton"):
             compile_kernels(arch, tmp_path, cache_dir=tmp_path / "cache")
@@ -136,7 +136,7 @@ def test_library_refuses_to_compile_in_an_interpreting_process(tmp_path, monkeyp
 
 
 def test_runtime_manifest_selects_variants_and_launch_geometry(orin, tmp_path):
-    from runtime.plugins import CHANNEL_OP, PART_OP, PtxManifest
+    from iaunet.core.plugin_contract import CHANNEL_OP, PART_OP, PtxManifest
     manifest, root = orin
     ptx = PtxManifest(root / "a")
     assert ptx.arch == 87
@@ -156,7 +156,7 @@ def test_runtime_manifest_selects_variants_and_launch_geometry(orin, tmp_path):
 
 
 def test_dropping_parameters_refuses_used_ones_and_ptxas_checks_the_result(orin):
-    from engines.aot import assemble_check, drop_trailing_params
+    from iaunet.engines.aot import assemble_check, drop_trailing_params
     manifest, root = orin
     k = next(k for k in manifest["kernels"] if k["op"] == "IAUPartAffinity")
     ptx = (root / "a" / k["file"]).read_text()

@@ -6,12 +6,12 @@ import pytest
 import torch
 from onnx import helper
 
-from export import read_metadata
-from export.checks import compare, run_onnxruntime, run_reference_evaluator
-from export.exporter import export_checkpoint, parity_inputs
-from export.plugins import CHANNEL_OP, DOMAIN, PART_OP, strip_local_functions
-from train import load_checkpoint
-from train.trainer import normalize
+from iaunet.export import read_metadata
+from iaunet.export.checks import compare, run_onnxruntime, run_reference_evaluator
+from iaunet.export.exporter import export_checkpoint, parity_inputs
+from iaunet.export.plugin_nodes import CHANNEL_OP, DOMAIN, PART_OP, strip_local_functions
+from iaunet.train import load_checkpoint
+from iaunet.train.trainer import normalize
 
 
 def _attrs(node):
@@ -126,7 +126,7 @@ def test_opset_20_is_accepted_and_stripping_functions_leaves_plugin_nodes(image_
 
 
 def test_fp32_noise_floor_measures_pytorch_against_float64(image_checkpoint):
-    from export.exporter import ExportWrapper, fp32_noise_floor
+    from iaunet.export.exporter import ExportWrapper, fp32_noise_floor
     model, config = load_checkpoint(image_checkpoint)
     wrapper = ExportWrapper(model).eval()
     images = parity_inputs(config, 3, seed=2)

@@ -1,7 +1,7 @@
 """The TensorRT 10.3 lint catches what the parser would reject, naming the node."""
 from onnx import TensorProto, helper
 
-from export.checks import tensorrt_lint
+from iaunet.export.checks import tensorrt_lint
 
 
 def _model(nodes, opset=17, in_type=TensorProto.FLOAT, domains=()):

@@ -12,7 +12,7 @@ onnx = pytest.importorskip("onnx")
 
 def _onnx(op: str, dtype: str, size: tuple, attrs: dict) -> bytes:
     from onnx import TensorProto, helper
-    from export.opdefs import DOMAIN, PLUGIN_NAMESPACE, PLUGIN_VERSION
+    from iaunet.core.plugin_contract import DOMAIN, PLUGIN_NAMESPACE, PLUGIN_VERSION
     elem = TensorProto.FLOAT16 if dtype == "float16" else TensorProto.FLOAT
     node = helper.make_node(op, ["x"], ["y"], domain=DOMAIN, plugin_namespace=PLUGIN_NAMESPACE,
                             plugin_version=PLUGIN_VERSION, **attrs)
@@ -52,7 +52,7 @@ def _run(engine, x):
 @pytest.fixture(scope="module")
 def ptx_dir(tmp_path_factory):
     pytest.importorskip("triton")
-    from engines.aot import compile_kernels
+    from iaunet.engines.aot import compile_kernels
     major, minor = torch.cuda.get_device_capability()
     out = tmp_path_factory.mktemp("ptx")
     compile_kernels(major * 10 + minor, out, cache_dir=out / "cache")
@@ -60,21 +60,21 @@ def ptx_dir(tmp_path_factory):
 
 
 def _cases():
-    from export.opdefs import CHANNEL_OP, PART_OP
+    from iaunet.core.plugin_contract import CHANNEL_OP, PART_OP
     return [(CHANNEL_OP, (512, 128), {}), (CHANNEL_OP, (256, 100), {}),       # aligned and general variants
             (PART_OP, (4, 4), {"frames": 1, "parts": 4}), (PART_OP, (16, 16), {"frames": 4, "parts": 4})]
 
 
 def _reference(op, x, attrs):
-    from export.opdefs import CHANNEL_OP
-    from train.iau import channel_affinity, part_affinity
+    from iaunet.core.plugin_contract import CHANNEL_OP
+    from iaunet.train.iau import channel_affinity, part_affinity
     if op == CHANNEL_OP:
         return channel_affinity(x.float())
     return part_affinity(x.float(), attrs["frames"], attrs["parts"])
 
 
 def _input(op, batch, size, dtype, spread_tokens):
-    from export.opdefs import CHANNEL_OP
+    from iaunet.core.plugin_contract import CHANNEL_OP
     if op == CHANNEL_OP:  # channel softmax far from one-hot, so wrong weights show
         return spread_tokens((batch, *size), batch, "cuda").to(getattr(torch, dtype))
     torch.manual_seed(batch)
@@ -102,7 +102,7 @@ def _check_route(register, ptx_dir, op, size, attrs, dtype, spread_tokens, rereg
 @pytest.mark.parametrize("op,size,attrs", _cases())
 def test_aot_route(ptx_dir, op, size, attrs, dtype, spread_tokens):
     import tensorrt as trt
-    from engines.trt_plugins import register_aot_plugins, supports_aot_plugins
+    from iaunet.engines.aot_plugins import register_aot_plugins, supports_aot_plugins
     if not supports_aot_plugins(trt):
         pytest.skip(f"TensorRT {trt.__version__} has no AOT Python plugins (10.9+)")
     _check_route(register_aot_plugins, ptx_dir, op, size, attrs, dtype, spread_tokens, reregister_without_ptx=False)
@@ -111,15 +111,15 @@ def test_aot_route(ptx_dir, op, size, attrs, dtype, spread_tokens):
 @pytest.mark.parametrize("dtype", ["float16", "float32"])
 @pytest.mark.parametrize("op,size,attrs", _cases())
 def test_ipluginv3_route(ptx_dir, op, size, attrs, dtype, spread_tokens):
-    from runtime.trt_plugin_v3 import register_plugins
+    from iaunet.runtime.trt_plugin_v3 import register_plugins
     _check_route(register_plugins, ptx_dir, op, size, attrs, dtype, spread_tokens, reregister_without_ptx=True)
 
 
 def test_ipluginv3_refuses_an_int8_input_by_name(ptx_dir, capfd):
     import tensorrt as trt
     from onnx import TensorProto
-    from export.opdefs import CHANNEL_OP
-    from runtime.trt_plugin_v3 import register_plugins
+    from iaunet.core.plugin_contract import CHANNEL_OP
+    from iaunet.runtime.trt_plugin_v3 import register_plugins
     register_plugins(ptx_dir)
     model = onnx.load_from_string(_onnx(CHANNEL_OP, "float32", (64, 64), {}))
     for value in (model.graph.input[0], model.graph.output[0]):
@@ -139,8 +139,8 @@ def test_registering_ptx_for_another_gpu_is_refused(ptx_dir, tmp_path):
     import json
     import shutil
 
-    from iaunet.errors import IAUnetError
-    from runtime.trt_plugin_v3 import register_plugins
+    from iaunet.core.errors import IAUnetError
+    from iaunet.runtime.trt_plugin_v3 import register_plugins
     other = tmp_path / "other"
     shutil.copytree(ptx_dir, other, ignore=shutil.ignore_patterns("cache"))
     manifest = json.loads((other / "manifest.json").read_text())

@@ -1,8 +1,8 @@
 import torch
 import pytest
 
-from iaunet.errors import IAUnetError
-from train import create_model, load_checkpoint, save_checkpoint
+from iaunet.core.errors import IAUnetError
+from iaunet.train import create_model, load_checkpoint, save_checkpoint
 
 
 def test_round_trip_is_weights_only_loadable_and_exact(tmp_path):

@@ -3,9 +3,9 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from iaunet.errors import IAUnetError
-from iaunet.preprocess import load_image
-from train.data.datasets import open_dataset, read_dukemtmc, read_mars
+from iaunet.core.errors import IAUnetError
+from iaunet.core.preprocess import load_image
+from iaunet.train.data.datasets import open_dataset, read_dukemtmc, read_mars
 
 
 def _jpg(path):

@@ -4,7 +4,7 @@ import pytest
 import torch
 from torch.nn import functional as F
 
-from train.iau import IAUBlock, channel_affinity, part_affinity, part_relation_mask
+from iaunet.train.iau import IAUBlock, channel_affinity, part_affinity, part_relation_mask
 
 
 def test_image_mask_is_the_diagonal():

@@ -5,9 +5,9 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from train.data.datasets import Sample
-from train.data.loaders import IdentitySampler, clip_indices
-from train.data.transforms import TrainTransform
+from iaunet.train.data.datasets import Sample
+from iaunet.train.data.loaders import IdentitySampler, clip_indices
+from iaunet.train.data.transforms import TrainTransform
 
 
 def test_identity_sampler_batches_are_p_by_k():

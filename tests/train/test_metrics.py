@@ -2,9 +2,9 @@
 import numpy as np
 import pytest
 
-from iaunet.errors import IAUnetError
-from train import evaluate_rank
-from train.metrics import distance_matrix, rank_metrics, re_rank
+from iaunet.core.errors import IAUnetError
+from iaunet.train import evaluate_rank
+from iaunet.train.metrics import distance_matrix, rank_metrics, re_rank
 
 # gallery:          g0      g1      g2      g3      g4      g5 (junk)
 G_PIDS = np.array([1, 2, 1, 3, 1, -1])

@@ -1,8 +1,8 @@
 import pytest
 import torch
 
-from iaunet.errors import IAUnetError
-from train import create_model, list_models, register_model
+from iaunet.core.errors import IAUnetError
+from iaunet.train import create_model, list_models, register_model
 
 
 def test_reference_parameter_count():

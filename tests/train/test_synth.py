@@ -4,8 +4,8 @@ import hashlib
 import numpy as np
 from PIL import Image
 
-from train.data.datasets import open_dataset
-from train.data.synth import generate_market, generate_mars
+from iaunet.train.data.datasets import open_dataset
+from iaunet.train.data.synth import generate_market, generate_mars
 
 
 def _digest(root):

@@ -6,17 +6,17 @@ import sys
 import pytest
 import torch
 
-from train import load_checkpoint
-from train.data.datasets import open_dataset
-from train.data.synth import generate_mars
-from train.trainer import TrainOptions, evaluate, main
+from iaunet.train import load_checkpoint
+from iaunet.train.data.datasets import open_dataset
+from iaunet.train.data.synth import generate_mars
+from iaunet.train.trainer import TrainOptions, evaluate, main
 
 
 @pytest.mark.slow
 def test_demo_trains_a_clearly_learned_model(tmp_path):
     """The issue's bar: trained mAP >= 3x the untrained model's and rank-1 >= 0.5."""
     out = tmp_path / "demo"
-    result = subprocess.run([sys.executable, "-m", "iaunet.cli", "demo", "--out", str(out)],
+    result = subprocess.run([sys.executable, "-m", "iaunet.cli", "demo", "-o", str(out)],
                             capture_output=True, text=True, timeout=900)
     assert result.returncode == 0, result.stderr[-2000:]
     summary = json.loads((out / "demo.json").read_text())
@@ -30,7 +30,7 @@ def test_demo_trains_a_clearly_learned_model(tmp_path):
 
 
 def _tiny(market_synth, tmp_path, epochs, resume=None):
-    return TrainOptions(data=str(market_synth), out=str(tmp_path), model="iaunet_r18", epochs=epochs,
+    return TrainOptions(data=str(market_synth), output=str(tmp_path), model="iaunet_r18", epochs=epochs,
                         height=64, width=32, batch_size=8, num_instances=2, warmup_epochs=1,
                         milestones=[10], resume=resume, progress=False)
 
@@ -57,7 +57,7 @@ def test_same_seed_gives_the_same_weights(market_synth, tmp_path):
 
 def test_video_model_trains_and_evaluates_on_mars_layout(tmp_path):
     generate_mars(tmp_path / "mars", identities=8, cameras=2, seed=2, tracklet_len=(4, 6))
-    opts = TrainOptions(data=str(tmp_path / "mars"), out=str(tmp_path / "run"), model="iaunet_video_r18",
+    opts = TrainOptions(data=str(tmp_path / "mars"), output=str(tmp_path / "run"), model="iaunet_video_r18",
                         epochs=1, height=64, width=32, frames=3, batch_size=4, num_instances=2,
                         warmup_epochs=1, progress=False)
     model, config = load_checkpoint(main(opts))

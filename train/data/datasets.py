@@ -13,7 +13,7 @@ import re
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from iaunet.errors import IAUnetError
+from iaunet.core.errors import IAUnetError
 
 MARKET_LAYOUT = "<root>/bounding_box_train/, <root>/query/, <root>/bounding_box_test/ with images named PPPP_cC..."
 MSMT_LAYOUT = "<root>/train/, <root>/test/, <root>/list_train.txt, list_val.txt, list_query.txt, list_gallery.txt"

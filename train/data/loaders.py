@@ -7,8 +7,8 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader, Dataset, Sampler
 
-from iaunet.preprocess import clip_frame_indices
-from train.data.transforms import EvalTransform, TrainTransform
+from iaunet.core.preprocess import clip_frame_indices
+from iaunet.train.data.transforms import EvalTransform, TrainTransform
 
 
 def clip_indices(length: int, frames: int, rng: np.random.Generator | None) -> np.ndarray:

@@ -1,6 +1,6 @@
 """Train-time augmentation and the eval transform, on numpy arrays (CHW, 0..255).
 
-The eval transform is ``iaunet.preprocess`` itself (resize with the config's filter),
+The eval transform is ``iaunet.core.preprocess`` itself (resize with the config's filter),
 so export checks and the runtime feed the model exactly what evaluation fed it. Train
 transforms apply the same resize, then flip, pad-and-crop and random erasing; flip and
 crop move the part masks with the image.
@@ -10,8 +10,8 @@ from __future__ import annotations
 import numpy as np
 from PIL import Image
 
-from iaunet.preprocess import load_image, resize_filter, to_model_array
-from iaunet.errors import IAUnetError
+from iaunet.core.preprocess import load_image, resize_filter, to_model_array
+from iaunet.core.errors import IAUnetError
 
 PARTS = 4
 

@@ -1,5 +1,5 @@
 """The IPluginV3 launch path without TensorRT (which this project's GPU machines lack): the
-compiled PTX for this GPU is loaded and launched by runtime.cuda_driver.run_kernel, the
+compiled PTX for this GPU is loaded and launched by iaunet.core.cuda_driver.run_kernel, the
 function the plugin's enqueue calls, on a side stream, and compared with PyTorch.
 Covers module loading, the argument block, the shared-memory opt-in (fp32, L=512) and
 the aligned and general variants. Skipped without CUDA."""
@@ -12,8 +12,8 @@ torch = pytest.importorskip("torch")
 @pytest.fixture(scope="module")
 def manifest(tmp_path_factory):
     pytest.importorskip("triton")
-    from engines.aot import compile_kernels
-    from runtime.plugins import PtxManifest
+    from iaunet.engines.aot import compile_kernels
+    from iaunet.core.plugin_contract import PtxManifest
     torch.zeros(1, device="cuda")  # torch's context current on this thread
     major, minor = torch.cuda.get_device_capability()
     out = tmp_path_factory.mktemp("ptx")
@@ -23,7 +23,7 @@ def manifest(tmp_path_factory):
 
 def _launch(kernel, x, attrs):
     """The plugin's enqueue path (run_kernel) on a stream the launcher did not create, as TensorRT's is."""
-    from runtime import cuda_driver
+    from iaunet.core import cuda_driver
     y = torch.empty_like(x)
     stream = torch.cuda.Stream()
     stream.wait_stream(torch.cuda.current_stream())
@@ -36,8 +36,8 @@ def _launch(kernel, x, attrs):
 @pytest.mark.parametrize("shape", [(1, 512, 512), (8, 1024, 128), (3, 2048, 128), (2, 300, 100)])
 @pytest.mark.parametrize("data", ["spread", "large logits"])
 def test_channel_ptx_matches_pytorch(manifest, shape, dtype, data, spread_tokens):
-    from runtime.plugins import CHANNEL_OP
-    from train.iau import channel_affinity
+    from iaunet.core.plugin_contract import CHANNEL_OP
+    from iaunet.train.iau import channel_affinity
     torch.manual_seed(0)
     x = spread_tokens(shape, 6, "cuda") if data == "spread" else torch.rand(*shape, device="cuda") * 6
     x = x.to(getattr(torch, dtype))
@@ -51,8 +51,8 @@ def test_channel_ptx_matches_pytorch(manifest, shape, dtype, data, spread_tokens
 
 @pytest.mark.parametrize("frames", [1, 4])
 def test_part_ptx_matches_pytorch(manifest, frames):
-    from runtime.plugins import PART_OP
-    from train.iau import part_affinity
+    from iaunet.core.plugin_contract import PART_OP
+    from iaunet.train.iau import part_affinity
     s = torch.randn(16, 4 * frames, 4 * frames, device="cuda") * 4
     y = _launch(manifest.select(PART_OP, "fp32", 4 * frames), s, {"frames": frames, "parts": 4})
     torch.testing.assert_close(y, part_affinity(s, frames, 4), rtol=1e-5, atol=1e-6)
@@ -61,9 +61,9 @@ def test_part_ptx_matches_pytorch(manifest, frames):
 def test_a_kernel_for_another_gpu_is_refused(manifest):
     import dataclasses
 
-    from iaunet.errors import IAUnetError
-    from runtime import cuda_driver
-    from runtime.plugins import PART_OP
+    from iaunet.core.errors import IAUnetError
+    from iaunet.core import cuda_driver
+    from iaunet.core.plugin_contract import PART_OP
     kernel = manifest.select(PART_OP, "fp32", 4)
     other = dataclasses.replace(kernel, arch=80 if kernel.arch != 80 else 90)
     with pytest.raises(IAUnetError, match="compiled for sm_"):
@@ -71,6 +71,6 @@ def test_a_kernel_for_another_gpu_is_refused(manifest):
 
 
 def test_compute_capability_matches_torch():
-    from runtime import cuda_driver
+    from iaunet.core import cuda_driver
     major, minor = torch.cuda.get_device_capability()
     assert cuda_driver.current_compute_capability() == major * 10 + minor

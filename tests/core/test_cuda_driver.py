@@ -1,4 +1,4 @@
-"""runtime.cuda_driver against the CUDA driver API header (the cuda.h Triton bundles):
+"""iaunet.core.cuda_driver against the CUDA driver API header (the cuda.h Triton bundles):
 the enum values it hard-codes and the entry points it calls by name through ctypes.
 The calls themselves need a GPU (test_cuda_driver_gpu.py)."""
 import re
@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from runtime import cuda_driver
+from iaunet.core import cuda_driver
 
 ENUMS = {
     "CU_FUNC_ATTRIBUTE_MAX_DYNAMIC_SHARED_SIZE_BYTES": cuda_driver.CU_FUNC_ATTRIBUTE_MAX_DYNAMIC_SHARED_SIZE_BYTES,

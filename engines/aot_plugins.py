@@ -19,9 +19,10 @@ registration reads the annotations as classes.
 import importlib.util
 from typing import Tuple, Union
 
-from iaunet.errors import IAUnetError
-from runtime import cuda_driver, trt_plugin_v3
-from runtime.plugins import CHANNEL_OP, PART_OP, PtxManifest
+from iaunet.core.errors import IAUnetError
+from iaunet.core import cuda_driver
+from iaunet.runtime import trt_plugin_v3
+from iaunet.core.plugin_contract import CHANNEL_OP, PART_OP, PtxManifest
 
 NAMESPACE = "iaunet"
 MIN_AOT_VERSION = (10, 9)

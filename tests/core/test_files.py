@@ -4,7 +4,7 @@ import stat
 
 import pytest
 
-from iaunet.files import atomic_output
+from iaunet.core.files import atomic_output
 
 
 def test_atomic_output_has_umask_permissions_and_leaves_nothing_on_failure(tmp_path):

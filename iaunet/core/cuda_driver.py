@@ -14,8 +14,8 @@ from __future__ import annotations
 import ctypes
 import threading
 
-from iaunet.errors import IAUnetError
-from runtime.plugins import plan_launch
+from iaunet.core.errors import IAUnetError
+from iaunet.core.plugin_contract import plan_launch
 
 CU_FUNC_ATTRIBUTE_MAX_DYNAMIC_SHARED_SIZE_BYTES = 8
 CU_DEVICE_ATTRIBUTE_COMPUTE_CAPABILITY_MAJOR = 75
@@ -118,7 +118,7 @@ def _load(ptx: bytes, entry: str, shared_bytes: int) -> tuple:
 
 
 def function(kernel) -> int:
-    """The CUfunction of a ``runtime.plugins.Kernel`` in the current context, loading its
+    """The CUfunction of a ``iaunet.core.plugin_contract.Kernel`` in the current context, loading its
     PTX on first use there (after checking the GPU is the one it was compiled for)."""
     key = (current_context(), kernel.digest, kernel.entry)
     with _lock:
@@ -139,7 +139,7 @@ def launch(func: int, grid: tuple, block: tuple, shared_bytes: int, stream: int,
 
 
 def run_kernel(kernel, shape, attrs: dict, src: int, dst: int, stream: int) -> None:
-    """Launch a ``runtime.plugins.Kernel`` on an input of ``shape`` at device address ``src``,
+    """Launch a ``iaunet.core.plugin_contract.Kernel`` on an input of ``shape`` at device address ``src``,
     writing ``dst``, on ``stream``: what the IPluginV3 plugin's ``enqueue`` does."""
     plan = plan_launch(kernel, shape, attrs, src, dst)
     params, keep_alive = plan.packed()

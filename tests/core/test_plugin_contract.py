@@ -8,8 +8,8 @@ import shutil
 
 import pytest
 
-from iaunet.errors import IAUnetError
-from runtime.plugins import (CHANNEL_OP, PART_OP, Kernel, PtxManifest, choose_kernels, for_pointers,
+from iaunet.core.errors import IAUnetError
+from iaunet.core.plugin_contract import (CHANNEL_OP, PART_OP, Kernel, PtxManifest, choose_kernels, for_pointers,
                              kernels_from_bytes,
                              kernels_to_bytes, plan_launch, ptx_parameter_widths)
 
@@ -119,6 +119,6 @@ def test_manifest_refuses_a_changed_or_missing_ptx(orin_ptx, tmp_path):
 
 @pytest.mark.skipif(ctypes.util.find_library("cuda") is not None, reason="this machine has a CUDA driver")
 def test_driver_calls_without_a_driver_say_so():
-    from runtime import cuda_driver
+    from iaunet.core import cuda_driver
     with pytest.raises(IAUnetError, match=r"CUDA driver \(libcuda.so.1\) was not found"):
         cuda_driver.current_context()

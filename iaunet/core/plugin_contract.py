@@ -16,8 +16,16 @@ import re
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
-from export.opdefs import CHANNEL_OP, PART_OP  # noqa: F401  (pure constants, re-exported for the plugins)
-from iaunet.errors import IAUnetError
+from iaunet.core.errors import IAUnetError
+
+# the ops as they appear in ONNX (custom domain) and in TensorRT's plugin registry
+DOMAIN = "iaunet"
+DOMAIN_VERSION = 1
+PLUGIN_NAMESPACE = "iaunet"
+PLUGIN_VERSION = "1"
+CHANNEL_OP = "IAUChannelAffinity"
+PART_OP = "IAUPartAffinity"
+PLUGIN_OPS = (CHANNEL_OP, PART_OP)
 
 KERNEL_FORMAT = "iaunet-kernel-v1"
 ALIGN = 16                       # what an aligned variant assumes: 16-byte pointers, H*W % 16 == 0

@@ -11,7 +11,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, UnidentifiedImageError
 
-from iaunet.errors import IAUnetError
+from iaunet.core.errors import IAUnetError
 
 RESIZE_FILTERS = {"bilinear": Image.BILINEAR, "bicubic": Image.BICUBIC,
                   "nearest": Image.NEAREST, "lanczos": Image.LANCZOS}

@@ -1,7 +1,7 @@
 """The progress bar keeps logs short and always shows where the work ended."""
 import io
 
-from iaunet.progress import Progress
+from iaunet.core.progress import Progress
 
 
 class _Terminal(io.StringIO):

@@ -18,10 +18,10 @@ import onnx
 import torch
 from onnx import TensorProto, helper, numpy_helper
 
-from iaunet.errors import IAUnetError
-from train.iau import MASK_LOGIT, channel_affinity, part_affinity, part_relation_mask
+from iaunet.core.errors import IAUnetError
+from iaunet.train.iau import MASK_LOGIT, channel_affinity, part_affinity, part_relation_mask
 
-from export.opdefs import (CHANNEL_OP, DOMAIN, DOMAIN_VERSION, PART_OP, PLUGIN_NAMESPACE,  # noqa: F401
+from iaunet.core.plugin_contract import (CHANNEL_OP, DOMAIN, DOMAIN_VERSION, PART_OP, PLUGIN_NAMESPACE,  # noqa: F401
                            PLUGIN_OPS, PLUGIN_VERSION)
 
 

@@ -8,7 +8,7 @@ import os
 import tempfile
 from pathlib import Path
 
-from iaunet.errors import IAUnetError
+from iaunet.core.errors import IAUnetError
 
 
 def sha256_file(path) -> str:
@@ -19,16 +19,42 @@ def sha256_file(path) -> str:
     return digest.hexdigest()
 
 
-def check_output_path(path) -> Path:
-    """Refuse, before any work, an output path that is a folder or cannot be written."""
+def check_output_path(path, inputs=()) -> Path:
+    """Refuse, before any work, an output path that is a folder, lies in a folder that does
+    not exist or cannot be written, or is one of the command's ``inputs``."""
     path = Path(path)
     parent = path.parent if str(path.parent) else Path(".")
     if path.is_dir():
         raise IAUnetError(f"output {path} is a folder; expected a file path")
+    if parent.exists() and not parent.is_dir():
+        raise IAUnetError(f"output {path}: {parent} is a file, not a folder")
     if not parent.is_dir():
         raise IAUnetError(f"output folder {parent} does not exist")
     if not os.access(parent, os.W_OK):
         raise IAUnetError(f"output folder {parent} is not writable")
+    for source in inputs:
+        if source is not None and _same_file(path, Path(source)):
+            raise IAUnetError(f"output {path} is the input {source}; expected a different output path")
+    return path
+
+
+def _same_file(a: Path, b: Path) -> bool:
+    if a.exists() and b.exists():
+        return os.path.samefile(a, b)
+    return a.resolve() == b.resolve()
+
+
+def cache_folder(kind: str, override=None) -> Path:
+    """Where ``kind`` results are cached: ``override`` when given, else
+    ``$XDG_CACHE_HOME/iaunet/<kind>`` (``~/.cache/iaunet/<kind>``). A path that exists
+    and is not a folder is refused."""
+    if override:
+        path = Path(override)
+    else:
+        root = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
+        path = Path(root) / "iaunet" / kind
+    if path.exists() and not path.is_dir():
+        raise IAUnetError(f"cache folder {path} is a file; expected a folder (or a path that does not exist yet)")
     return path
 
 

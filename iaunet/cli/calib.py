@@ -1,0 +1,64 @@
+"""``iaunet calib`` and ``iaunet parity``: arguments only; the work is in ``iaunet.calib``."""
+from __future__ import annotations
+
+from pathlib import Path
+
+from iaunet.cli import args as common
+from iaunet.core.validate import COUNT, PERCENTILE
+
+
+def add_commands(sub):
+    from iaunet.calib import METHODS
+    p = common.command(sub, "calib", "make an FP16 or INT8 variant of an exported ONNX")
+    p.add_argument("model", help="FP32 ONNX written by 'iaunet export'")
+    p.add_argument("--precision", choices=("fp16", "int8"), required=True, help="the variant to make")
+    common.output(p, "ONNX file to write (replaced if it exists); its .json record (and .calib for int8) beside it")
+    common.data(p, "training split (data set root) or folder of crops; required for int8, optional FP16 overflow "
+                   "probe for fp16", required=False)
+    p.add_argument("--method", choices=METHODS, default="entropy", help="int8 activation calibration")
+    p.add_argument("--samples", type=COUNT, help="calibration images (default: int8 128, fp16 probe 16)")
+    p.add_argument("--percentile", type=PERCENTILE, default=99.99, help="int8 --method percentile: the percentile")
+    p.add_argument("--trt-version", default="10.3.0", help="TensorRT version written in the .calib header")
+    common.seed(p)
+    common.cache_dir(p, "calib")
+    p.set_defaults(func=run_calib)
+
+    p = common.command(sub, "parity", "accuracy parity of ONNX variants against the PyTorch checkpoint")
+    p.add_argument("checkpoint", help="model.pt the variants were exported from")
+    p.add_argument("variants", nargs="*", help="ONNX files (default: those exported from CHECKPOINT beside it)")
+    common.data(p, "data set with query and gallery splits")
+    common.output(p, "report folder (default: CHECKPOINT's folder/parity)", required=False)
+    p.set_defaults(func=run_parity_cmd)
+
+
+def run_calib(args):
+    from iaunet.calib.int8 import trt_version_code
+    from iaunet.cli.train import write_json
+    from iaunet.core.files import check_output_path
+    output = check_output_path(args.output, inputs=[args.model])
+    record_path = output.with_suffix(".json")
+    check_output_path(record_path, inputs=[args.model])
+    if args.precision == "fp16":
+        from iaunet.calib.fp16 import convert_fp16
+        record = convert_fp16(args.model, output, args.data, args.samples or 16, args.seed)
+    else:
+        trt_version_code(args.trt_version)  # validated before any work
+        from iaunet.calib.int8 import quantize_int8
+        record = quantize_int8(args.model, output, args.data, args.method, args.samples or 128,
+                               args.percentile, args.trt_version, args.cache_dir, args.seed)
+    write_json(record_path, record)
+    parity = record.get("parity_vs_fp32_onnx")
+    extra = f"; vs FP32 ONNX: min cosine {parity['min_cosine']:.6f}, mean {parity['mean_cosine']:.6f}" if parity else ""
+    print(f"wrote {output} ({args.precision}) and {record_path}{extra}")
+    return 0
+
+
+def run_parity_cmd(args):
+    from iaunet.calib.parity import run_parity
+    results, out = run_parity(args.checkpoint, args.data, args.variants, args.output)
+    for r in results:
+        verdict = "reference" if r.mode == "pytorch" else ("pass" if r.passed else "FAIL " + ",".join(r.failures))
+        print(f"{r.name:28s} {r.precision:5s} {r.mode:8s} cos mean {r.mean_cosine:.6f} min {r.min_cosine:.6f}  "
+              f"rank-1 {r.rank1:6.2f} ({r.delta_rank1:+.2f})  mAP {r.mAP:6.2f} ({r.delta_map:+.2f})  {verdict}")
+    print(f"reports in {Path(out)}/ (parity.json, parity.md, parity_cosine.png, parity_cmc.png)")
+    return 0 if all(r.passed for r in results) else 2
