@@ -2,7 +2,7 @@
 explicit Q/DQ graphs with a TensorRT calibration cache, and accuracy parity of every
 variant against PyTorch, measured on ONNX Runtime.
 
-Imports onnx and onnxruntime where used; torch only inside ``calib.parity.run_parity``.
+Imports onnx and onnxruntime where used; torch only inside ``iaunet.calib.parity.run_parity``.
 """
 
 METHODS = ("entropy", "percentile", "minmax")  # INT8 activation calibration, ONNX Runtime's names

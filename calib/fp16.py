@@ -8,6 +8,8 @@ bodies (checked after conversion).
 """
 from __future__ import annotations
 
+import re
+import warnings
 from pathlib import Path
 
 from iaunet.calib import graph
@@ -38,9 +40,12 @@ def convert_fp16(src, dst, data=None, samples: int = 16, seed: int = 0) -> dict:
     blocked = graph.native_affinity_nodes(model) | set(overflow)
     log.info("fp16: keeping %d plugin nodes, %d native affinity nodes and %d overflow nodes in FP32",
              len(graph.plugin_node_names(model)), len(graph.native_affinity_nodes(model)), len(overflow))
-    converted = float16.convert_float_to_float16(
-        model, keep_io_types=True, op_block_list=list(float16.DEFAULT_OP_BLOCK_LIST) + list(PLUGIN_OPS),
-        node_block_list=sorted(blocked))
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        converted = float16.convert_float_to_float16(
+            model, keep_io_types=True, op_block_list=list(float16.DEFAULT_OP_BLOCK_LIST) + list(PLUGIN_OPS),
+            node_block_list=sorted(blocked))
+    clamped = summarise_clamping(caught)
     removed = drop_fp16_round_trips(converted)
     restore_float32_outputs(converted)
     before = [(f.name, f.SerializeToString()) for f in model.functions]
@@ -51,7 +56,7 @@ def convert_fp16(src, dst, data=None, samples: int = 16, seed: int = 0) -> dict:
               "fp32_plugin_nodes": sorted(graph.plugin_node_names(model)),
               "fp32_affinity_nodes": sorted(graph.native_affinity_nodes(model)),
               "fp32_overflow_nodes": {k: round(v, 1) for k, v in sorted(overflow.items())},
-              "fp16_round_trips_removed": removed,
+              "fp16_round_trips_removed": removed, "clamped_weights": clamped,
               "calibration": {"data": str(data) if data else None, "samples": 0 if inputs is None else len(inputs)}}
     graph.set_props(converted, precision="fp16", variant=record)
     graph.save_atomically(converted, dst)
@@ -59,6 +64,27 @@ def convert_fp16(src, dst, data=None, samples: int = 16, seed: int = 0) -> dict:
         parity = compare(run_onnxruntime(src, inputs, 8), run_onnxruntime(dst, inputs, 8))
         record["parity_vs_fp32_onnx"] = vars(parity)
     return record
+
+
+_CLAMP = re.compile(r"the float32 number (\S+) will be truncated to (\S+)")
+
+
+def summarise_clamping(caught) -> dict:
+    """The converter warns once per weight tensor whose values leave FP16's range
+    (magnitudes below its smallest normal value are raised to it, above 65504 cut to
+    it). Turn those warnings into one log line and a count per target value; other
+    warnings go back to the warnings machinery (shown with -v)."""
+    targets = {}
+    for w in caught:
+        match = _CLAMP.search(str(w.message))
+        if match is None:
+            warnings.warn_explicit(w.message, w.category, w.filename, w.lineno)
+            continue
+        targets[match.group(2)] = targets.get(match.group(2), 0) + 1
+    if targets:
+        log.info("fp16: %d weight tensors had values outside FP16's range, clamped to %s",
+                 sum(targets.values()), ", ".join(f"{t} ({n})" for t, n in sorted(targets.items())))
+    return targets
 
 
 def _cast_to(node) -> int | None:

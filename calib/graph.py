@@ -17,7 +17,7 @@ from iaunet.core.graph_io import INPUT_NAME, METADATA_PREFIX
 
 FP16_MAX = 65504.0
 OVERFLOW_MARGIN = 0.5  # keep a node in FP32 when its output comes within 2x of FP16's limit
-_AFFINITY_EXPAND = {"Sub", "ReduceMax", "Where"}
+_AFFINITY_EXPAND = {"Sub", "ReduceMax", "ReduceMin", "Where"}
 
 
 def _producers(graph):

@@ -9,6 +9,10 @@ hash, the method, the sample count and the percentile.
 """
 from __future__ import annotations
 
+import contextlib
+import hashlib
+import json
+import io
 import os
 import shutil
 import struct
@@ -24,7 +28,7 @@ from iaunet.calib.data import calibration_sources, load_inputs, pick
 from iaunet.export.checks import compare, run_onnxruntime
 from iaunet.export.metadata import load_onnx, metadata_of
 from iaunet.core.errors import IAUnetError
-from iaunet.core.files import cache_folder, check_output_path, sha256_file
+from iaunet.core.files import atomic_output, cache_folder, check_output_path, sha256_file
 from iaunet.core.graph_io import INPUT_NAME
 from iaunet.core.log import get_logger
 from iaunet.core.progress import Progress
@@ -60,7 +64,8 @@ def write_trt_cache(scales: dict, path: Path, trt_version: str = "10.3.0") -> No
     """TensorRT calibration cache: header, then ``tensor: hex(float32 scale)`` lines."""
     lines = [f"TRT-{trt_version_code(trt_version)}-EntropyCalibration2"]
     lines += [f"{name}: {struct.pack('>f', scale).hex()}" for name, scale in sorted(scales.items())]
-    Path(path).write_text("\n".join(lines) + "\n")
+    with atomic_output(path) as tmp:
+        Path(tmp).write_text("\n".join(lines) + "\n")
 
 
 def read_trt_cache(path) -> dict:
@@ -110,11 +115,30 @@ def _quantize(src: Path, out: Path, inputs: np.ndarray, method: str, percentile:
     from onnxruntime.quantization import CalibrationMethod, QuantFormat, QuantType, quantize_static
     methods = {"entropy": CalibrationMethod.Entropy, "percentile": CalibrationMethod.Percentile,
                "minmax": CalibrationMethod.MinMax}
-    quantize_static(str(src), str(out), _reader(inputs), quant_format=QuantFormat.QDQ,
-                    op_types_to_quantize=QUANTIZED_OPS, per_channel=True, activation_type=QuantType.QInt8,
-                    weight_type=QuantType.QInt8, nodes_to_exclude=sorted(exclude), calibrate_method=methods[method],
-                    extra_options={"ActivationSymmetric": True, "WeightSymmetric": True, "QuantizeBias": False,
-                                   "OpTypesToExcludeOutputQuantization": QUANTIZED_OPS, "CalibPercentile": percentile})
+    printed = io.StringIO()
+    with contextlib.redirect_stdout(printed):  # its calibrator prints progress notes; shown with -v
+        quantize_static(str(src), str(out), _reader(inputs), quant_format=QuantFormat.QDQ,
+                        op_types_to_quantize=QUANTIZED_OPS, per_channel=True, activation_type=QuantType.QInt8,
+                        weight_type=QuantType.QInt8, nodes_to_exclude=sorted(exclude),
+                        calibrate_method=methods[method],
+                        extra_options={"ActivationSymmetric": True, "WeightSymmetric": True, "QuantizeBias": False,
+                                       "OpTypesToExcludeOutputQuantization": QUANTIZED_OPS,
+                                       "CalibPercentile": percentile})
+    if printed.getvalue().strip():
+        log.debug("onnxruntime quantization printed:\n%s", printed.getvalue().rstrip())
+
+
+def calibration_key(src, sources, method: str, percentile: float, seed: int, exclude) -> str:
+    """What decides a calibration: the ONNX content, the method and its settings, the seed,
+    the quantization settings, and each calibration image with its size and modification
+    time. Any change is a cache miss."""
+    files = [str(f) for s in sources for f in (s if isinstance(s, (tuple, list)) else (s,))]
+    stamp = [(f, os.stat(f).st_size, os.stat(f).st_mtime_ns) for f in files]
+    payload = {"onnx": sha256_file(src), "method": method, "seed": seed, "images": stamp,
+               "percentile": percentile if method == "percentile" else None, "ops": QUANTIZED_OPS,
+               "exclude": sorted(exclude)}
+    digest = hashlib.sha256(json.dumps(payload, sort_keys=True).encode()).hexdigest()[:24]
+    return f"{method}-{len(sources)}-{digest}"
 
 
 def quantize_int8(src, dst, data, method: str = "entropy", samples: int = 128, percentile: float = 99.99,
@@ -130,10 +154,10 @@ def quantize_int8(src, dst, data, method: str = "entropy", samples: int = 128, p
     if graph.get_prop(model, "precision", "fp32") != "fp32":
         raise IAUnetError(f"{src} is already a {graph.get_prop(model, 'precision')} variant; expected an FP32 export")
     sources = pick(calibration_sources(data, meta.config.variant == "video"), samples, seed)
-    key = f"{sha256_file(src)[:16]}-{method}-{len(sources)}-{percentile:g}-s{seed}"
+    exclude = graph.native_affinity_nodes(model) | graph.affinity_neighbour_matmuls(model)
+    key = calibration_key(src, sources, method, percentile, seed, exclude)
     cache = cache_folder("calib", cache_dir)
     cached = cache / f"{key}.onnx"
-    exclude = graph.native_affinity_nodes(model) | graph.affinity_neighbour_matmuls(model)
     from_cache = cached.is_file()
     if from_cache:
         log.info("int8: reusing cached calibration %s", cached)

@@ -10,7 +10,7 @@ PTX entries take exactly TensorRT's arguments (inputs, scalars, outputs; see eng
 Where H*W is a multiple of 16 the aligned channel variant is chosen: TensorRT's tensors
 are allocated with at least 256-byte alignment.
 
-For TensorRT 10.3 to 10.8 the route is ``runtime.trt_plugin_v3`` (Python IPluginV3).
+For TensorRT 10.3 to 10.8 the route is ``iaunet.runtime.trt_plugin_v3`` (Python IPluginV3).
 
 Kept thin and checked against the binding wheels (tests/engines/test_trt_names.py); it
 cannot run here (no TensorRT libraries). No ``from __future__ import annotations``: the
@@ -21,16 +21,15 @@ from typing import Tuple, Union
 
 from iaunet.core.errors import IAUnetError
 from iaunet.core import cuda_driver
-from iaunet.runtime import trt_plugin_v3
-from iaunet.core.plugin_contract import CHANNEL_OP, PART_OP, PtxManifest
+from iaunet.core.plugin_contract import (CHANNEL_OP, PART_OP, PLUGIN_NAMESPACE, PLUGIN_VERSION, PtxManifest,
+                                         dtype_name, tensorrt_version)
 
-NAMESPACE = "iaunet"
 MIN_AOT_VERSION = (10, 9)
 TRT_MIN_VERSION = MIN_AOT_VERSION  # every TensorRT name below is checked against wheels >= this
 
 
 def supports_aot_plugins(trt) -> bool:
-    return (trt_plugin_v3.tensorrt_version(trt) >= MIN_AOT_VERSION
+    return (tensorrt_version(trt) >= MIN_AOT_VERSION
             and importlib.util.find_spec("tensorrt.plugin") is not None)
 
 
@@ -60,15 +59,17 @@ _ACTIVE = {}  # the PTX folder the registered plugins serve; tensorrt.plugin reg
 def register_aot_plugins(ptx_dir) -> list:
     """Register both plugins with TensorRT's plugin registry; returns their ids. Calling it
     again in the same process switches the PTX folder. A process uses one route: this
-    refuses once the IPluginV3 creators (runtime.trt_plugin_v3) have replaced these."""
+    refuses when another creator (the IPluginV3 route, iaunet.runtime.trt_plugin_v3) already
+    holds these names in TensorRT's registry."""
     import tensorrt as trt
     if not supports_aot_plugins(trt):
         raise IAUnetError(f"TensorRT {trt.__version__} has no ahead-of-time Python plugins (needs 10.9+); "
                           "use the IPluginV3 route for JetPack 6")
-    if trt_plugin_v3.registered():
+    if "manifest" not in _ACTIVE and trt.get_plugin_registry().get_creator(CHANNEL_OP, PLUGIN_VERSION,
+                                                                            PLUGIN_NAMESPACE) is not None:
         raise IAUnetError("this process registered the IPluginV3 IAU plugins; build AOT-plugin engines in a "
                           "separate process")
-    ids = [f"{NAMESPACE}::{CHANNEL_OP}", f"{NAMESPACE}::{PART_OP}"]
+    ids = [f"{PLUGIN_NAMESPACE}::{CHANNEL_OP}", f"{PLUGIN_NAMESPACE}::{PART_OP}"]
     manifest = PtxManifest(ptx_dir)
     cuda_driver.check_arch(manifest.arch, f"{ptx_dir} holds PTX")
     first = "manifest" not in _ACTIVE
@@ -81,27 +82,27 @@ def register_aot_plugins(ptx_dir) -> list:
 def _define_aot_plugins(trt) -> None:
     import tensorrt.plugin as trtp
 
-    @trtp.register(f"{NAMESPACE}::{CHANNEL_OP}")
+    @trtp.register(f"{PLUGIN_NAMESPACE}::{CHANNEL_OP}")
     def channel_desc(x: trtp.TensorDesc) -> Tuple[trtp.TensorDesc]:
         return x.like()
 
-    @trtp.aot_impl(f"{NAMESPACE}::{CHANNEL_OP}")
+    @trtp.aot_impl(f"{PLUGIN_NAMESPACE}::{CHANNEL_OP}")
     def channel_aot(x: trtp.TensorDesc, outputs: Tuple[trtp.TensorDesc], tactic: int
                     ) -> Tuple[Union[str, bytes], Union[str, bytes], trtp.KernelLaunchParams, trtp.SymExprs]:
         k = _constant(x.shape_expr[1], "the channel count K")
         l = _constant(x.shape_expr[2], "H*W")
-        kernel = _ACTIVE["manifest"].select(CHANNEL_OP, trt_plugin_v3.dtype_name(trt, x.dtype, CHANNEL_OP), l)
+        kernel = _ACTIVE["manifest"].select(CHANNEL_OP, dtype_name(trt, x.dtype, CHANNEL_OP), l)
         return _aot_result(trtp, kernel, kernel.grid(1, k)[0], x.shape_expr[0], (k, l))
 
-    @trtp.register(f"{NAMESPACE}::{PART_OP}")
+    @trtp.register(f"{PLUGIN_NAMESPACE}::{PART_OP}")
     def part_desc(s: trtp.TensorDesc, frames: int, parts: int) -> Tuple[trtp.TensorDesc]:
         return s.like()
 
-    @trtp.aot_impl(f"{NAMESPACE}::{PART_OP}")
+    @trtp.aot_impl(f"{PLUGIN_NAMESPACE}::{PART_OP}")
     def part_aot(s: trtp.TensorDesc, frames: int, parts: int, outputs: Tuple[trtp.TensorDesc], tactic: int
                  ) -> Tuple[Union[str, bytes], Union[str, bytes], trtp.KernelLaunchParams, trtp.SymExprs]:
         n = _constant(s.shape_expr[1], "the part-node count N")
         if n != frames * parts:
             raise IAUnetError(f"IAUPartAffinity input has N={n} but frames*parts={frames * parts}")
-        kernel = _ACTIVE["manifest"].select(PART_OP, trt_plugin_v3.dtype_name(trt, s.dtype, PART_OP), n)
+        kernel = _ACTIVE["manifest"].select(PART_OP, dtype_name(trt, s.dtype, PART_OP), n)
         return _aot_result(trtp, kernel, kernel.grid(1, n)[0], s.shape_expr[0], (n, parts))

@@ -2,7 +2,8 @@
 as reference bodies) or plain ops; metadata; checks (onnx checker, ONNX Runtime parity
 against PyTorch, the ONNX reference evaluator, a TensorRT 10.3 operator lint).
 
-``export.read_metadata`` needs only onnx; ``export.export_checkpoint`` needs torch too.
+``iaunet.export.read_metadata`` needs only onnx; ``iaunet.export.export_checkpoint`` needs
+torch too.
 """
 import importlib
 

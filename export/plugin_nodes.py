@@ -59,17 +59,18 @@ def traced_part_affinity(logits, frames, parts):
     return _PartAffinityNode.apply(logits, frames, parts)
 
 
-def _reduce_max_last(opset: int, name_in: str, name_out: str) -> list:
+def _reduce_last(op: str, opset: int, name_in: str, name_out: str, axes: str = "axes") -> list:
+    """``op`` (ReduceMax, ReduceMin) over the last axis, keeping it."""
     if opset >= 18:  # axes moved from attribute to input
-        return [helper.make_node("Constant", [], ["axes"], value=numpy_helper.from_array(np.array([-1], np.int64))),
-                helper.make_node("ReduceMax", [name_in, "axes"], [name_out], keepdims=1)]
-    return [helper.make_node("ReduceMax", [name_in], [name_out], axes=[-1], keepdims=1)]
+        return [helper.make_node("Constant", [], [axes], value=numpy_helper.from_array(np.array([-1], np.int64))),
+                helper.make_node(op, [name_in, axes], [name_out], keepdims=1)]
+    return [helper.make_node(op, [name_in], [name_out], axes=[-1], keepdims=1)]
 
 
 def channel_affinity_function(opset: int) -> onnx.FunctionProto:
     nodes = [helper.make_node("Transpose", ["X"], ["Xt"], perm=[0, 2, 1]),
              helper.make_node("MatMul", ["X", "Xt"], ["S"]),
-             *_reduce_max_last(opset, "S", "Smax"),
+             *_reduce_last("ReduceMax", opset, "S", "Smax"),
              helper.make_node("Sub", ["S", "Smax"], ["Sc"]),
              helper.make_node("Softmax", ["Sc"], ["P"], axis=-1),
              helper.make_node("MatMul", ["P", "X"], ["Y"])]
@@ -79,10 +80,16 @@ def channel_affinity_function(opset: int) -> onnx.FunctionProto:
 
 def part_affinity_function(opset: int, frames: int, parts: int) -> onnx.FunctionProto:
     mask = part_relation_mask(frames, parts).numpy()
+    # shift by the largest unmasked logit (masked entries stand in as the row minimum),
+    # then give masked entries the finite MASK_LOGIT: exact for any finite logits
     nodes = [helper.make_node("Constant", [], ["mask"], value=numpy_helper.from_array(mask, "mask")),
              helper.make_node("Constant", [], ["fill"],
                               value=helper.make_tensor("fill", TensorProto.FLOAT, [], [MASK_LOGIT])),
-             helper.make_node("Where", ["mask", "fill", "S"], ["Sm"]),
+             *_reduce_last("ReduceMin", opset, "S", "Smin"),
+             helper.make_node("Where", ["mask", "Smin", "S"], ["Su"]),
+             *_reduce_last("ReduceMax", opset, "Su", "Smax", axes="axes_max"),
+             helper.make_node("Sub", ["S", "Smax"], ["Sc"]),
+             helper.make_node("Where", ["mask", "fill", "Sc"], ["Sm"]),
              helper.make_node("Softmax", ["Sm"], ["W"], axis=-1)]
     return helper.make_function(DOMAIN, PART_OP, ["S"], ["W"], nodes, [helper.make_opsetid("", opset)],
                                 attributes=["frames", "parts", "plugin_namespace", "plugin_version"])

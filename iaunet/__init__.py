@@ -1,7 +1,10 @@
-"""IAUnet edge toolkit: the shared, dependency-free core (version, errors, logging).
+"""IAUnet edge toolkit: one import package.
 
-Every stage package (train, export, calib, engines, runtime) imports this; it must
-stay importable with the standard library alone.
+``iaunet.core`` is the dependency-free base; the stages ``iaunet.train``,
+``iaunet.export``, ``iaunet.calib``, ``iaunet.engines`` and ``iaunet.runtime`` (the
+repository's top-level folders) build on it in that order; ``iaunet.cli`` (the
+``iaunet`` command), ``iaunet.demo`` and ``iaunet.doctor`` sit on top. Importing
+``iaunet`` itself needs the standard library alone.
 """
 from iaunet.core.errors import IAUnetError
 

@@ -28,31 +28,16 @@ import numpy as np
 from iaunet.core.plugin_contract import PLUGIN_NAMESPACE, PLUGIN_OPS, PLUGIN_VERSION
 from iaunet.core.errors import IAUnetError
 from iaunet.core import cuda_driver
-from iaunet.core.plugin_contract import (OP_ATTRIBUTES, PtxManifest, check_shape, choose_kernels, for_pointers,
-                             kernels_from_bytes, kernels_to_bytes)
+from iaunet.core.plugin_contract import (IPLUGINV3_MIN_VERSION, OP_ATTRIBUTES, PtxManifest, check_shape, choose_kernels, dtype_name,
+                                         for_pointers, kernels_from_bytes, kernels_to_bytes, tensorrt_version)
 
-TRT_MIN_VERSION = (10, 3)
+TRT_MIN_VERSION = IPLUGINV3_MIN_VERSION
 KERNEL_FIELD = "iaunet_kernels"
 _REGISTERED = {}  # op -> creator: TensorRT's registry must not outlive the Python objects
 
 
 def _dims(dims) -> tuple:
     return tuple(int(dims[i]) for i in range(len(dims)))
-
-
-def tensorrt_version(trt) -> tuple:
-    """(major, minor) of an imported ``tensorrt`` module."""
-    return tuple(int(p) for p in trt.__version__.split(".")[:2])
-
-
-def dtype_name(trt, dtype, op: str) -> str:
-    """'fp32' or 'fp16' for a TensorRT DataType; anything else is refused naming the op."""
-    if dtype == trt.DataType.FLOAT:
-        return "fp32"
-    if dtype == trt.DataType.HALF:
-        return "fp16"
-    raise IAUnetError(f"{op} takes float32 or float16 inputs, got {dtype}; keep the IAU affinity ops out of "
-                      "INT8/BF16/FP8 (the calib stage does)")
 
 
 def _attributes(op: str, fields) -> tuple:

@@ -67,6 +67,8 @@ def test_export_bad_inputs_leave_no_file(tmp_path):
     import torch
     raw = torch.load(good, weights_only=True)
     raw["config"]["backbone"] = "resnet34"
+    from iaunet.train.checkpoint import tensors_sha256
+    raw["tensors_sha256"] = tensors_sha256(raw["state_dict"], raw["config"])  # intact file, wrong config
     torch.save(raw, tmp_path / "mismatch.pt")
     assert_one_line_error(iaunet("export", tmp_path / "mismatch.pt", "-o", tmp_path / "m.onnx"), "do not match its config")
     assert not list(tmp_path.glob("*.onnx*"))

@@ -1,8 +1,9 @@
 """Training stage: IAUnet (image and video), IAU blocks, backbones, data readers, the
 synthetic generator, sampler, losses, trainer, CMC/mAP evaluation and checkpoints.
 
-The public names below load lazily, so ``train.cli`` and ``train.data.synth`` import
-without torch; touching ``train.create_model`` and friends imports it.
+The public names below load lazily, so ``iaunet.train.options`` and
+``iaunet.train.data.synth`` import without torch; touching ``iaunet.train.create_model``
+and friends imports it.
 """
 import importlib
 

@@ -1,23 +1,41 @@
-"""Checkpoints: the state dict plus the model config, loadable with ``weights_only=True``."""
+"""Checkpoints: the state dict plus the model config, loadable with ``weights_only=True``,
+and a SHA-256 of both (``tensors_sha256``) checked on every load, so a file corrupted on
+disk is refused by name instead of loading wrong weights."""
 from __future__ import annotations
 
+import hashlib
+import json
 from pathlib import Path
 
 import torch
 
 from iaunet.core.errors import IAUnetError
 from iaunet.core.files import atomic_output
+from iaunet.core.log import get_logger
 from iaunet.train.config import ModelConfig
 
 FORMAT = "iaunet-checkpoint-v1"
+DIGEST = "tensors_sha256"
+log = get_logger("train")
+
+
+def tensors_sha256(state: dict, config: dict) -> str:
+    """SHA-256 over the config and every tensor's name, dtype, shape and bytes."""
+    digest = hashlib.sha256(json.dumps(config, sort_keys=True).encode())
+    for name in sorted(state):
+        tensor = state[name].detach().cpu().contiguous()
+        digest.update(f"{name}|{tensor.dtype}|{tuple(tensor.shape)}|".encode())
+        digest.update(tensor.reshape(-1).view(torch.uint8).numpy().tobytes())
+    return digest.hexdigest()
 
 
 def save_checkpoint(path, model, extra: dict | None = None) -> Path:
     """Write ``{format, config, state_dict, **extra}`` atomically (temp file, rename)."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    payload = {"format": FORMAT, "config": model.config.to_dict(),
-               "state_dict": {k: v.detach().cpu() for k, v in model.state_dict().items()}}
+    state = {k: v.detach().cpu() for k, v in model.state_dict().items()}
+    config = model.config.to_dict()
+    payload = {"format": FORMAT, "config": config, "state_dict": state, DIGEST: tensors_sha256(state, config)}
     payload.update(extra or {})
     with atomic_output(path) as tmp:
         torch.save(payload, tmp)
@@ -32,10 +50,15 @@ def read_checkpoint(path) -> dict:
     try:
         payload = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as exc:
-        raise IAUnetError(f"{path} is not a readable checkpoint ({type(exc).__name__}); "
-                          "expected a file written by 'iaunet train'") from None
+        raise IAUnetError(f"{path} is not a readable checkpoint: corrupted, or not written by 'iaunet train' "
+                          f"({type(exc).__name__})") from None
     if not isinstance(payload, dict) or payload.get("format") != FORMAT:
         raise IAUnetError(f"{path} is not an IAUnet checkpoint; expected a dict with format {FORMAT!r}")
+    if DIGEST not in payload:
+        log.info("note: %s carries no checksum (written before checkpoints had one); it cannot be verified", path)
+    elif tensors_sha256(payload["state_dict"], payload["config"]) != payload[DIGEST]:
+        raise IAUnetError(f"checkpoint {path} is corrupted: its weights do not match the SHA-256 saved with them; "
+                          "restore it from a copy or train again")
     return payload
 
 

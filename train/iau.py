@@ -63,11 +63,15 @@ def part_affinity(logits: torch.Tensor, frames: int, parts: int) -> torch.Tensor
     """Row softmax of relation ``logits`` (B, N, N), N = frames * parts, with the pairs of
     ``part_relation_mask(frames, parts)`` excluded.
 
-    Masked entries get the finite ``MASK_LOGIT`` so the op is exact in FP16 and FP32.
+    The logits are first shifted by the row's largest UNMASKED logit (found with the
+    masked entries replaced by the row minimum, so no huge constant is needed); masked
+    entries then get the finite ``MASK_LOGIT`` below every shifted logit's 0. Their
+    weight is exactly 0 in FP16 and FP32 for any finite logits, as in the authors' code.
     """
     mask = part_relation_mask(frames, parts, logits.device)
+    unmasked_max = torch.where(mask, logits.amin(dim=-1, keepdim=True), logits).amax(dim=-1, keepdim=True)
     fill = torch.tensor(MASK_LOGIT, dtype=logits.dtype, device=logits.device)
-    return torch.softmax(torch.where(mask, fill, logits), dim=-1)
+    return torch.softmax(torch.where(mask, fill, logits - unmasked_max), dim=-1)
 
 
 # The implementations the blocks call. Export swaps in versions that trace to plugin

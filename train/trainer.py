@@ -52,16 +52,16 @@ def seed_everything(seed: int):
     torch.manual_seed(seed)
 
 
-def train_one_epoch(model, loader, criteria, optimizer, scaler, device, config, epoch, opts) -> dict:
-    """One pass over the P x K loader; returns the mean losses and images/s."""
+def train_one_epoch(model, loader, criteria, optimizer, scaler, device, config, epoch, opts, bar=None) -> dict:
+    """One pass over the P x K loader; returns the mean losses and images/s. ``bar``, the
+    run's progress bar, advances one step per epoch and shows the running loss."""
     model.train()
     loader.sampler.set_epoch(epoch)
     loader.dataset.set_epoch(epoch)
     ce, triplet, mask_loss = criteria
     use_masks = opts.mask_weight > 0 and loader.dataset.samples[0].masks
     totals, seen, start = {"loss": 0.0, "ce": 0.0, "tri": 0.0, "mask": 0.0}, 0, time.perf_counter()
-    rank0 = loader.sampler.rank == 0
-    bar = Progress(len(loader), f"epoch {epoch + 1}/{opts.epochs}", "img", enabled=opts.progress and rank0)
+    bar = bar or Progress(1, enabled=False)
     for images, pids, _, masks in loader:
         images, pids, masks = images.to(device), pids.to(device), masks.to(device)
         with torch.autocast(device_type=device.type, dtype=torch.float16, enabled=scaler.is_enabled()):
@@ -79,8 +79,8 @@ def train_one_epoch(model, loader, criteria, optimizer, scaler, device, config, 
         totals["loss"] += loss.item() * n
         for k, v in losses.items():
             totals[k] += v.item() * n
-        bar.update(1, items=n, loss=totals["loss"] / seen)
-    bar.close()
+        bar.update(0, items=n, epoch=epoch + 1, loss=totals["loss"] / seen)
+    bar.update(1, items=0)
     stats = {k: v / max(seen, 1) for k, v in totals.items()}
     stats["images_per_s"] = seen / (time.perf_counter() - start)
     return stats
@@ -167,10 +167,11 @@ def main(opts: TrainOptions) -> Path:
     scaler = torch.amp.GradScaler("cuda", enabled=opts.amp and device.type == "cuda")
     criteria = (LabelSmoothCrossEntropy(opts.label_smooth), BatchHardTriplet(opts.margin), PartMaskLoss())
     start_epoch, history = _resume(opts, model, optimizer, scaler) if opts.resume else (0, [])
+    bar = Progress(opts.epochs - start_epoch, "training", "img", enabled=opts.progress and rank == 0)
     for epoch in range(start_epoch, opts.epochs):
         for group in optimizer.param_groups:
             group["lr"] = opts.lr * lr_factor(epoch, opts.warmup_epochs, opts.milestones, opts.gamma)
-        stats = train_one_epoch(net, loader, criteria, optimizer, scaler, device, config, epoch, opts)
+        stats = train_one_epoch(net, loader, criteria, optimizer, scaler, device, config, epoch, opts, bar)
         stats["epoch"], stats["lr"] = epoch + 1, optimizer.param_groups[0]["lr"]
         if rank == 0 and opts.eval_every and (epoch + 1) % opts.eval_every == 0:
             stats["eval"] = {k: v for k, v in evaluate(model, data, device, config).items() if k != "cmc"}
@@ -180,6 +181,7 @@ def main(opts: TrainOptions) -> Path:
             save_checkpoint(out / "last.pt", model, {
                 "epoch": epoch + 1, "optimizer": optimizer.state_dict(), "scaler": scaler.state_dict(),
                 "history": json.dumps(history), "options": json.dumps(vars(opts))})
+    bar.close()
     if rank == 0:
         final = save_checkpoint(out / "model.pt", model, {"epoch": opts.epochs, "history": json.dumps(history)})
         (out / "history.json").write_text(json.dumps(history, indent=2))

@@ -2,8 +2,9 @@
 
 One program per (batch, row). The mask comes from the ``frames`` and ``parts``
 attributes (docs/ops/IAUPartAffinity.md): inside a frame a node skips itself, across
-frames it sees only the same part. Masked entries take the finite logit -30000 as the
-op definition says; padding columns take -inf. FP32 arithmetic, FP16 or FP32 in/out.
+frames it sees only the same part. The row is shifted by its largest unmasked logit,
+then masked entries take the finite logit -30000 as the op definition says; padding
+columns take -inf. FP32 arithmetic, FP16 or FP32 in/out.
 Parameters: input, scalars, output (TensorRT's AOT plugin order); tensors contiguous.
 """
 from __future__ import annotations
@@ -27,8 +28,9 @@ def part_affinity_kernel(S, N, PARTS, W, BLOCK_N: tl.constexpr):
     same_frame = (row // PARTS) == (cols // PARTS)
     same_part = (row % PARTS) == (cols % PARTS)
     masked = (same_frame & same_part) | ((~same_frame) & (~same_part))
-    logits = tl.where(masked & col_ok, MASK_LOGIT, logits)
-    logits = logits - tl.max(logits, 0)
+    # shift by the largest unmasked logit, then mask: exact for any finite logits
+    unmasked_max = tl.max(tl.where(masked | (~col_ok), float("-inf"), logits), 0)
+    logits = tl.where(masked & col_ok, MASK_LOGIT, logits - unmasked_max)
     e = tl.exp(logits)
     w = e / tl.sum(e, 0)
     tl.store(W + batch * stride_b + row * stride_r + cols, w.to(W.dtype.element_ty), mask=col_ok)

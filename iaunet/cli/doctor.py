@@ -1,4 +1,4 @@
-"""``iaunet doctor``: arguments only (placeholder until iaunet.doctor lands)."""
+"""``iaunet doctor``: arguments only; the work is in ``iaunet.doctor``."""
 from __future__ import annotations
 
 from iaunet.cli import args as common
@@ -6,4 +6,10 @@ from iaunet.cli import args as common
 
 def add_commands(sub):
     p = common.command(sub, "doctor", "what this machine can run: packages, TensorRT route, GPUs, per stage")
-    p.set_defaults(func=lambda args: 0)
+    p.add_argument("--json", metavar="PATH", help="also write the same facts as JSON to PATH (replaced if it exists)")
+    p.set_defaults(func=run_doctor)
+
+
+def run_doctor(args):
+    from iaunet.doctor import run
+    return run(args.json)

@@ -47,16 +47,22 @@ def run_compile(args):
 
     from iaunet.engines.aot import DEFAULT_HW, DEFAULT_NODES, compile_kernels, default_variants
     from iaunet.core.errors import IAUnetError
+    from iaunet.core.files import atomic_folder, cache_folder
     ptx_version = None
     if args.ptx_version:
         major, _, minor = args.ptx_version.partition(".")
         if not (major.isdigit() and minor.isdigit() and len(minor) == 1):
             raise IAUnetError(f"--ptx-version {args.ptx_version!r} is not a PTX ISA version; expected e.g. 8.5")
         ptx_version = int(major) * 10 + int(minor)
-    for arch in args.arch:
-        out = Path(args.output) if len(args.arch) == 1 else Path(args.output) / f"sm{arch}"
-        variants = default_variants(args.hw or DEFAULT_HW, args.nodes or DEFAULT_NODES, arch)
-        manifest = compile_kernels(arch, out, variants, args.cache_dir, ptx_version)
+    cache_folder("ptx", args.cache_dir)  # refused now if it is a file, not after compiling
+    with atomic_folder(args.output) as tmp:  # an interrupt leaves no folder without its manifest
+        manifests, archs = {}, list(dict.fromkeys(args.arch))
+        for arch in archs:
+            out = tmp if len(archs) == 1 else tmp / f"sm{arch}"
+            variants = default_variants(args.hw or DEFAULT_HW, args.nodes or DEFAULT_NODES, arch)
+            manifests[arch] = compile_kernels(arch, out, variants, args.cache_dir, ptx_version)
+    for arch, manifest in manifests.items():
+        out = Path(args.output) if len(manifests) == 1 else Path(args.output) / f"sm{arch}"
         print(f"sm_{arch}: {len(manifest['kernels'])} kernels, PTX {manifest['ptx_version']} (CUDA driver "
               f"{manifest['min_cuda_driver']}+) -> {out}/ (Triton {manifest['triton_version']})")
     return 0

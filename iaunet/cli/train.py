@@ -58,13 +58,11 @@ def _add_training_options(p):
 
 
 def run_synth(args):
-    from iaunet.core.errors import IAUnetError
+    from iaunet.core.files import atomic_folder
     from iaunet.train.data.synth import generate_market, generate_mars
-    out = Path(args.output)
-    if out.exists() and (not out.is_dir() or any(out.iterdir())):
-        raise IAUnetError(f"output folder {out} is not empty; expected a new or empty folder")
     gen = generate_mars if args.video else generate_market
-    info = gen(out, identities=args.identities, cameras=args.cameras, seed=args.seed)
+    with atomic_folder(args.output) as tmp:  # an interrupt leaves no half data set
+        info = gen(tmp, identities=args.identities, cameras=args.cameras, seed=args.seed)
     print(json.dumps(info))
     return 0
 

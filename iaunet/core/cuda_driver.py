@@ -1,4 +1,4 @@
-"""The few CUDA driver calls the IPluginV3 route needs, through ``ctypes`` on libcuda:
+"""The few CUDA driver calls the IAU plugins (IPluginV3 route, kernel benchmark) need, through ``ctypes`` on libcuda:
 load PTX into the current context, look up its entry, raise its dynamic shared-memory
 limit, and launch it on a stream given as a raw handle.
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import os
+import shutil
 import tempfile
 from pathlib import Path
 
@@ -74,3 +75,41 @@ def atomic_output(path):
     finally:
         if os.path.exists(tmp):
             os.remove(tmp)
+
+
+def check_output_folder(path) -> Path:
+    """Refuse, before any work, a folder output that exists with content, is a file, or
+    whose parent does not exist or cannot be written."""
+    path = Path(path)
+    if path.exists() and not path.is_dir():
+        raise IAUnetError(f"output {path} is a file; expected a new or empty folder")
+    if path.is_dir() and any(path.iterdir()):
+        raise IAUnetError(f"output folder {path} is not empty; expected a new or empty folder")
+    parent = path.parent
+    if not parent.is_dir():
+        raise IAUnetError(f"output folder {parent} does not exist" if not parent.exists()
+                          else f"output {path}: {parent} is a file, not a folder")
+    if not os.access(parent, os.W_OK):
+        raise IAUnetError(f"output folder {parent} is not writable")
+    return path
+
+
+@contextlib.contextmanager
+def atomic_folder(path):
+    """Yield a temporary folder beside ``path``; when the block finishes it becomes ``path``
+    (which must be absent or empty); on an error or interrupt it is removed and ``path``
+    is left as it was."""
+    path = Path(path)
+    check_output_folder(path)
+    tmp = Path(tempfile.mkdtemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp"))
+    try:
+        yield tmp
+        if path.is_dir():
+            if any(path.iterdir()):
+                raise IAUnetError(f"output folder {path} was filled by something else while this ran; "
+                                  "nothing was written to it")
+            path.rmdir()
+        os.replace(tmp, path)
+    finally:
+        if tmp.exists():
+            shutil.rmtree(tmp)

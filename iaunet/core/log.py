@@ -9,6 +9,7 @@ come, and our debug lines too.
 from __future__ import annotations
 
 import logging
+import re
 import sys
 from collections import Counter
 
@@ -35,7 +36,21 @@ class _ThirdParty(logging.Handler):
         if self.verbose:
             sys.stderr.write(self.format(record) + "\n")
         else:
-            self.hidden["warnings" if record.name == "py.warnings" else record.name] += 1
+            self.hidden[_source(record)] += 1
+
+
+def _source(record) -> str:
+    """The package a record came from: its logger's name, or for the root logger and
+    warnings, the installed package its file lies in."""
+    if record.name not in ("root", "py.warnings"):
+        return record.name.split(".")[0]
+    path = record.pathname.replace("\\", "/")
+    if record.name == "py.warnings":
+        match = re.search(r"(/[^\s:]+\.py):\d+:", record.getMessage())
+        path = match.group(1) if match else path
+    if "-packages/" in path:
+        return path.split("-packages/", 1)[1].split("/")[0]
+    return "warnings" if record.name == "py.warnings" else "root logger"
 
 
 _CAPTURE = _ThirdParty()

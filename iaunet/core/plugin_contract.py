@@ -1,5 +1,6 @@
-"""What an engine with IAU plugins needs at run time, with the standard library only:
-the PTX manifest written by ``iaunet plugins compile``, the choice of kernel variant for
+"""The IAU plugin contract, with the standard library only: the op names, domain and
+plugin version the ONNX nodes and TensorRT's registry share, and what an engine with
+IAU plugins needs at run time: the PTX manifest written by ``iaunet plugins compile``, the choice of kernel variant for
 a dtype and shape, the launch geometry, and the kernel arguments packed the way the CUDA
 driver's ``cuLaunchKernel`` takes them. Both TensorRT plugin routes use it.
 
@@ -239,3 +240,22 @@ class PtxManifest:
         if "sha256" in entry and hashlib.sha256(ptx).hexdigest() != entry["sha256"]:
             raise IAUnetError(f"{path} does not match its manifest checksum (changed or corrupt); recompile it")
         return ptx
+
+
+IPLUGINV3_MIN_VERSION = (10, 3)  # Python IPluginV3 plugins (JetPack 6); the names below exist from here on
+TRT_MIN_VERSION = IPLUGINV3_MIN_VERSION
+
+
+def tensorrt_version(trt) -> tuple:
+    """(major, minor) of an imported ``tensorrt`` module."""
+    return tuple(int(p) for p in trt.__version__.split(".")[:2])
+
+
+def dtype_name(trt, dtype, op: str) -> str:
+    """'fp32' or 'fp16' for a TensorRT DataType; anything else is refused naming the op."""
+    if dtype == trt.DataType.FLOAT:
+        return "fp32"
+    if dtype == trt.DataType.HALF:
+        return "fp16"
+    raise IAUnetError(f"{op} takes float32 or float16 inputs, got {dtype}; keep the IAU affinity ops out of "
+                      "INT8/BF16/FP8 (the calib stage does)")

@@ -2,7 +2,7 @@
 
 numpy and Pillow only. An image becomes float32 RGB in 0..255, resized to the model's
 (height, width) with the config's filter; mean/std normalisation is the model's job
-(inside the ONNX graph, or ``train.transforms.normalize`` in PyTorch).
+(inside the ONNX graph, or ``iaunet.train.trainer.normalize`` in PyTorch).
 """
 from __future__ import annotations
 

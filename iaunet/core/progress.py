@@ -2,13 +2,17 @@
 import sys
 import time
 
+TERMINAL_INTERVAL = 0.1   # seconds between redraws in place on a terminal
+LOG_INTERVAL = 30.0       # seconds between lines written into a log file or pipe
+
 
 class Progress:
-    """Render ``desc [####....] i/n  key=value ... rate/s`` on stderr, in place.
+    """Render ``desc [####....] i/n  key=value ... rate/s`` on stderr.
 
-    Updated by hand with ``update``; ``close`` ends the line. Prints nothing when disabled.
-    Redraws at most every 0.1 s on a terminal and every 5 s into a log file or pipe (a
-    carriage return does not overwrite there), and always draws the final state.
+    On a terminal the line is redrawn in place (at most every 0.1 s). Into a log file or
+    a pipe, where a carriage return does not overwrite, a full line is written at most
+    every 30 s, so a short loop leaves one line. The final state is always drawn on
+    ``close``. Updated by hand with ``update``; prints nothing when disabled.
     """
 
     def __init__(self, total, desc="", unit="it", enabled=True, stream=None):
@@ -21,38 +25,41 @@ class Progress:
         self.items = 0
         self.fields = {}
         self.start = time.perf_counter()
-        self.last_draw = None
-        self.drawn_count = None
         isatty = getattr(self.stream, "isatty", None)
-        self.interval = 0.1 if isatty is not None and isatty() else 5.0
+        self.terminal = isatty is not None and isatty()
+        self.interval = TERMINAL_INTERVAL if self.terminal else LOG_INTERVAL
+        self.last_draw = None if self.terminal else self.start
+        self.drawn_count = None
 
     def update(self, steps=1, items=None, **fields):
         self.count += steps
         self.items += steps if items is None else items
         self.fields.update(fields)
         now = time.perf_counter()
-        if self.last_draw is None or now - self.last_draw >= self.interval or self.count >= self.total:
+        if self.last_draw is None or now - self.last_draw >= self.interval:
             self._render()
 
     def close(self):
-        if self.enabled:
-            if self.drawn_count != self.count:
-                self._render()
-            self.stream.write("\n")
-            self.stream.flush()
-
-    def _render(self):
         if not self.enabled:
+            return
+        if self.drawn_count != self.count or not self.terminal:
+            self._render(final=True)
+        if self.terminal:
+            self.stream.write("\n")
+        self.stream.flush()
+
+    def _render(self, final=False):
+        if not self.enabled:
+            return
+        if not self.terminal and final and self.drawn_count == self.count:
             return
         self.last_draw = time.perf_counter()
         self.drawn_count = self.count
         elapsed = max(time.perf_counter() - self.start, 1e-9)
         width = 24
-        done = int(width * self.count / self.total) if self.total else width
+        done = min(width, int(width * self.count / self.total)) if self.total else width
         bar = "#" * done + "." * (width - done)
-        extra = " ".join(f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}"
-                         for k, v in self.fields.items())
-        line = (f"\r{self.desc} [{bar}] {self.count}/{self.total} {extra} "
-                f"{self.items / elapsed:.1f} {self.unit}/s")
-        self.stream.write(line)
+        extra = " ".join(f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}" for k, v in self.fields.items())
+        line = f"{self.desc} [{bar}] {self.count}/{self.total} {extra} {self.items / elapsed:.1f} {self.unit}/s"
+        self.stream.write(f"\r{line}" if self.terminal else f"{line}\n")
         self.stream.flush()

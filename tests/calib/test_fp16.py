@@ -39,9 +39,10 @@ def test_native_graph_finds_the_affinity_subgraphs(trained_setup, tmp_path):
     model = onnx.load(str(trained_setup["native"]))
     found = native_affinity_nodes(model)
     by_op = sorted(n.op_type for n in model.graph.node if n.name in found)
-    # per block: Transpose, MatMul (X.X^T), ReduceMax, Sub, Softmax, MatMul (P.X); Where, Softmax, MatMul (W.nodes)
+    # per block: Transpose, MatMul (X.X^T), ReduceMax, Sub, Softmax, MatMul (P.X); and ReduceMin, Where,
+    # ReduceMax (the unmasked row max), Sub, Where (the mask), Softmax, MatMul (W.nodes)
     assert by_op == sorted(["Transpose", "MatMul", "ReduceMax", "Sub", "Softmax", "MatMul",
-                            "Where", "Softmax", "MatMul"] * 2)
+                            "ReduceMin", "Where", "ReduceMax", "Sub", "Where", "Softmax", "MatMul"] * 2)
     record = convert_fp16(trained_setup["native"], tmp_path / "n.fp16.onnx", trained_setup["data"])
     types = _types(onnx.load(str(tmp_path / "n.fp16.onnx")))
     fp16 = onnx.load(str(tmp_path / "n.fp16.onnx"))

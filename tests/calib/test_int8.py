@@ -74,6 +74,24 @@ def test_calibration_is_cached_and_reused(int8, trained_setup):
     assert a.graph.SerializeToString() == b.graph.SerializeToString()
 
 
+def test_changing_one_calibration_image_is_a_cache_miss(trained_setup, tmp_path):
+    import shutil
+
+    from PIL import Image
+    crops = tmp_path / "crops"
+    crops.mkdir()
+    for path in sorted((trained_setup["data"] / "bounding_box_train").glob("*.jpg"))[:8]:
+        shutil.copy(path, crops / path.name)
+    first = quantize_int8(trained_setup["plugin"], tmp_path / "a.onnx", crops, samples=8, cache_dir=tmp_path / "c")
+    same = quantize_int8(trained_setup["plugin"], tmp_path / "b.onnx", crops, samples=8, cache_dir=tmp_path / "c")
+    victim = sorted(crops.glob("*.jpg"))[3]
+    Image.open(victim).transpose(Image.FLIP_TOP_BOTTOM).save(victim)
+    changed = quantize_int8(trained_setup["plugin"], tmp_path / "d.onnx", crops, samples=8, cache_dir=tmp_path / "c")
+    assert not first["calibration"]["from_cache"] and same["calibration"]["from_cache"]
+    assert not changed["calibration"]["from_cache"]
+    assert changed["calibration"]["cache_key"] != first["calibration"]["cache_key"]
+
+
 def test_methods_give_different_scales(trained_setup, tmp_path):
     scales = {}
     for method in ("minmax", "percentile"):

@@ -77,6 +77,17 @@ def test_part_affinity_image_and_video():
         torch.testing.assert_close(w.float(), reference_part(s.float(), frames, 4), rtol=1e-3, atol=1e-3)
 
 
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float16])
+def test_part_affinity_is_exact_when_every_logit_is_far_below_the_mask(dtype):
+    from iaunet.train.iau import part_relation_mask
+    torch.manual_seed(4)
+    s = (-5e4 + torch.rand(2, 8, 8) * 40).to(dtype)
+    expected = torch.softmax(s.double().masked_fill(part_relation_mask(2, 4), float("-inf")), dim=-1)
+    w = part_affinity(s, 2, 4)
+    assert (w.double()[:, part_relation_mask(2, 4)] == 0).all()
+    torch.testing.assert_close(w.double(), expected, rtol=0, atol=1e-3 if dtype == torch.float16 else 1e-6)
+
+
 def test_launch_helpers_reject_bad_inputs():
     with pytest.raises(TypeError, match="float16/float32"):
         channel_affinity(torch.zeros(2, 3, 4, dtype=torch.float64))

@@ -123,10 +123,11 @@ def test_cli(tmp_path):
     import sys
     env = dict(__import__("os").environ, TRITON_INTERPRET="1")  # the command must ignore it
     r = subprocess.run([sys.executable, "-m", "iaunet.cli", "plugins", "compile", "--arch", "87", "--arch", "90",
-                        "-o", str(tmp_path), "--hw", "512", "--nodes", "4", "--cache-dir", str(tmp_path / "c")],
+                        "-o", str(tmp_path / "ptx"), "--hw", "512", "--nodes", "4", "--cache-dir", str(tmp_path / "c")],
                        capture_output=True, text=True, timeout=300, env=env)
     assert r.returncode == 0, r.stderr
-    assert json.loads((tmp_path / "sm90" / "manifest.json").read_text())["arch"] == 90
+    assert json.loads((tmp_path / "ptx" / "sm90" / "manifest.json").read_text())["arch"] == 90
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["c", "ptx"]  # no temporary folder left beside it
 
 
 def test_library_refuses_to_compile_in_an_interpreting_process(tmp_path, monkeypatch):

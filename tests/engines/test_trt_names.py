@@ -18,8 +18,9 @@ import pytest
 
 ROOT = Path(__file__).parents[2]
 WHEELS = {(10, 3): "tensorrt-cu12-bindings==10.3.0", (11, 4): "tensorrt-cu13-bindings==11.4.0.106"}
-TRT_MODULES = sorted(p for pkg in ("engines", "runtime", "calib", "export") for p in (ROOT / pkg).rglob("*.py")
-                     if re.search(r"^\s*import tensorrt", p.read_text(), re.M))
+# modules that import tensorrt, or take the imported module as a ``trt`` parameter
+TRT_MODULES = sorted(p for pkg in ("engines", "runtime", "calib", "export", "iaunet") for p in (ROOT / pkg).rglob("*.py")
+                     if re.search(r"^\s*import tensorrt|^def \w+\(trt\b", p.read_text(), re.M))
 
 
 def _cache() -> Path:
@@ -109,6 +110,18 @@ def _project_methods() -> set:
             if isinstance(cls, ast.ClassDef) for f in cls.body if isinstance(f, ast.FunctionDef)}
 
 
+def _resolve(tree, name: str):
+    """The value assigned to ``name`` in a module, following ``from iaunet.core.X import name``."""
+    for n in ast.walk(tree):
+        if isinstance(n, ast.Assign) and any(getattr(t, "id", None) == name for t in n.targets):
+            return n.value
+        if isinstance(n, ast.ImportFrom) and n.module and n.module.startswith("iaunet.core.") \
+                and any(a.name == name for a in n.names):
+            source = ROOT / "iaunet" / "core" / (n.module.split(".")[-1] + ".py")
+            return _resolve(ast.parse(source.read_text()), name)
+    raise AssertionError(f"{name} is not assigned in the module")
+
+
 def _used_names(path: Path) -> tuple:
     """(minimum version, {(alias kind, name)}) of a module: names read off ``tensorrt``
     and ``tensorrt.plugin`` aliases."""
@@ -118,13 +131,14 @@ def _used_names(path: Path) -> tuple:
     for node in ast.walk(tree):
         if isinstance(node, ast.Assign) and any(getattr(t, "id", None) == "TRT_MIN_VERSION" for t in node.targets):
             minimum = node.value
+        if isinstance(node, ast.FunctionDef) and any(a.arg == "trt" for a in node.args.args):
+            aliases["trt"] = "trt"  # the imported module passed in by the caller
         if isinstance(node, ast.Import):
             for a in node.names:
                 if a.name in ("tensorrt", "tensorrt.plugin"):
                     aliases[a.asname or a.name] = "trtp" if a.name.endswith("plugin") else "trt"
-    if isinstance(minimum, ast.Name):  # TRT_MIN_VERSION = SOME_TUPLE
-        minimum = next(n.value for n in ast.walk(tree) if isinstance(n, ast.Assign)
-                       and any(getattr(t, "id", None) == minimum.id for t in n.targets))
+    if isinstance(minimum, ast.Name):  # TRT_MIN_VERSION = SOME_TUPLE, here or imported from the core
+        minimum = _resolve(tree, minimum.id)
     used = {(aliases[n.value.id], n.attr) for n in ast.walk(tree)
             if isinstance(n, ast.Attribute) and isinstance(n.value, ast.Name) and n.value.id in aliases}
     used |= {(aliases[n.value.value.id], n.attr) for n in ast.walk(tree)  # trt.DataType.HALF: HALF too
@@ -166,7 +180,10 @@ def test_every_tensorrt_name_exists_in_the_versions_the_module_supports(module, 
     assert checked, f"{module.name} claims no supported TensorRT version"
 
 
-@pytest.mark.parametrize("module", TRT_MODULES, ids=lambda p: p.name)
+PLUGIN_API_MODULES = [p for p in TRT_MODULES if "tensorrt.plugin" in p.read_text()]
+
+
+@pytest.mark.parametrize("module", PLUGIN_API_MODULES, ids=lambda p: p.name)
 def test_tensorrt_plugin_properties_are_read_and_methods_called(module, wheel_names):
     """tensorrt.plugin's ShapeExpr.is_constant is a property and constant_value() a method:
     a name check alone passes ``expr.is_constant()``, which fails only at engine build time."""
@@ -246,7 +263,7 @@ def _decorated(path: Path, decorator: str) -> dict:
 def test_aot_impl_signatures_follow_their_registration():
     """tensorrt.plugin refuses at registration an aot_impl whose parameters are not the
     register function's, then ``outputs, tactic`` (_validate_aot_impl in the 11.4 wheel)."""
-    module = ROOT / "engines" / "trt_plugins.py"
+    module = ROOT / "engines" / "aot_plugins.py"
     registered, aot = _decorated(module, "register"), _decorated(module, "aot_impl")
     assert registered and registered.keys() == aot.keys()
     for plugin_id, params in registered.items():

@@ -137,3 +137,32 @@ def test_fp32_noise_floor_measures_pytorch_against_float64(image_checkpoint):
     assert next(wrapper.parameters()).dtype == torch.float32  # left as it was
     noisy = fp32 + 1e-3 * np.abs(fp32).max()
     assert fp32_noise_floor(wrapper, images, noisy).relative_error > 5e-4
+
+
+@pytest.mark.parametrize("opset", [17, 18])
+def test_part_affinity_reference_body_is_exact_far_below_the_mask(opset):
+    """The IAUPartAffinity local function, run by ONNX Runtime and by onnx.reference on
+    logits around -5e4, gives masked pairs no weight (as the authors' code does)."""
+    from onnx import TensorProto
+
+    from iaunet.export.plugin_nodes import part_affinity_function
+    from iaunet.core.plugin_contract import PLUGIN_NAMESPACE, PLUGIN_VERSION
+    from iaunet.train.iau import part_relation_mask
+    frames, parts = 2, 4
+    n = frames * parts
+    node = helper.make_node(PART_OP, ["S"], ["W"], domain=DOMAIN, frames=frames, parts=parts,
+                            plugin_namespace=PLUGIN_NAMESPACE, plugin_version=PLUGIN_VERSION)
+    graph = helper.make_graph([node], "part", [helper.make_tensor_value_info("S", TensorProto.FLOAT, [None, n, n])],
+                              [helper.make_tensor_value_info("W", TensorProto.FLOAT, [None, n, n])])
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", opset), helper.make_opsetid(DOMAIN, 1)],
+                              functions=[part_affinity_function(opset, frames, parts)])
+    onnx.checker.check_model(model, full_check=True)
+    rng = np.random.default_rng(0)
+    s = (-5e4 + rng.random((3, n, n)) * 40).astype(np.float32)
+    mask = part_relation_mask(frames, parts).numpy()
+    expected = torch.softmax(torch.from_numpy(s).double().masked_fill(torch.from_numpy(mask), float("-inf")), -1)
+    session = ort.InferenceSession(model.SerializeToString(), providers=["CPUExecutionProvider"])
+    from onnx.reference import ReferenceEvaluator
+    for w in (session.run(["W"], {"S": s})[0], ReferenceEvaluator(model).run(["W"], {"S": s})[0]):
+        assert (w[:, mask] == 0).all()
+        np.testing.assert_allclose(w, expected.numpy(), rtol=0, atol=1e-6)

@@ -22,6 +22,7 @@ def test_config_that_does_not_match_the_weights(tmp_path):
     path = save_checkpoint(tmp_path / "m.pt", model)
     raw = torch.load(path, weights_only=True)
     raw["config"]["num_classes"] = 7
+    del raw["tensors_sha256"]  # as a file written before checkpoints carried a checksum
     torch.save(raw, path)
     with pytest.raises(IAUnetError, match=r"do not match its config .*classifier\.weight"):
         load_checkpoint(path)
@@ -36,3 +37,42 @@ def test_foreign_files(tmp_path):
         load_checkpoint(tmp_path / "text.pt")
     with pytest.raises(IAUnetError, match="not found"):
         load_checkpoint(tmp_path / "missing.pt")
+
+
+def test_bytes_changed_on_disk_are_refused_as_corrupted(tmp_path):
+    model = create_model("iaunet_r18", num_classes=5, height=64, width=32)
+    path = save_checkpoint(tmp_path / "m.pt", model)
+    data = bytearray(path.read_bytes())
+    start = len(data) // 2
+    data[start:start + 4096] = torch.randint(0, 256, (4096,), generator=torch.Generator().manual_seed(0),
+                                             dtype=torch.uint8).numpy().tobytes()
+    path.write_bytes(bytes(data))
+    with pytest.raises(IAUnetError, match=r"m\.pt .*corrupted"):
+        load_checkpoint(path)
+
+
+def test_an_edited_weight_is_refused_and_an_old_file_without_checksum_loads(tmp_path):
+    import logging
+    model = create_model("iaunet_r18", num_classes=5, height=64, width=32)
+    path = save_checkpoint(tmp_path / "m.pt", model)
+    raw = torch.load(path, weights_only=True)
+    raw["state_dict"]["classifier.weight"][0, 0] += 1.0
+    torch.save(raw, path)
+    with pytest.raises(IAUnetError, match="is corrupted"):
+        load_checkpoint(path)
+    del raw["tensors_sha256"]
+    torch.save(raw, path)
+    notes = []
+    handler = logging.Handler(logging.INFO)
+    handler.emit = lambda record: notes.append(record.getMessage())
+    logger = logging.getLogger("iaunet.train")
+    logger.addHandler(handler)
+    level = logger.level
+    logger.setLevel(logging.INFO)
+    try:
+        loaded, _ = load_checkpoint(path)
+    finally:
+        logger.removeHandler(handler)
+        logger.setLevel(level)
+    assert any("carries no checksum" in n for n in notes)
+    assert torch.equal(loaded.state_dict()["classifier.weight"], raw["state_dict"]["classifier.weight"])

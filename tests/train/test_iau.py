@@ -99,3 +99,22 @@ def test_zero_initialised_updates_make_a_new_block_the_identity(frames):
     x = torch.randn(2 * frames, 8, 4, 2)
     out, _ = block(x, frames)
     assert torch.equal(out, x)
+
+
+def exact_masked_softmax(logits, frames, parts):
+    """The authors' semantics in float64: masked pairs get no weight at all."""
+    mask = part_relation_mask(frames, parts)
+    return torch.softmax(logits.double().masked_fill(mask, float("-inf")), dim=-1)
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float16])
+def test_part_affinity_is_exact_when_every_logit_is_far_below_the_mask(dtype):
+    """Logits around -5e4: the finite mask logit (-30000) lies above all of them, so
+    filling it before the softmax's shift would give the masked pairs all the weight."""
+    torch.manual_seed(0)
+    logits = (-5e4 + torch.rand(3, 8, 8) * 40).to(dtype)
+    w = part_affinity(logits, 2, 4)
+    assert w.dtype == dtype and torch.isfinite(w).all()
+    expected = exact_masked_softmax(logits, 2, 4)
+    assert (w.double()[:, part_relation_mask(2, 4)] == 0).all()
+    torch.testing.assert_close(w.double(), expected, rtol=0, atol=1e-3 if dtype == torch.float16 else 1e-6)
