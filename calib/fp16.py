@@ -28,7 +28,7 @@ def convert_fp16(src, dst, data=None, samples: int = 16, seed: int = 0) -> dict:
     """Write ``dst`` (FP16 with FP32 islands) and return the record of how it was made."""
     from onnxconverter_common import float16
 
-    src, dst = Path(src), check_output_path(dst)
+    src, dst = Path(src), check_output_path(dst, inputs=[src])
     model = load_onnx(src)
     meta = metadata_of(model, src)
     if graph.get_prop(model, "precision", "fp32") != "fp32":

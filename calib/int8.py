@@ -4,8 +4,10 @@ and a TensorRT calibration cache from the same scales.
 Placement for TensorRT: inputs of Conv, Gemm, MatMul and both inputs of Add are
 quantized (per-channel weights, per-tensor activations, zero points 0); no bias
 quantization; no Q/DQ on op outputs or graph outputs; the IAU affinity ops and the
-MatMuls that feed or consume them are excluded. Results are cached by the source's
-hash, the method, the sample count and the percentile.
+MatMuls that feed or consume them are excluded. Results are cached under a key of
+everything that decides them (``calibration_key``): the source's hash, the method and
+its settings, the seed, the quantization settings and every calibration image's path,
+size and modification time.
 """
 from __future__ import annotations
 
@@ -128,13 +130,13 @@ def _quantize(src: Path, out: Path, inputs: np.ndarray, method: str, percentile:
         log.debug("onnxruntime quantization printed:\n%s", printed.getvalue().rstrip())
 
 
-def calibration_key(src, sources, method: str, percentile: float, seed: int, exclude) -> str:
+def calibration_key(source_sha256: str, sources, method: str, percentile: float, seed: int, exclude) -> str:
     """What decides a calibration: the ONNX content, the method and its settings, the seed,
     the quantization settings, and each calibration image with its size and modification
     time. Any change is a cache miss."""
     files = [str(f) for s in sources for f in (s if isinstance(s, (tuple, list)) else (s,))]
     stamp = [(f, os.stat(f).st_size, os.stat(f).st_mtime_ns) for f in files]
-    payload = {"onnx": sha256_file(src), "method": method, "seed": seed, "images": stamp,
+    payload = {"onnx": source_sha256, "method": method, "seed": seed, "images": stamp,
                "percentile": percentile if method == "percentile" else None, "ops": QUANTIZED_OPS,
                "exclude": sorted(exclude)}
     digest = hashlib.sha256(json.dumps(payload, sort_keys=True).encode()).hexdigest()[:24]
@@ -148,14 +150,16 @@ def quantize_int8(src, dst, data, method: str = "entropy", samples: int = 128, p
         raise IAUnetError(f"unknown calibration method {method!r}; expected one of {list(METHODS)}")
     if data is None:
         raise IAUnetError("INT8 needs calibration images: pass --data (a training split or a folder of crops)")
-    src, dst = Path(src), check_output_path(dst)
+    trt_version_code(trt_version)  # refused before anything is written
+    src, dst = Path(src), check_output_path(dst, inputs=[src])
     model = load_onnx(src)
     meta = metadata_of(model, src)
     if graph.get_prop(model, "precision", "fp32") != "fp32":
         raise IAUnetError(f"{src} is already a {graph.get_prop(model, 'precision')} variant; expected an FP32 export")
     sources = pick(calibration_sources(data, meta.config.variant == "video"), samples, seed)
     exclude = graph.native_affinity_nodes(model) | graph.affinity_neighbour_matmuls(model)
-    key = calibration_key(src, sources, method, percentile, seed, exclude)
+    source_sha256 = sha256_file(src)
+    key = calibration_key(source_sha256, sources, method, percentile, seed, exclude)
     cache = cache_folder("calib", cache_dir)
     cached = cache / f"{key}.onnx"
     from_cache = cached.is_file()
@@ -174,7 +178,7 @@ def quantize_int8(src, dst, data, method: str = "entropy", samples: int = 128, p
     if problems:
         raise IAUnetError(f"the INT8 graph breaks TensorRT's Q/DQ rules: {problems[0]} (+{len(problems) - 1} more)")
     scales = activation_scales(quantized)
-    record = {"precision": "int8", "source": str(src), "source_sha256": sha256_file(src),
+    record = {"precision": "int8", "source": str(src), "source_sha256": source_sha256,
               "tool": "onnxruntime.quantization.quantize_static (QDQ, QInt8, per-channel, symmetric)",
               "method": method, "percentile": percentile if method == "percentile" else None,
               "calibration": {"data": str(data), "samples": len(sources), "cache_key": key,

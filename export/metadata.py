@@ -13,8 +13,6 @@ from iaunet.core.errors import IAUnetError
 from iaunet.core.graph_io import METADATA_PREFIX
 from iaunet.train.config import ModelConfig
 
-PREFIX = METADATA_PREFIX
-
 
 @dataclass
 class ExportMetadata:
@@ -27,26 +25,26 @@ class ExportMetadata:
     normalized_embeddings: bool
 
     def to_props(self) -> dict:
-        return {PREFIX + "config": json.dumps(self.config.to_dict(), sort_keys=True),
-                PREFIX + "preprocess": json.dumps(self.preprocess, sort_keys=True),
-                PREFIX + "export_mode": self.mode,
-                PREFIX + "opset": str(self.opset),
-                PREFIX + "checkpoint_sha256": self.checkpoint_sha256,
-                PREFIX + "toolkit_version": self.toolkit_version,
-                PREFIX + "normalized_embeddings": json.dumps(self.normalized_embeddings)}
+        return {METADATA_PREFIX + "config": json.dumps(self.config.to_dict(), sort_keys=True),
+                METADATA_PREFIX + "preprocess": json.dumps(self.preprocess, sort_keys=True),
+                METADATA_PREFIX + "export_mode": self.mode,
+                METADATA_PREFIX + "opset": str(self.opset),
+                METADATA_PREFIX + "checkpoint_sha256": self.checkpoint_sha256,
+                METADATA_PREFIX + "toolkit_version": self.toolkit_version,
+                METADATA_PREFIX + "normalized_embeddings": json.dumps(self.normalized_embeddings)}
 
     @classmethod
     def from_props(cls, props: dict, source="model") -> "ExportMetadata":
-        missing = [k for k in ("config", "preprocess", "export_mode", "opset") if PREFIX + k not in props]
+        missing = [k for k in ("config", "preprocess", "export_mode", "opset") if METADATA_PREFIX + k not in props]
         if missing:
-            raise IAUnetError(f"{source} has no IAUnet export metadata (missing {', '.join(PREFIX + k for k in missing)}); "
+            raise IAUnetError(f"{source} has no IAUnet export metadata (missing {', '.join(METADATA_PREFIX + k for k in missing)}); "
                               "expected an ONNX file written by 'iaunet export'")
-        return cls(config=ModelConfig.from_dict(json.loads(props[PREFIX + "config"])),
-                   preprocess=json.loads(props[PREFIX + "preprocess"]), mode=props[PREFIX + "export_mode"],
-                   opset=int(props[PREFIX + "opset"]),
-                   checkpoint_sha256=props.get(PREFIX + "checkpoint_sha256", ""),
-                   toolkit_version=props.get(PREFIX + "toolkit_version", ""),
-                   normalized_embeddings=json.loads(props.get(PREFIX + "normalized_embeddings", "false")))
+        return cls(config=ModelConfig.from_dict(json.loads(props[METADATA_PREFIX + "config"])),
+                   preprocess=json.loads(props[METADATA_PREFIX + "preprocess"]), mode=props[METADATA_PREFIX + "export_mode"],
+                   opset=int(props[METADATA_PREFIX + "opset"]),
+                   checkpoint_sha256=props.get(METADATA_PREFIX + "checkpoint_sha256", ""),
+                   toolkit_version=props.get(METADATA_PREFIX + "toolkit_version", ""),
+                   normalized_embeddings=json.loads(props.get(METADATA_PREFIX + "normalized_embeddings", "false")))
 
 
 def preprocess_spec(config: ModelConfig) -> dict:

@@ -19,6 +19,7 @@ import tempfile
 from pathlib import Path
 
 from iaunet.core.errors import IAUnetError
+from iaunet.core.files import write_json
 from iaunet.core.log import get_logger
 
 DEFAULT_OUTPUT = "iaunet-demo"
@@ -64,11 +65,9 @@ def run_demo(output=DEFAULT_OUTPUT, identities: int = 120, epochs: int = 20, see
     build = Path(tempfile.mkdtemp(dir=out.parent, prefix=f".{out.name}.", suffix=".tmp"))
     try:
         with _working_dir(build):
-            code = _pipeline(Path("."), identities, epochs, seed)
-        files = sorted(str(p.relative_to(build)) for p in build.rglob("*") if not p.is_dir())
-        summary = json.loads((build / MANIFEST).read_text())
-        summary["files"] = files
-        (build / MANIFEST).write_text(json.dumps(summary, indent=2))
+            code, summary = _pipeline(Path("."), identities, epochs, seed)
+        summary["files"] = sorted(str(p.relative_to(build)) for p in build.rglob("*") if not p.is_dir())
+        write_json(build / MANIFEST, summary)
         _swap_into_place(build, out)
     finally:
         if build.exists():
@@ -87,13 +86,14 @@ def _swap_into_place(build: Path, out: Path) -> None:
         os.replace(build, out)
 
 
-def _pipeline(out: Path, identities: int, epochs: int, seed: int) -> int:
+def _pipeline(out: Path, identities: int, epochs: int, seed: int) -> tuple:
+    """Run the stages in ``out``; returns (exit code, the summary for the manifest)."""
     import torch
 
     from iaunet.calib.fp16 import convert_fp16
     from iaunet.calib.int8 import quantize_int8
     from iaunet.calib.parity import run_parity
-    from iaunet.cli.train import format_metrics, write_json
+    from iaunet.cli.train import format_metrics
     from iaunet.export.exporter import export_checkpoint
     from iaunet.train.checkpoint import load_checkpoint
     from iaunet.train.data.datasets import open_dataset
@@ -127,14 +127,13 @@ def _pipeline(out: Path, identities: int, epochs: int, seed: int) -> int:
                "onnx": str(report.path), "onnx_parity": {str(b): vars(p) for b, p in report.parity.items()},
                "parity": [{k: getattr(r, k) for k in ("name", "precision", "mean_cosine", "min_cosine", "rank1",
                                                        "mAP", "delta_map", "passed")} for r in results]}
-    write_json(out / MANIFEST, summary)
     print(f"untrained: {format_metrics(baseline)}")
     print(f"trained:   {format_metrics(trained)}")
     print(report.summary())
     for r in results[1:]:
         print(f"parity {r.name:18s} cos mean {r.mean_cosine:.6f} min {r.min_cosine:.6f}  rank-1 {r.rank1:.2f} "
               f"({r.delta_rank1:+.2f})  mAP {r.mAP:.2f} ({r.delta_map:+.2f})  {'pass' if r.passed else 'FAIL'}")
-    return 0 if all(r.passed for r in results) else 2
+    return (0 if all(r.passed for r in results) else 2), summary
 
 
 def untrained_copy(config):

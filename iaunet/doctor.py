@@ -16,7 +16,6 @@ import ctypes
 import functools
 import importlib.metadata
 import importlib.util
-import json
 import os
 import platform
 import re
@@ -28,7 +27,7 @@ from pathlib import Path
 from iaunet import __version__
 from iaunet.core import cuda_driver
 from iaunet.core.errors import IAUnetError
-from iaunet.core.files import atomic_output, check_output_path
+from iaunet.core.files import check_output_path, write_json
 from iaunet.engines.aot import MIN_PTX_VERSION, PTX_CUDA, SUPPORTED_ARCHS
 from iaunet.engines.aot_plugins import MIN_AOT_VERSION
 from iaunet.core.plugin_contract import IPLUGINV3_MIN_VERSION as TRT_MIN_VERSION
@@ -49,7 +48,6 @@ STAGES = {
     "runtime_trt": (("pycuda",), "trt", True),
 }
 AOT, IPLUGINV3, TOO_OLD = "aot", "ipluginv3", "too old"
-LIBCUDA_NAMES = ("libcuda.so.1", "libcuda.so", "nvcuda.dll")
 NO_DRIVER = "no CUDA driver (libcuda not found)"
 LOWEST_PTX = min(MIN_PTX_VERSION.values())  # 8.5: what every IAU kernel needs at least
 
@@ -231,12 +229,7 @@ def probe_dla(trt, gpus: list) -> dict:
 # ---------------------------------------------------------------- CUDA driver (ctypes)
 
 def load_libcuda():
-    for name in LIBCUDA_NAMES:
-        try:
-            return ctypes.CDLL(name)
-        except OSError:
-            continue
-    return None
+    return cuda_driver.load_library()
 
 
 def _gpu(lib, ordinal: int) -> dict:
@@ -467,11 +460,6 @@ def render(facts: dict) -> str:
     rows += [(f"  {name}", _stage_text(stage)) for name, stage in facts["stages"].items()]
     width = max(len(label) for label, _ in rows) + 2
     return "\n".join(f"{label:<{width}}{text}".rstrip() for label, text in rows)
-
-
-def write_json(path, facts: dict) -> None:
-    with atomic_output(path) as tmp:
-        Path(tmp).write_text(json.dumps(facts, indent=2) + "\n")
 
 
 def run(json_path=None) -> int:

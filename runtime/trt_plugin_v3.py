@@ -25,10 +25,10 @@ import functools
 
 import numpy as np
 
-from iaunet.core.plugin_contract import PLUGIN_NAMESPACE, PLUGIN_OPS, PLUGIN_VERSION
-from iaunet.core.errors import IAUnetError
 from iaunet.core import cuda_driver
-from iaunet.core.plugin_contract import (IPLUGINV3_MIN_VERSION, OP_ATTRIBUTES, PtxManifest, check_shape, choose_kernels, dtype_name,
+from iaunet.core.errors import IAUnetError
+from iaunet.core.plugin_contract import (IPLUGINV3_MIN_VERSION, OP_ATTRIBUTES, PLUGIN_NAMESPACE, PLUGIN_OPS,
+                                         PLUGIN_VERSION, PtxManifest, check_shape, choose_kernels, dtype_name,
                                          for_pointers, kernels_from_bytes, kernels_to_bytes, tensorrt_version)
 
 TRT_MIN_VERSION = IPLUGINV3_MIN_VERSION

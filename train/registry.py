@@ -26,9 +26,14 @@ def list_models() -> list[str]:
     return sorted(_REGISTRY)
 
 
-def create_model(name: str, **config):
-    """Build a registered model; keyword arguments override fields of its ModelConfig."""
+def require_model(name: str) -> None:
+    """Refuse a name no model is registered under, listing those that are."""
     _load_builtin_models()
     if name not in _REGISTRY:
-        raise IAUnetError(f"unknown model {name!r}; expected one of {list_models()}")
+        raise IAUnetError(f"unknown model {name!r}; expected one of {sorted(_REGISTRY)}")
+
+
+def create_model(name: str, **config):
+    """Build a registered model; keyword arguments override fields of its ModelConfig."""
+    require_model(name)
     return _REGISTRY[name](**config)

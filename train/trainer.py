@@ -27,7 +27,7 @@ from iaunet.train.data.loaders import eval_loader, train_loader
 from iaunet.train.losses import BatchHardTriplet, LabelSmoothCrossEntropy, PartMaskLoss
 from iaunet.train.metrics import distance_matrix, rank_metrics, re_rank
 from iaunet.train.options import TrainOptions
-from iaunet.train.registry import create_model, list_models
+from iaunet.train.registry import create_model, require_model
 
 log = get_logger("train")
 
@@ -145,8 +145,7 @@ def main(opts: TrainOptions) -> Path:
     world, rank, local = _distributed()
     seed_everything(opts.seed + rank)
     device = torch.device(f"cuda:{local or 0}" if torch.cuda.is_available() else "cpu")
-    if opts.model not in list_models():
-        raise IAUnetError(f"unknown model {opts.model!r}; expected one of {list_models()}")
+    require_model(opts.model)  # before reading the data
     data = open_dataset(opts.data)
     needed = opts.batch_size // opts.num_instances
     if data.num_train_pids < needed * world:

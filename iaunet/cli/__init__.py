@@ -22,13 +22,12 @@ from iaunet.core.log import configure, get_logger, hidden_summary
 
 COMMAND_MODULES = ("iaunet.cli.train", "iaunet.cli.export", "iaunet.cli.calib", "iaunet.cli.plugins",
                    "iaunet.cli.demo", "iaunet.cli.doctor")
-# optional packages and how to get them (pyproject extras)
-OPTIONAL = {"torch": "pip install torch==2.13.0 (CPU) or your CUDA build", "scipy": "pip install -e '.[train]' in the toolkit's folder",
-            "onnx": "pip install -e '.[export]' in the toolkit's folder", "onnxruntime": "pip install -e '.[export]' in the toolkit's folder",
-            "onnxconverter_common": "pip install -e '.[calib]' in the toolkit's folder",
-            "matplotlib": "pip install -e '.[calib]' in the toolkit's folder", "triton": "pip install -e '.[kernels]' in the toolkit's folder",
-            "pycuda": "pip install -e '.[trt]' in the toolkit's folder", "polygraphy": "pip install -e '.[trt]' in the toolkit's folder",
-            "tensorrt": "JetPack's TensorRT or NVIDIA's tensorrt wheels"}
+# optional packages -> the pyproject extra that installs them
+EXTRAS = {"scipy": "train", "onnx": "export", "onnxruntime": "export", "onnxconverter_common": "calib",
+          "matplotlib": "calib", "triton": "kernels", "pycuda": "trt", "polygraphy": "trt"}
+OPTIONAL = {"torch": "pip install torch==2.13.0 (CPU) or your CUDA build",
+            "tensorrt": "JetPack's TensorRT or NVIDIA's tensorrt wheels",
+            **{name: f"pip install -e '.[{extra}]' in the toolkit's folder" for name, extra in EXTRAS.items()}}
 
 
 def build_parser() -> argparse.ArgumentParser:

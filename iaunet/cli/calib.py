@@ -32,17 +32,13 @@ def add_commands(sub):
 
 
 def run_calib(args):
-    from iaunet.calib.int8 import trt_version_code
-    from iaunet.cli.train import write_json
-    from iaunet.core.files import check_output_path
-    output = check_output_path(args.output, inputs=[args.model])
-    record_path = output.with_suffix(".json")
-    check_output_path(record_path, inputs=[args.model])
+    from iaunet.core.files import check_output_path, write_json
+    output = Path(args.output)
+    record_path = check_output_path(output.with_suffix(".json"), inputs=[args.model])
     if args.precision == "fp16":
         from iaunet.calib.fp16 import convert_fp16
         record = convert_fp16(args.model, output, args.data, args.samples or 16, args.seed)
     else:
-        trt_version_code(args.trt_version)  # validated before any work
         from iaunet.calib.int8 import quantize_int8
         record = quantize_int8(args.model, output, args.data, args.method, args.samples or 128,
                                args.percentile, args.trt_version, args.cache_dir, args.seed)

@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import dataclasses
 import json
-from pathlib import Path
 
 from iaunet.cli import args as common
 from iaunet.core.validate import Bounded
@@ -82,7 +81,7 @@ def run_eval(args):
     from iaunet.train.checkpoint import load_checkpoint
     from iaunet.train.data.datasets import open_dataset
     from iaunet.train.trainer import evaluate
-    from iaunet.core.files import check_output_path
+    from iaunet.core.files import check_output_path, write_json
     if args.json:
         check_output_path(args.json, inputs=[args.checkpoint])
     model, config = load_checkpoint(args.checkpoint)
@@ -98,10 +97,3 @@ def run_eval(args):
 def format_metrics(result: dict) -> str:
     return (f"rank-1 {result['rank1']:.4f}  rank-5 {result['rank5']:.4f}  rank-10 {result['rank10']:.4f}  "
             f"mAP {result['mAP']:.4f}  mINP {result['mINP']:.4f}  ({result['num_valid_queries']} queries)")
-
-
-def write_json(path, payload) -> None:
-    """Write ``payload`` as JSON atomically (a temporary file beside ``path``, renamed)."""
-    from iaunet.core.files import atomic_output
-    with atomic_output(path) as tmp:
-        Path(tmp).write_text(json.dumps(payload, indent=2))

@@ -35,17 +35,22 @@ _lock = threading.Lock()
 _functions: dict = {}   # (context handle, PTX sha, entry) -> (module, function)
 
 
+def load_library():
+    """libcuda as ctypes loads it (not initialised), or None where there is no NVIDIA driver."""
+    for name in ("libcuda.so.1", "libcuda.so", "nvcuda.dll"):
+        try:
+            return ctypes.CDLL(name)
+        except OSError:
+            continue
+    return None
+
+
 def driver():
-    """libcuda, loaded once; an IAUnetError when there is no NVIDIA driver."""
+    """libcuda, loaded and initialised once; an IAUnetError when there is no NVIDIA driver."""
     global _lib
     if _lib is None:
-        for name in ("libcuda.so.1", "libcuda.so", "nvcuda.dll"):
-            try:
-                lib = ctypes.CDLL(name)
-                break
-            except OSError:
-                continue
-        else:
+        lib = load_library()
+        if lib is None:
             raise IAUnetError("the CUDA driver (libcuda.so.1) was not found; the IAU plugins need an NVIDIA GPU "
                               "and its driver")
         check(lib, lib.cuInit(0), "cuInit")

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
+import json
 import os
 import shutil
 import tempfile
@@ -24,19 +25,24 @@ def check_output_path(path, inputs=()) -> Path:
     """Refuse, before any work, an output path that is a folder, lies in a folder that does
     not exist or cannot be written, or is one of the command's ``inputs``."""
     path = Path(path)
-    parent = path.parent if str(path.parent) else Path(".")
     if path.is_dir():
         raise IAUnetError(f"output {path} is a folder; expected a file path")
+    _check_parent(path)
+    for source in inputs:
+        if source is not None and _same_file(path, Path(source)):
+            raise IAUnetError(f"output {path} is the input {source}; expected a different output path")
+    return path
+
+
+def _check_parent(path: Path) -> None:
+    """The folder an output goes into exists, is a folder and can be written."""
+    parent = path.parent
     if parent.exists() and not parent.is_dir():
         raise IAUnetError(f"output {path}: {parent} is a file, not a folder")
     if not parent.is_dir():
         raise IAUnetError(f"output folder {parent} does not exist")
     if not os.access(parent, os.W_OK):
         raise IAUnetError(f"output folder {parent} is not writable")
-    for source in inputs:
-        if source is not None and _same_file(path, Path(source)):
-            raise IAUnetError(f"output {path} is the input {source}; expected a different output path")
-    return path
 
 
 def _same_file(a: Path, b: Path) -> bool:
@@ -57,6 +63,12 @@ def cache_folder(kind: str, override=None) -> Path:
     if path.exists() and not path.is_dir():
         raise IAUnetError(f"cache folder {path} is a file; expected a folder (or a path that does not exist yet)")
     return path
+
+
+def write_json(path, payload) -> None:
+    """Write ``payload`` as indented JSON atomically (a temporary file beside ``path``, renamed)."""
+    with atomic_output(path) as tmp:
+        Path(tmp).write_text(json.dumps(payload, indent=2) + "\n")
 
 
 @contextlib.contextmanager
@@ -85,12 +97,7 @@ def check_output_folder(path) -> Path:
         raise IAUnetError(f"output {path} is a file; expected a new or empty folder")
     if path.is_dir() and any(path.iterdir()):
         raise IAUnetError(f"output folder {path} is not empty; expected a new or empty folder")
-    parent = path.parent
-    if not parent.is_dir():
-        raise IAUnetError(f"output folder {parent} does not exist" if not parent.exists()
-                          else f"output {path}: {parent} is a file, not a folder")
-    if not os.access(parent, os.W_OK):
-        raise IAUnetError(f"output folder {parent} is not writable")
+    _check_parent(path)
     return path
 
 

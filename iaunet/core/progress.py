@@ -42,16 +42,14 @@ class Progress:
     def close(self):
         if not self.enabled:
             return
-        if self.drawn_count != self.count or not self.terminal:
-            self._render(final=True)
+        if self.drawn_count != self.count:
+            self._render()
         if self.terminal:
             self.stream.write("\n")
         self.stream.flush()
 
-    def _render(self, final=False):
+    def _render(self):
         if not self.enabled:
-            return
-        if not self.terminal and final and self.drawn_count == self.count:
             return
         self.last_draw = time.perf_counter()
         self.drawn_count = self.count

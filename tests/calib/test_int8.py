@@ -109,3 +109,20 @@ def test_calibration_refuses_evaluation_splits(trained_setup, tmp_path):
     with pytest.raises(IAUnetError, match="needs calibration images"):
         quantize_int8(trained_setup["plugin"], tmp_path / "q.onnx", None)
     assert not list(tmp_path.glob("*.onnx"))
+
+
+def test_an_output_that_is_the_input_or_a_bad_header_version_writes_nothing(trained_setup, tmp_path):
+    import shutil
+
+    from iaunet.calib.fp16 import convert_fp16
+    src = tmp_path / "m.onnx"
+    shutil.copy(trained_setup["plugin"], src)
+    before = src.read_bytes()
+    with pytest.raises(IAUnetError, match="is the input"):
+        quantize_int8(src, src, trained_setup["data"], samples=4, cache_dir=tmp_path / "c")
+    with pytest.raises(IAUnetError, match="is the input"):
+        convert_fp16(src, tmp_path / "." / "m.onnx")
+    with pytest.raises(IAUnetError, match="not MAJOR.MINOR"):
+        quantize_int8(src, tmp_path / "q.onnx", trained_setup["data"], samples=4, trt_version="ten",
+                      cache_dir=tmp_path / "c")
+    assert src.read_bytes() == before and sorted(p.name for p in tmp_path.iterdir()) == ["m.onnx"]
