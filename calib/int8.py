@@ -171,8 +171,8 @@ def quantize_int8(src, dst, data, method: str = "entropy", samples: int = 128, p
         with tempfile.TemporaryDirectory() as tmp:
             out = Path(tmp) / "q.onnx"
             _quantize(src, out, inputs, method, percentile, exclude)
-            shutil.copyfile(out, str(cached) + ".tmp")
-            os.replace(str(cached) + ".tmp", cached)
+            with atomic_output(cached) as tmp_cached:  # a unique name: parallel runs do not collide
+                shutil.copyfile(out, tmp_cached)
     quantized = load_onnx(cached)
     problems = check_qdq(quantized)
     if problems:

@@ -6,14 +6,13 @@ default gates. Writes parity.json, parity.md, and two plots (cosine histograms, 
 """
 from __future__ import annotations
 
-import json
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import numpy as np
 
 from iaunet.calib.graph import get_prop
-from iaunet.core.files import sha256_file
+from iaunet.core.files import atomic_output, check_report_folder, sha256_file, write_json
 from iaunet.export.checks import compare, run_onnxruntime
 from iaunet.calib.data import load_inputs
 from iaunet.export.metadata import load_onnx, metadata_of, preprocess_spec
@@ -93,6 +92,7 @@ def run_parity(checkpoint, data, variants=(), out_dir=None) -> tuple[list[Varian
     from iaunet.train.checkpoint import load_checkpoint
     from iaunet.train.data.datasets import open_dataset
     checkpoint = Path(checkpoint)
+    out = check_report_folder(out_dir if out_dir else checkpoint.parent / "parity")
     model, config = load_checkpoint(checkpoint)
     paths = [Path(v) for v in variants] or find_variants(checkpoint)
     if not paths:
@@ -111,7 +111,6 @@ def run_parity(checkpoint, data, variants=(), out_dir=None) -> tuple[list[Varian
     results = [VariantResult("pytorch", str(checkpoint), "fp32", "pytorch", rank1=rank1, mAP=mAP, cmc=cmc)]
     for path in paths:
         results.append(_measure(path, digest, reference, inputs, len(ds.query), pids, cams, results[0]))
-    out = Path(out_dir) if out_dir else checkpoint.parent / "parity"
     write_reports(results, out, data)
     return results, out
 
@@ -138,7 +137,7 @@ def _measure(path, digest, reference, inputs, nq, pids, cams, base) -> VariantRe
 def write_reports(results: list[VariantResult], out: Path, data) -> None:
     out.mkdir(parents=True, exist_ok=True)
     rows = [{k: v for k, v in asdict(r).items() if k != "cosines"} for r in results]
-    (out / "parity.json").write_text(json.dumps({"data": str(data), "variants": rows}, indent=2))
+    write_json(out / "parity.json", {"data": str(data), "variants": rows})
     lines = ["# Accuracy parity against PyTorch", "", f"Data: `{data}` (query + gallery)", "",
              "| variant | precision | mode | mean cos | min cos | max abs err | rank-1 | Δ rank-1 | mAP | Δ mAP | gate |",
              "|---|---|---|---|---|---|---|---|---|---|---|"]
@@ -148,7 +147,8 @@ def write_reports(results: list[VariantResult], out: Path, data) -> None:
                      f"{r.max_abs_error:.3g} | {r.rank1:.2f} | {r.delta_rank1:+.2f} | {r.mAP:.2f} | {r.delta_map:+.2f} | {verdict} |")
     lines += ["", "Gates: " + "; ".join(f"{k}: {v}" for k, v in GATES.items()), "",
               "![cosine](parity_cosine.png)", "", "![cmc](parity_cmc.png)", ""]
-    (out / "parity.md").write_text("\n".join(lines))
+    with atomic_output(out / "parity.md") as tmp:
+        Path(tmp).write_text("\n".join(lines))
     _plots(results, out)
 
 

@@ -41,8 +41,16 @@ def _check_parent(path: Path) -> None:
         raise IAUnetError(f"output {path}: {parent} is a file, not a folder")
     if not parent.is_dir():
         raise IAUnetError(f"output folder {parent} does not exist")
-    if not os.access(parent, os.W_OK):
-        raise IAUnetError(f"output folder {parent} is not writable")
+    _check_writable(parent)
+
+
+def _check_writable(folder: Path) -> None:
+    """Make and remove a temporary folder there: os.access says yes to root even under
+    /proc, where nothing can be created."""
+    try:
+        os.rmdir(tempfile.mkdtemp(dir=folder, prefix=".iaunet-probe-"))
+    except OSError as exc:
+        raise IAUnetError(f"output folder {folder} is not writable ({exc.strerror})") from None
 
 
 def _same_file(a: Path, b: Path) -> bool:
@@ -87,6 +95,19 @@ def atomic_output(path):
     finally:
         if os.path.exists(tmp):
             os.remove(tmp)
+
+
+def check_report_folder(path) -> Path:
+    """Refuse, before any work, a report folder that is a file or cannot be made or written
+    (an existing folder is fine: the report's own files in it are replaced)."""
+    path = Path(path)
+    if path.exists() and not path.is_dir():
+        raise IAUnetError(f"report folder {path} is a file; expected a folder")
+    if path.is_dir():
+        _check_writable(path)
+    else:
+        _check_parent(path)
+    return path
 
 
 def check_output_folder(path) -> Path:

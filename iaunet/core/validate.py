@@ -33,15 +33,19 @@ class Bounded:
     def __name__(self) -> str:  # argparse names the type in some messages
         return self.kind.__name__
 
+    def _show(self, bound) -> str:
+        return str(int(bound)) if self.kind is int else f"{bound:g}"
+
     def describe(self) -> str:
         noun = "an integer" if self.kind is int else "a number"
-        if self.low is not None and self.high is not None:
+        low, high = self.low, self.high
+        if low is not None and high is not None:
             left, right = "(" if self.low_open else "[", ")" if self.high_open else "]"
-            return f"{noun} in {left}{self.low:g}, {self.high:g}{right}"
-        if self.low is not None:
-            return f"{noun} {'>' if self.low_open else '>='} {self.low:g}"
-        if self.high is not None:
-            return f"{noun} {'<' if self.high_open else '<='} {self.high:g}"
+            return f"{noun} in {left}{self._show(low)}, {self._show(high)}{right}"
+        if low is not None:
+            return f"{noun} {'>' if self.low_open else '>='} {self._show(low)}"
+        if high is not None:
+            return f"{noun} {'<' if self.high_open else '<='} {self._show(high)}"
         return f"a finite {'integer' if self.kind is int else 'number'}"
 
     def __call__(self, value):

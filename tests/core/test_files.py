@@ -20,3 +20,17 @@ def test_atomic_output_has_umask_permissions_and_leaves_nothing_on_failure(tmp_p
     finally:
         os.umask(umask)
     assert sorted(p.name for p in tmp_path.iterdir()) == ["a.json"]
+
+
+def test_a_report_folder_is_checked_before_any_work(tmp_path):
+    import pytest
+
+    from iaunet.core.errors import IAUnetError
+    from iaunet.core.files import check_report_folder
+    (tmp_path / "f").write_text("mine")
+    with pytest.raises(IAUnetError, match="is a file"):
+        check_report_folder(tmp_path / "f")
+    with pytest.raises(IAUnetError, match="does not exist"):
+        check_report_folder(tmp_path / "no" / "report")
+    assert check_report_folder(tmp_path / "new") == tmp_path / "new" and check_report_folder(tmp_path) == tmp_path
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["f"]
