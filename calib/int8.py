@@ -37,6 +37,7 @@ from iaunet.core.progress import Progress
 
 log = get_logger("calib")
 QUANTIZED_OPS = ["Conv", "Gemm", "MatMul", "Add"]
+ENTROPY_BINS, ENTROPY_QUANTIZED_BINS = 2048, 128  # TensorRT's entropy calibrator histogram
 
 
 def trt_version_code(version: str) -> int:
@@ -113,21 +114,46 @@ def _reader(inputs: np.ndarray):
     return Reader()
 
 
-def _quantize(src: Path, out: Path, inputs: np.ndarray, method: str, percentile: float, exclude: set):
-    from onnxruntime.quantization import CalibrationMethod, QuantFormat, QuantType, quantize_static
-    methods = {"entropy": CalibrationMethod.Entropy, "percentile": CalibrationMethod.Percentile,
-               "minmax": CalibrationMethod.MinMax}
+def _ort_method(method: str):
+    from onnxruntime.quantization import CalibrationMethod
+    return {"entropy": CalibrationMethod.Entropy, "percentile": CalibrationMethod.Percentile,
+            "minmax": CalibrationMethod.MinMax}[method]
+
+
+def _calibrator_options(method: str, percentile: float) -> dict:
+    """ONNX Runtime's calibrator settings per method. Entropy uses TensorRT's histogram
+    (2048 bins searched down to 128 quantized bins): ORT's default of 128 bins for both
+    leaves the KL search a single candidate, the full range, so entropy equalled minmax."""
+    if method == "entropy":
+        return {"symmetric": True, "num_bins": ENTROPY_BINS, "num_quantized_bins": ENTROPY_QUANTIZED_BINS}
+    if method == "percentile":
+        return {"symmetric": True, "num_bins": ENTROPY_BINS, "percentile": percentile}
+    return {"symmetric": True}
+
+
+def calibrate_ranges(src: Path, inputs: np.ndarray, method: str, percentile: float, ranges_json: Path) -> None:
+    """Run ONNX Runtime's calibrator for ``method`` on ``inputs``; save the activation
+    ranges (its own JSON format) for ``quantize_static``."""
+    from onnxruntime.quantization.calibrate import create_calibrator, save_tensors_data
     printed = io.StringIO()
-    with contextlib.redirect_stdout(printed):  # its calibrator prints progress notes; shown with -v
-        quantize_static(str(src), str(out), _reader(inputs), quant_format=QuantFormat.QDQ,
-                        op_types_to_quantize=QUANTIZED_OPS, per_channel=True, activation_type=QuantType.QInt8,
-                        weight_type=QuantType.QInt8, nodes_to_exclude=sorted(exclude),
-                        calibrate_method=methods[method],
-                        extra_options={"ActivationSymmetric": True, "WeightSymmetric": True, "QuantizeBias": False,
-                                       "OpTypesToExcludeOutputQuantization": QUANTIZED_OPS,
-                                       "CalibPercentile": percentile})
+    with tempfile.TemporaryDirectory() as tmp, contextlib.redirect_stdout(printed):  # its notes go to -v
+        calibrator = create_calibrator(Path(src), QUANTIZED_OPS, str(Path(tmp) / "augmented.onnx"),
+                                       calibrate_method=_ort_method(method),
+                                       extra_options=_calibrator_options(method, percentile))
+        calibrator.collect_data(_reader(inputs))
+        save_tensors_data(calibrator.compute_data(), ranges_json)
     if printed.getvalue().strip():
-        log.debug("onnxruntime quantization printed:\n%s", printed.getvalue().rstrip())
+        log.debug("onnxruntime calibration printed:\n%s", printed.getvalue().rstrip())
+
+
+def _quantize(src: Path, out: Path, ranges_json: Path, method: str, exclude: set):
+    from onnxruntime.quantization import QuantFormat, QuantType, quantize_static
+    quantize_static(str(src), str(out), None, quant_format=QuantFormat.QDQ,
+                    op_types_to_quantize=QUANTIZED_OPS, per_channel=True, activation_type=QuantType.QInt8,
+                    weight_type=QuantType.QInt8, nodes_to_exclude=sorted(exclude),
+                    calibrate_method=_ort_method(method), calibration_cache_path=str(ranges_json),
+                    extra_options={"ActivationSymmetric": True, "WeightSymmetric": True, "QuantizeBias": False,
+                                   "OpTypesToExcludeOutputQuantization": QUANTIZED_OPS})
 
 
 def calibration_key(source_sha256: str, sources, method: str, percentile: float, seed: int, exclude) -> str:
@@ -137,7 +163,7 @@ def calibration_key(source_sha256: str, sources, method: str, percentile: float,
     files = [str(f) for s in sources for f in (s if isinstance(s, (tuple, list)) else (s,))]
     stamp = [(f, os.stat(f).st_size, os.stat(f).st_mtime_ns) for f in files]
     payload = {"onnx": source_sha256, "method": method, "seed": seed, "images": stamp,
-               "percentile": percentile if method == "percentile" else None, "ops": QUANTIZED_OPS,
+               "calibrator": _calibrator_options(method, percentile), "ops": QUANTIZED_OPS,
                "exclude": sorted(exclude)}
     digest = hashlib.sha256(json.dumps(payload, sort_keys=True).encode()).hexdigest()[:24]
     return f"{method}-{len(sources)}-{digest}"
@@ -169,8 +195,9 @@ def quantize_int8(src, dst, data, method: str = "entropy", samples: int = 128, p
         inputs = load_inputs(sources, meta.preprocess, "reading calibration images")
         cache.mkdir(parents=True, exist_ok=True)
         with tempfile.TemporaryDirectory() as tmp:
-            out = Path(tmp) / "q.onnx"
-            _quantize(src, out, inputs, method, percentile, exclude)
+            out, ranges = Path(tmp) / "q.onnx", Path(tmp) / "ranges.json"
+            calibrate_ranges(src, inputs, method, percentile, ranges)
+            _quantize(src, out, ranges, method, exclude)
             with atomic_output(cached) as tmp_cached:  # a unique name: parallel runs do not collide
                 shutil.copyfile(out, tmp_cached)
     quantized = load_onnx(cached)
@@ -181,6 +208,7 @@ def quantize_int8(src, dst, data, method: str = "entropy", samples: int = 128, p
     record = {"precision": "int8", "source": str(src), "source_sha256": source_sha256,
               "tool": "onnxruntime.quantization.quantize_static (QDQ, QInt8, per-channel, symmetric)",
               "method": method, "percentile": percentile if method == "percentile" else None,
+              "calibrator": _calibrator_options(method, percentile),
               "calibration": {"data": str(data), "samples": len(sources), "cache_key": key,
                               "from_cache": from_cache},
               "quantized_op_types": QUANTIZED_OPS, "excluded_nodes": sorted(exclude),

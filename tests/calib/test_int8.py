@@ -82,11 +82,14 @@ def test_changing_one_calibration_image_is_a_cache_miss(trained_setup, tmp_path)
     crops.mkdir()
     for path in sorted((trained_setup["data"] / "bounding_box_train").glob("*.jpg"))[:8]:
         shutil.copy(path, crops / path.name)
-    first = quantize_int8(trained_setup["plugin"], tmp_path / "a.onnx", crops, samples=8, cache_dir=tmp_path / "c")
-    same = quantize_int8(trained_setup["plugin"], tmp_path / "b.onnx", crops, samples=8, cache_dir=tmp_path / "c")
+    first = quantize_int8(trained_setup["plugin"], tmp_path / "a.onnx", crops, samples=8,
+                          method="minmax", cache_dir=tmp_path / "c")  # the key, not the method, is tested
+    same = quantize_int8(trained_setup["plugin"], tmp_path / "b.onnx", crops, samples=8,
+                          method="minmax", cache_dir=tmp_path / "c")  # the key, not the method, is tested
     victim = sorted(crops.glob("*.jpg"))[3]
     Image.open(victim).transpose(Image.FLIP_TOP_BOTTOM).save(victim)
-    changed = quantize_int8(trained_setup["plugin"], tmp_path / "d.onnx", crops, samples=8, cache_dir=tmp_path / "c")
+    changed = quantize_int8(trained_setup["plugin"], tmp_path / "d.onnx", crops, samples=8,
+                          method="minmax", cache_dir=tmp_path / "c")  # the key, not the method, is tested
     assert not first["calibration"]["from_cache"] and same["calibration"]["from_cache"]
     assert not changed["calibration"]["from_cache"]
     assert changed["calibration"]["cache_key"] != first["calibration"]["cache_key"]
@@ -126,3 +129,39 @@ def test_an_output_that_is_the_input_or_a_bad_header_version_writes_nothing(trai
         quantize_int8(src, tmp_path / "q.onnx", trained_setup["data"], samples=4, trt_version="ten",
                       cache_dir=tmp_path / "c")
     assert src.read_bytes() == before and sorted(p.name for p in tmp_path.iterdir()) == ["m.onnx"]
+
+
+def _conv_relu_conv(path):
+    from onnx import TensorProto, helper
+    from iaunet.core.graph_io import INPUT_NAME, OUTPUT_NAME
+    rng = np.random.default_rng(0)
+    w1 = numpy_helper.from_array(rng.normal(size=(4, 1, 3, 3)).astype(np.float32), "w1")
+    w2 = numpy_helper.from_array(rng.normal(size=(2, 4, 1, 1)).astype(np.float32), "w2")
+    nodes = [helper.make_node("Conv", [INPUT_NAME, "w1"], ["c1"], name="conv1", pads=[1, 1, 1, 1]),
+             helper.make_node("Relu", ["c1"], ["r1"], name="relu1"),
+             helper.make_node("Conv", ["r1", "w2"], [OUTPUT_NAME], name="conv2")]
+    graph = helper.make_graph(nodes, "tiny", [helper.make_tensor_value_info(INPUT_NAME, TensorProto.FLOAT, [1, 1, 32, 32])],
+                              [helper.make_tensor_value_info(OUTPUT_NAME, TensorProto.FLOAT, [1, 2, 32, 32])], [w1, w2])
+    onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)]), str(path))
+
+
+def test_entropy_minmax_and_percentile_differ_on_activations_with_outliers(tmp_path):
+    """Gaussian activations with rare outliers 40 sigma out: minmax keeps the outlier, entropy
+    (TensorRT's KL search) and percentile clip it, each to its own threshold."""
+    from iaunet.calib.int8 import _quantize, calibrate_ranges
+    from iaunet.core.graph_io import INPUT_NAME
+    src = tmp_path / "tiny.onnx"
+    _conv_relu_conv(src)
+    rng = np.random.default_rng(1)
+    inputs = rng.normal(size=(16, 1, 32, 32)).astype(np.float32)
+    inputs.reshape(-1)[rng.choice(inputs.size, 8, replace=False)] = 40.0
+    scales = {}
+    for method in ("entropy", "minmax", "percentile"):
+        ranges, out = tmp_path / f"{method}.json", tmp_path / f"{method}.onnx"
+        calibrate_ranges(src, inputs, method, 99.9, ranges)
+        _quantize(src, out, ranges, method, set())
+        scales[method] = activation_scales(onnx.load(str(out)))[INPUT_NAME]
+    assert scales["minmax"] == pytest.approx(40.0 / 127, rel=1e-5)
+    assert 3.0 / 127 < scales["entropy"] < scales["minmax"] / 4  # clipped, but not into the Gaussian's body
+    assert 3.0 / 127 < scales["percentile"] < scales["minmax"] / 4
+    assert abs(scales["entropy"] - scales["percentile"]) > 1e-3 * scales["minmax"]

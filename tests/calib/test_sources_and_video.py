@@ -39,7 +39,8 @@ def test_video_variants_on_a_mars_layout(video_checkpoint, tmp_path):
     assert fp16["parity_vs_fp32_onnx"]["min_cosine"] >= 0.999
     model = onnx.load(str(tmp_path / "v.fp16.onnx"))
     assert model.graph.output[0].type.tensor_type.elem_type == onnx.TensorProto.FLOAT
-    int8 = quantize_int8(src, tmp_path / "v.int8.onnx", tmp_path / "mars", samples=6, cache_dir=tmp_path / "c")
+    int8 = quantize_int8(src, tmp_path / "v.int8.onnx", tmp_path / "mars", samples=6, method="minmax",
+                         cache_dir=tmp_path / "c")
     assert check_qdq(onnx.load(str(tmp_path / "v.int8.onnx"))) == []
     from iaunet.train.data.datasets import open_dataset
     train_tracklets = len(open_dataset(tmp_path / "mars").train)
