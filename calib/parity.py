@@ -74,14 +74,6 @@ def find_variants(checkpoint: Path) -> list[Path]:
     return found
 
 
-def _pytorch_embeddings(model, config, inputs, batch=32):
-    import torch
-    from iaunet.train.trainer import normalize
-    with torch.no_grad():
-        return np.concatenate([model(normalize(torch.from_numpy(inputs[i:i + batch]), config)).numpy()
-                               for i in range(0, len(inputs), batch)])
-
-
 def _retrieval(emb, nq, pids, cams):
     r = rank_metrics(distance_matrix(emb[:nq], emb[nq:]), pids[:nq], pids[nq:], cams[:nq], cams[nq:])
     return 100 * float(r["cmc"][0]), 100 * r["mAP"], [float(c) for c in r["cmc"][:20]]
@@ -91,6 +83,7 @@ def run_parity(checkpoint, data, variants=(), out_dir=None) -> tuple[list[Varian
     """Measure the variants; returns the results (PyTorch first) and the report folder."""
     from iaunet.train.checkpoint import load_checkpoint
     from iaunet.train.data.datasets import open_dataset
+    from iaunet.train.runner import TorchRunner
     checkpoint = Path(checkpoint)
     out = check_report_folder(out_dir if out_dir else checkpoint.parent / "parity")
     model, config = load_checkpoint(checkpoint)
@@ -106,7 +99,7 @@ def run_parity(checkpoint, data, variants=(), out_dir=None) -> tuple[list[Varian
     cams = np.array([s.camid for s in samples])
     sources = [s.paths if ds.video else s.paths[0] for s in samples]
     inputs = load_inputs(sources, preprocess_spec(config), "reading query+gallery")
-    reference = _pytorch_embeddings(model, config, inputs)
+    reference = TorchRunner(model, config).infer_batches(inputs, 32)
     rank1, mAP, cmc = _retrieval(reference, len(ds.query), pids, cams)
     results = [VariantResult("pytorch", str(checkpoint), "fp32", "pytorch", rank1=rank1, mAP=mAP, cmc=cmc)]
     for path in paths:

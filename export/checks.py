@@ -1,5 +1,5 @@
-"""Checks every export runs: the ONNX checker, ONNX Runtime against PyTorch, the ONNX
-reference evaluator, and a lint against what TensorRT 10.3's ONNX parser accepts."""
+"""Checks every export runs: the ONNX checker, ONNX Runtime (the runtime's runner) against
+PyTorch, the ONNX reference evaluator, and a lint against what TensorRT 10.3's ONNX parser accepts."""
 from __future__ import annotations
 
 from collections import Counter
@@ -12,6 +12,7 @@ from iaunet.core.plugin_contract import DOMAIN, PLUGIN_OPS
 from iaunet.export.trt_support import MAX_OPSET, MIN_OPSET, ONNX_TO_TRT_TYPE, SUPPORTED_OPS
 from iaunet.core.errors import IAUnetError
 from iaunet.core.graph_io import INPUT_NAME, OUTPUT_NAME
+from iaunet.runtime.runners import OnnxRuntimeRunner
 
 COSINE_GATE = 0.99999
 # ops whose first input is a shape: the parser's type list is about what they produce
@@ -58,20 +59,11 @@ def compare(reference: np.ndarray, other: np.ndarray) -> Parity:
                   float(np.abs(ref).max()), len(ref))
 
 
-def onnxruntime_session(model_path):
-    """A CPU ONNX Runtime session (quiet)."""
-    import onnxruntime as ort
-    options = ort.SessionOptions()
-    options.log_severity_level = 3
-    return ort.InferenceSession(str(model_path), options, providers=["CPUExecutionProvider"])
-
-
 def run_onnxruntime(model, images: np.ndarray, batch: int) -> np.ndarray:
-    """Embeddings from ONNX Runtime, fed ``batch`` samples at a time; ``model`` is a path
-    or a session from ``onnxruntime_session`` (to reuse one across batch sizes)."""
-    session = model if hasattr(model, "run") else onnxruntime_session(model)
-    outs = [session.run([OUTPUT_NAME], {INPUT_NAME: images[i:i + batch]})[0] for i in range(0, len(images), batch)]
-    return np.concatenate(outs)
+    """Embeddings from the runtime's ONNX Runtime runner (CPU), ``batch`` samples at a time;
+    ``model`` is a path, serialized bytes, or an ``OnnxRuntimeRunner`` to reuse."""
+    runner = model if isinstance(model, OnnxRuntimeRunner) else OnnxRuntimeRunner(model)
+    return runner.infer_batches(images, batch)
 
 
 def run_reference_evaluator(model: onnx.ModelProto, images: np.ndarray) -> np.ndarray:

@@ -29,6 +29,7 @@ from iaunet.core.graph_io import DEFAULT_OPSET, INPUT_NAME, OPSET_RANGE, OUTPUT_
 from iaunet.core.log import get_logger
 from iaunet.core.preprocess import to_model_array
 from iaunet.core.validate import require_same_variant
+from iaunet.runtime.runners import OnnxRuntimeRunner
 from iaunet.train.checkpoint import load_checkpoint
 from iaunet.train.iau import affinity_ops
 
@@ -151,9 +152,9 @@ def export_checkpoint(checkpoint, output, mode: str = "plugin", opset: int = DEF
         expected = wrapper(torch.from_numpy(inputs)).numpy()
     with atomic_output(output) as tmp:
         onnx.save(onnx_model, tmp)
-        session = checks.onnxruntime_session(tmp)
-        parity = {b: checks.compare(expected, checks.run_onnxruntime(session, inputs, b)) for b in parity_batches}
-        del session
+        runner = OnnxRuntimeRunner(tmp)
+        parity = {b: checks.compare(expected, checks.run_onnxruntime(runner, inputs, b)) for b in parity_batches}
+        runner.close()
         failed = {b: p for b, p in parity.items() if not p.passes()}
         if failed:
             b, p = next(iter(failed.items()))

@@ -1,8 +1,19 @@
-"""Runtime stage: what runs on the camera. Today it holds the IAU plugins' run-time side
-for TensorRT 10.3 to 10.8 (``trt_plugin_v3``: Python IPluginV3 classes that launch the
-PTX through the CUDA driver); the ONNX Runtime and TensorRT backends, the embedder, the
-gallery and the benchmark are not built yet (open issue).
+"""Runtime stage: what runs on the camera.
 
-Imports the core only, and with numpy alone; tensorrt is imported inside the functions
-that use it. Never torch, never onnx.
+- ``runners``: the one inference path (``Runner``; ``OnnxRuntimeRunner``), and
+  ``trt_runner.TensorRTRunner`` (TensorRT with pycuda buffers and stream);
+- ``embedder.Embedder``: files, PIL images or arrays in, embeddings out;
+- ``images``: what ``embed`` accepts and the threaded decoding;
+- ``model_card`` / ``engine_card``: the model facts from an ONNX file's metadata, and an
+  engine's sidecar with the refusal logic run before TensorRT loads;
+- ``gallery.Gallery``: embeddings with ids, top-k search (numpy or FAISS), save/load;
+- ``bench``: latency and throughput figures;
+- ``trt_plugin_v3``: the IAU plugins' run-time side for TensorRT 10.3 to 10.8.
+
+Imports the core only, and with numpy alone (Pillow for images); onnxruntime, tensorrt,
+pycuda and faiss are imported inside the functions that use them. Never torch, never
+onnx. Every other stage may import this one (it sits directly on the core).
 """
+from iaunet.runtime.embedder import Embedder
+
+__all__ = ["Embedder"]

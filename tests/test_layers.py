@@ -1,9 +1,11 @@
 """The architecture's import layers, checked on the source with ``ast``.
 
 1. core (``iaunet/core``) imports only the standard library, numpy and Pillow, never a stage;
-2. stages in order train -> export -> calib -> engines -> runtime import only the core and
-   earlier stages, except runtime, which imports only the core;
-3. the top (``iaunet/cli``, ``iaunet/demo.py``, ``iaunet/doctor.py``) imports anything.
+2. runtime sits directly on the core and imports nothing else of ours, so every stage may use
+   its runners (export checks and parity run ONNX through them, engines its TensorRT runner);
+3. the other stages in pipeline order train -> export -> calib -> engines import the core,
+   runtime and earlier stages;
+4. the top (``iaunet/cli``, ``iaunet/demo.py``, ``iaunet/doctor.py``) imports anything.
 
 ``iaunet/__init__.py`` runs before every ``iaunet.*`` module, and stages import it for
 ``__version__``, so it is checked as core: whatever it imports, every layer imports.
@@ -25,7 +27,7 @@ import pytest
 tomllib = pytest.importorskip("tomllib", reason="tomllib is Python 3.11+")
 
 ROOT = Path(__file__).parents[1]
-STAGES = ("train", "export", "calib", "engines", "runtime")  # each may import the earlier ones
+STAGES = ("runtime", "train", "export", "calib", "engines")  # each may import the earlier ones
 RANK = {"core": 0, **{stage: i for i, stage in enumerate(STAGES, 1)}, "top": len(STAGES) + 1}
 CORE_MAY_IMPORT = set(sys.stdlib_module_names) | {"numpy", "PIL", "iaunet"}
 TOP_FILES = {"iaunet/demo.py", "iaunet/doctor.py"}
@@ -109,8 +111,7 @@ def check_source(source: str, rel: str) -> list[str]:
             continue
         elif head == "iaunet":
             wanted = target_layer(target)
-            if not (layer == "top" or wanted == "core" or wanted == layer
-                    or (layer != "runtime" and RANK[wanted] < RANK[layer])):
+            if not (layer == "top" or wanted == "core" or wanted == layer or RANK[wanted] < RANK[layer]):
                 problems.append(f"{where}: {layer} may not import {wanted} ({target})")
         elif layer == "core" and head not in CORE_MAY_IMPORT:
             problems.append(f"{where}: core imports only the standard library, numpy and Pillow, not {head!r}")
@@ -146,8 +147,8 @@ BAD = [  # (file, source, the start of the one problem reported)
      "calib/fake.py:1: 'from export.checks import compare' imports the bare stage folder 'export'"),
     ("calib/fake.py", "def f():\n    import importlib\n    return importlib.import_module('iaunet.engines.aot')\n",
      "calib/fake.py:3: \"importlib.import_module('iaunet.engines.aot')\": calib may not import engines"),
-    ("engines/kernels/fake.py", "from ...runtime import trt_plugin_v3\n",
-     "engines/kernels/fake.py:1: 'from ...runtime import trt_plugin_v3': engines may not import runtime"),
+    ("runtime/fake.py", "def f():\n    from iaunet.train.config import ModelConfig\n",
+     "runtime/fake.py:2: 'from iaunet.train.config import ModelConfig': runtime may not import train"),
     ("iaunet/fake.py", "", "iaunet/fake.py: in no layer"),
 ]
 
@@ -163,7 +164,9 @@ def test_checker_reports_violations(rel, source, expected):
                         "def f():\n    import tensorrt\n"),
     ("calib/fake.py", "from iaunet.export.checks import compare\nfrom iaunet.train.config import ModelConfig\n"
                       "import onnx\n"),
-    ("engines/kernels/fake.py", "from ..aot import compile_kernels\nfrom ...calib import graph\n"),
+    ("engines/kernels/fake.py", "from ..aot import compile_kernels\nfrom ...calib import graph\n"
+                                "from ...runtime import trt_plugin_v3\n"),
+    ("export/fake.py", "from iaunet.runtime.runners import OnnxRuntimeRunner\n"),
     ("iaunet/core/fake.py", "from __future__ import annotations\nimport numpy as np\nfrom PIL import Image\n"
                             "from . import errors\n"),
     ("iaunet/cli/fake.py", "def f():\n    from iaunet.runtime import trt_plugin_v3\n    import torch\n"),

@@ -28,6 +28,7 @@ from iaunet.train.losses import BatchHardTriplet, LabelSmoothCrossEntropy, PartM
 from iaunet.train.metrics import distance_matrix, rank_metrics, re_rank
 from iaunet.train.options import TrainOptions
 from iaunet.train.registry import create_model, require_model
+from iaunet.train.runner import TorchRunner
 
 log = get_logger("train")
 
@@ -87,28 +88,22 @@ def train_one_epoch(model, loader, criteria, optimizer, scaler, device, config, 
 
 
 @torch.no_grad()
-def extract_features(model, loader, device, config, flip=False):
-    """Embeddings (N, D) numpy plus pids and camids; ``flip`` averages with the mirror."""
-    model.eval()
+def extract_features(runner, loader):
+    """Embeddings (N, D) numpy from a ``Runner`` over an eval loader, plus pids and camids."""
     feats, pids, camids = [], [], []
     for images, pid, camid, _ in loader:
-        x = normalize(images.to(device), config)
-        f = model(x)
-        if flip:
-            f = (f + model(x.flip(-1))) / 2
-        feats.append(f.float().cpu())
-        pids.append(pid)
-        camids.append(camid)
-    return torch.cat(feats).numpy(), torch.cat(pids).numpy(), torch.cat(camids).numpy()
+        feats.append(runner.infer(images.numpy().astype(np.float32, copy=False)))
+        pids.append(pid.numpy())
+        camids.append(camid.numpy())
+    return np.concatenate(feats), np.concatenate(pids), np.concatenate(camids)
 
 
 def evaluate(model, data, device, config, metric="cosine", flip=False, rerank=False, workers=0) -> dict:
     """Rank-1/5/10, mAP and mINP on the query/gallery split (Market-1501 / MARS protocol)."""
     require_same_variant(config.variant, data.video, config.name, data.root)
-    qf, q_pids, q_cams = extract_features(model, eval_loader(data.query, config, data.video, workers=workers),
-                                          device, config, flip)
-    gf, g_pids, g_cams = extract_features(model, eval_loader(data.gallery, config, data.video, workers=workers),
-                                          device, config, flip)
+    runner = TorchRunner(model, config, device, flip)
+    qf, q_pids, q_cams = extract_features(runner, eval_loader(data.query, config, data.video, workers=workers))
+    gf, g_pids, g_cams = extract_features(runner, eval_loader(data.gallery, config, data.video, workers=workers))
     dist = distance_matrix(qf, gf, metric)
     if rerank:
         dist = re_rank(dist, distance_matrix(qf, qf, metric), distance_matrix(gf, gf, metric))

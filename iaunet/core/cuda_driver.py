@@ -1,6 +1,8 @@
-"""The few CUDA driver calls the IAU plugins (IPluginV3 route, kernel benchmark) need, through ``ctypes`` on libcuda:
+"""The few CUDA driver calls the IAU plugins (IPluginV3 route, kernel benchmark) and the
+TensorRT runner's CUDA graphs need, through ``ctypes`` on libcuda:
 load PTX into the current context, look up its entry, raise its dynamic shared-memory
-limit, and launch it on a stream given as a raw handle.
+limit, and launch it on a stream given as a raw handle; capture a stream's work as a CUDA
+graph and replay it (the pycuda release checked here wraps no stream capture).
 
 Why not pycuda for the launch: pycuda launches only on streams it created (its
 ``Function._launch_kernel`` takes a pycuda ``Stream``) and does not expose the
@@ -150,3 +152,36 @@ def run_kernel(kernel, shape, attrs: dict, src: int, dst: int, stream: int) -> N
     params, keep_alive = plan.packed()
     launch(function(kernel), plan.grid, kernel.block, kernel.shared_bytes, stream, params)
     del keep_alive
+
+
+CU_STREAM_CAPTURE_MODE_THREAD_LOCAL = 1
+
+
+def capture_graph(stream: int, work) -> int:
+    """Record what ``work()`` enqueues on ``stream`` as a CUDA graph and return its
+    executable handle (cuStreamBeginCapture / cuStreamEndCapture / cuGraphInstantiate)."""
+    lib = driver()
+    check(lib, lib.cuStreamBeginCapture_v2(ctypes.c_void_p(stream), CU_STREAM_CAPTURE_MODE_THREAD_LOCAL),
+          "cuStreamBeginCapture")
+    graph = ctypes.c_void_p()
+    try:
+        work()
+    finally:
+        check(lib, lib.cuStreamEndCapture(ctypes.c_void_p(stream), ctypes.byref(graph)), "cuStreamEndCapture")
+    executable = ctypes.c_void_p()
+    try:
+        check(lib, lib.cuGraphInstantiateWithFlags(ctypes.byref(executable), graph, ctypes.c_ulonglong(0)),
+              "cuGraphInstantiate")
+    finally:
+        lib.cuGraphDestroy(graph)
+    return executable.value
+
+
+def launch_graph(executable: int, stream: int) -> None:
+    lib = driver()
+    check(lib, lib.cuGraphLaunch(ctypes.c_void_p(executable), ctypes.c_void_p(stream)), "cuGraphLaunch")
+
+
+def destroy_graph(executable: int) -> None:
+    if executable and _lib is not None:
+        _lib.cuGraphExecDestroy(ctypes.c_void_p(executable))

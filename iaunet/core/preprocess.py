@@ -3,18 +3,35 @@
 numpy and Pillow only. An image becomes float32 RGB in 0..255, resized to the model's
 (height, width) with the config's filter; mean/std normalisation is the model's job
 (inside the ONNX graph, or ``iaunet.train.trainer.normalize`` in PyTorch).
+
+Decoding rules (``to_rgb``), the same for a file, a PIL image and an array: the EXIF
+orientation is applied (a phone's portrait JPEG stands upright); 16-bit grayscale keeps
+its top 8 bits (value >> 8), where Pillow's own conversion would clip at 255; an alpha
+channel is dropped (Pillow's RGBA -> RGB); grayscale and palette images become RGB.
 """
 from __future__ import annotations
 
 from pathlib import Path
 
 import numpy as np
-from PIL import Image, UnidentifiedImageError
+from PIL import Image, ImageOps, UnidentifiedImageError
 
 from iaunet.core.errors import IAUnetError
 
 RESIZE_FILTERS = {"bilinear": Image.BILINEAR, "bicubic": Image.BICUBIC,
                   "nearest": Image.NEAREST, "lanczos": Image.LANCZOS}
+
+
+WIDE_MODES = ("I;16", "I;16L", "I;16B", "I;16N", "I")  # integer grayscale wider than 8 bits
+
+
+def to_rgb(img: Image.Image) -> Image.Image:
+    """An 8-bit RGB image upright as its EXIF says, by the rules in the module docstring."""
+    img = ImageOps.exif_transpose(img)
+    if img.mode in WIDE_MODES:
+        wide = np.clip(np.asarray(img, dtype=np.int64), 0, 65535)
+        img = Image.fromarray((wide >> 8).astype(np.uint8), "L")
+    return img if img.mode == "RGB" else img.convert("RGB")
 
 
 def load_image(path) -> Image.Image:
@@ -23,7 +40,7 @@ def load_image(path) -> Image.Image:
     try:
         with Image.open(path) as img:
             img.load()
-            return img.convert("RGB")
+            return to_rgb(img)
     except FileNotFoundError:
         raise IAUnetError(f"image {path} not found") from None
     except (UnidentifiedImageError, OSError, SyntaxError) as exc:

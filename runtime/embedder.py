@@ -1,0 +1,125 @@
+"""``Embedder``: images in, embeddings out, on whichever backend the file and the machine allow.
+
+``Embedder.open(path)`` takes an ``.onnx`` file (ONNX Runtime) or a TensorRT engine with
+its sidecar (``.engine``/``.plan``), reads the preprocessing and model config from the
+file's metadata (the engine's sidecar), and picks the backend: for an engine, TensorRT;
+for ONNX, ONNX Runtime on CUDA where this onnxruntime has it, else CPU. ``embed``
+batches up to the batch size (at most the engine profile's maximum), pads a short last
+batch for TensorRT (whose CUDA graphs and tuned kernels are per shape) and trims the
+result, and returns N x D float32, L2-normalised unless asked not to.
+"""
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+
+from iaunet.core.errors import IAUnetError
+from iaunet.runtime.engine_card import sidecar_path
+from iaunet.runtime.images import DEFAULT_READ_THREADS, read_batches
+from iaunet.runtime.model_card import ModelCard
+
+BACKENDS = ("auto", "tensorrt", "onnxruntime", "onnxruntime-cpu", "onnxruntime-cuda", "onnxruntime-tensorrt")
+ENGINE_SUFFIXES = (".engine", ".plan", ".trt")
+DEFAULT_BATCH = 16
+
+
+def is_engine(path) -> bool:
+    path = Path(path)
+    return path.suffix in ENGINE_SUFFIXES or sidecar_path(path).is_file()
+
+
+def l2_normalize(x: np.ndarray) -> np.ndarray:
+    return x / np.maximum(np.linalg.norm(x, axis=1, keepdims=True), 1e-12)
+
+
+def open_runner(path, backend: str = "auto", threads: int | None = None, cuda_graph: bool = False,
+                expect_model: str | None = None):
+    """(runner, ModelCard) for a model file and a backend name from ``BACKENDS``."""
+    from iaunet.runtime.runners import OnnxRuntimeRunner, best_ort_device
+    if backend not in BACKENDS:
+        raise IAUnetError(f"unknown backend {backend!r}; expected one of {', '.join(BACKENDS)}")
+    path = Path(path)
+    if not path.is_file():
+        raise IAUnetError(f"model {path} not found; expected an .onnx file or a TensorRT engine")
+    if is_engine(path):
+        if backend not in ("auto", "tensorrt"):
+            raise IAUnetError(f"{path} is a TensorRT engine; it runs only on the 'tensorrt' backend")
+        from iaunet.runtime.trt_runner import TensorRTRunner
+        runner = TensorRTRunner(path, cuda_graph=cuda_graph, expect_model=expect_model)
+        return runner, runner.card
+    if backend == "tensorrt":
+        raise IAUnetError(f"{path} is an ONNX file; build an engine with 'iaunet build' for the 'tensorrt' backend, "
+                          "or use 'onnxruntime-tensorrt'")
+    device = backend.partition("-")[2] or best_ort_device()
+    runner = OnnxRuntimeRunner(path, device, threads)
+    card = ModelCard.from_props(runner.metadata, path)
+    if expect_model and card.model_id != expect_model:
+        raise IAUnetError(f"{path} embeds for model {card.model_id[:12] or '(unknown)'} but model "
+                          f"{expect_model[:12]} was expected")
+    return runner, card
+
+
+class Embedder:
+    """A runner with its model card and batch size."""
+
+    def __init__(self, runner, card: ModelCard, batch: int | None = None,
+                 read_threads: int = DEFAULT_READ_THREADS):
+        limit = runner.max_batch
+        batch = batch or min(DEFAULT_BATCH, limit or DEFAULT_BATCH)
+        if batch < 1 or (limit and batch > limit):
+            raise IAUnetError(f"batch {batch} is outside 1..{limit or 'any'} (the engine's profile)")
+        if not runner.accepts(card.sample_shape):
+            raise IAUnetError(f"the model takes {runner.sample_shape} but its metadata says {card.sample_shape}")
+        self.runner, self.card, self.batch, self.read_threads = runner, card, batch, read_threads
+        self.pad = limit is not None
+
+    @classmethod
+    def open(cls, path, backend: str = "auto", batch: int | None = None, threads: int | None = None,
+             cuda_graph: bool = False, expect_model: str | None = None) -> "Embedder":
+        runner, card = open_runner(path, backend, threads, cuda_graph, expect_model)
+        try:
+            return cls(runner, card, batch)
+        except IAUnetError:
+            runner.close()
+            raise
+
+    @property
+    def backend(self) -> str:
+        return self.runner.name
+
+    @property
+    def model_id(self) -> str:
+        return self.card.model_id
+
+    def _batches(self, items):
+        if isinstance(items, np.ndarray) and items.dtype == np.float32 and items.ndim == len(self.card.sample_shape) + 1:
+            if items.shape[1:] != self.card.sample_shape:
+                raise IAUnetError(f"the array is {items.shape}; expected (N, {', '.join(map(str, self.card.sample_shape))})")
+            return (items[i:i + self.batch] for i in range(0, len(items), self.batch))
+        return read_batches(list(items), self.card, self.batch, self.read_threads)
+
+    def embed(self, items, normalize: bool = True, progress=None) -> np.ndarray:
+        """N items (see ``iaunet.runtime.images``) -> float32 (N, D); ``progress``: a
+        callable given the number of samples done after each batch."""
+        outs = []
+        for batch in self._batches(items):
+            n = len(batch)
+            if self.pad and n < self.batch:
+                batch = np.concatenate([batch, np.zeros((self.batch - n, *batch.shape[1:]), np.float32)])
+            outs.append(self.runner.infer(batch)[:n])
+            if progress:
+                progress(n)
+        if not outs:
+            raise IAUnetError("nothing to embed: no images were given")
+        out = np.concatenate(outs)
+        return l2_normalize(out).astype(np.float32) if normalize and not self.card.normalized else out
+
+    def close(self) -> None:
+        self.runner.close()
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.close()

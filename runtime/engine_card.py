@@ -1,0 +1,74 @@
+"""The TensorRT engine's sidecar (``model.engine.json``) and the refusal it allows.
+
+An engine is tied to a GPU architecture and a TensorRT version. The sidecar, written by
+the engines stage beside every engine, says which, with the precision, the batch
+profile, the plugin route and the ONNX file's metadata. ``refusal`` compares it with
+the machine (and, when asked, with the model the caller expects) in plain Python, so a
+mismatched engine is refused with the sidecar's reason before TensorRT is asked to load
+it. Standard library only.
+"""
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+
+from iaunet.core.errors import IAUnetError
+
+SIDECAR_SUFFIX = ".json"           # model.engine -> model.engine.json
+FORMAT = 1
+FIELDS = ("format", "tensorrt_version", "gpu_name", "compute_capability", "precision", "profile",
+          "plugin_route", "plugins", "onnx_sha256", "toolkit_version", "metadata")
+
+
+def sidecar_path(engine) -> Path:
+    return Path(str(engine) + SIDECAR_SUFFIX)
+
+
+@dataclass(frozen=True)
+class Machine:
+    """What an engine must match: the GPU's architecture and TensorRT's version."""
+    gpu_name: str
+    compute_capability: int        # 87 for Orin, 90 for H100
+    tensorrt_version: str          # "10.3.0"
+
+
+def read_sidecar(engine) -> dict:
+    """The sidecar of ``engine``; a missing, unreadable or incomplete one is one IAUnetError."""
+    path = sidecar_path(engine)
+    if not Path(engine).is_file():
+        raise IAUnetError(f"engine {engine} not found")
+    if not path.is_file():
+        raise IAUnetError(f"engine {engine} has no sidecar {path.name}; expected the .json 'iaunet build' writes "
+                          "beside every engine (rebuild it)")
+    try:
+        card = json.loads(path.read_text())
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise IAUnetError(f"sidecar {path} is not readable JSON ({type(exc).__name__})") from None
+    missing = [f for f in FIELDS if not isinstance(card, dict) or f not in card]
+    if missing:
+        raise IAUnetError(f"sidecar {path} lacks {', '.join(missing)}; expected a sidecar of format {FORMAT}")
+    if card["format"] != FORMAT:
+        raise IAUnetError(f"sidecar {path} has format {card['format']}; this toolkit reads format {FORMAT}")
+    return card
+
+
+def _release(version: str) -> tuple:
+    return tuple(int(p) for p in str(version).split(".")[:3] if p.isdigit())
+
+
+def refusal(card: dict, machine: Machine, expect_model: str | None = None) -> str | None:
+    """Why this machine must not load the engine, or None. TensorRT engines load only on
+    the GPU architecture and the TensorRT release they were built with."""
+    cc = int(card["compute_capability"])
+    if cc != machine.compute_capability:
+        return (f"the engine was built for sm_{cc} ({card['gpu_name']}) but this GPU is "
+                f"sm_{machine.compute_capability} ({machine.gpu_name}); rebuild it here with 'iaunet build'")
+    if _release(card["tensorrt_version"]) != _release(machine.tensorrt_version):
+        return (f"the engine was built with TensorRT {card['tensorrt_version']} but this machine has "
+                f"{machine.tensorrt_version}; rebuild it here with 'iaunet build'")
+    built_from = card["metadata"].get("iaunet.checkpoint_sha256", "")
+    if expect_model and built_from != expect_model:
+        return (f"the engine embeds for model {built_from[:12] or '(unknown)'} but model {expect_model[:12]} "
+                "was expected; use the engine built from that model's ONNX")
+    return None

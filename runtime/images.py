@@ -1,0 +1,68 @@
+"""What ``Embedder.embed`` accepts, turned into the model's input samples.
+
+An item is a file path, a PIL image, a uint8 H x W x 3 RGB array (or H x W grayscale),
+or a ready float32 sample (3 x H x W, 0..255). For video models an item is a clip: a
+list of such frames, of which the model's T are taken as in evaluation
+(``clip_frame_indices``), or a ready T x 3 x H x W array. Every path goes through the
+core's one preprocessing, so a file, the PIL image of it and its pixels as an array give
+the same sample as training's evaluation transform.
+
+``read_batches`` decodes on a small thread pool, a batch ahead of the consumer, so JPEG
+decoding overlaps inference. (Pillow's reduced-size JPEG decoding, ``draft``, is not
+used: its pixels differ from a full decode followed by the resize training does.)
+"""
+from __future__ import annotations
+
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import numpy as np
+
+from iaunet.core.errors import IAUnetError
+from iaunet.core.preprocess import clip_frame_indices, load_image, to_model_array, to_rgb
+from iaunet.runtime.model_card import ModelCard
+
+DEFAULT_READ_THREADS = 4
+
+
+def _frame(item, card: ModelCard, what: str) -> np.ndarray:
+    from PIL import Image
+    size = (card.height, card.width, card.resize_filter)
+    if isinstance(item, (str, Path)):
+        return to_model_array(load_image(item), *size)
+    if isinstance(item, Image.Image):
+        return to_model_array(to_rgb(item), *size)
+    if isinstance(item, np.ndarray):
+        if item.dtype == np.uint8 and (item.ndim == 2 or (item.ndim == 3 and item.shape[2] in (3, 4))):
+            return to_model_array(to_rgb(Image.fromarray(item)), *size)
+        if item.dtype == np.float32 and item.shape == (3, card.height, card.width):
+            return item
+        raise IAUnetError(f"{what} is an array of {item.dtype} {item.shape}; expected uint8 HxWx3 RGB or float32 "
+                          f"3x{card.height}x{card.width} in 0..255")
+    raise IAUnetError(f"{what} is a {type(item).__name__}; expected a path, a PIL image or a numpy array")
+
+
+def to_sample(item, card: ModelCard, what: str = "input") -> np.ndarray:
+    """One item -> float32 sample of ``card.sample_shape``."""
+    if card.variant != "video":
+        return _frame(item, card, what)
+    if isinstance(item, np.ndarray) and item.dtype == np.float32 and item.shape == card.sample_shape:
+        return item
+    if not isinstance(item, (list, tuple)) or not item:
+        raise IAUnetError(f"{what}: a video model takes clips (a list of frames or a float32 "
+                          f"{'x'.join(map(str, card.sample_shape))} array), got {type(item).__name__}")
+    return np.stack([_frame(item[k], card, f"{what} frame {k}") for k in clip_frame_indices(len(item), card.frames)])
+
+
+def read_batches(items, card: ModelCard, batch: int, threads: int = DEFAULT_READ_THREADS):
+    """Yield float32 batches of up to ``batch`` samples, in order. The next batch's items
+    are decoded on ``threads`` threads while the caller runs the current one."""
+    starts = range(0, len(items), batch)
+    with ThreadPoolExecutor(max_workers=max(1, threads)) as pool:
+        def submit(start):
+            return [pool.submit(to_sample, item, card, f"input {start + k}")
+                    for k, item in enumerate(items[start:start + batch])]
+        pending = submit(0) if items else []
+        for start in starts:
+            current, pending = pending, submit(start + batch) if start + batch < len(items) else []
+            yield np.stack([future.result() for future in current])

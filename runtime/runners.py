@@ -1,0 +1,137 @@
+"""The one inference path: a ``Runner`` per engine kind, each with one public ``infer``
+that validates its input and a private ``_infer`` per backend (Polygraphy's pattern).
+
+- ``OnnxRuntimeRunner``: an ONNX file (path or bytes) on ONNX Runtime's CPU, CUDA or
+  TensorRT execution provider, with session options chosen for latency;
+- ``TensorRTRunner`` (``iaunet.runtime.trt_runner``): a serialized engine through
+  TensorRT's Python API with pycuda buffers and stream;
+- the PyTorch runner lives in ``iaunet.train.runner``, since this stage never imports torch.
+
+A runner takes float32 N x 3 x H x W (video N x T x 3 x H x W) RGB in 0..255 and returns
+float32 N x D embeddings. onnxruntime is imported inside ``OnnxRuntimeRunner``.
+"""
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+
+from iaunet.core.errors import IAUnetError
+from iaunet.core.graph_io import INPUT_NAME, OUTPUT_NAME
+
+ORT_PROVIDERS = {"cpu": "CPUExecutionProvider", "cuda": "CUDAExecutionProvider",
+                 "tensorrt": "TensorrtExecutionProvider"}
+
+
+class Runner:
+    """Validates what goes in and what comes out; backends implement ``_infer``."""
+    name = "runner"
+
+    def __init__(self, sample_shape: tuple, embedding_dim: int, max_batch: int | None = None):
+        """``sample_shape``: one sample's dimensions, None (or a name, or -1) where dynamic."""
+        self.sample_shape = tuple(d if isinstance(d, int) and d > 0 else None for d in sample_shape)
+        self.embedding_dim = embedding_dim  # None where the graph leaves it symbolic
+        self.max_batch = max_batch
+
+    def infer(self, images: np.ndarray) -> np.ndarray:
+        """float32 (N, *sample_shape) -> float32 (N, D)."""
+        if not isinstance(images, np.ndarray) or images.dtype != np.float32:
+            kind = images.dtype if isinstance(images, np.ndarray) else type(images).__name__
+            raise IAUnetError(f"{self.name} takes a float32 array, got {kind}")
+        if not self.accepts(images.shape[1:]) or not len(images):
+            shape = ", ".join("?" if d is None else str(d) for d in self.sample_shape)
+            raise IAUnetError(f"{self.name} takes (N, {shape}) with N >= 1, got {images.shape}")
+        if self.max_batch and len(images) > self.max_batch:
+            raise IAUnetError(f"{self.name} takes at most {self.max_batch} samples at once (the engine's profile), "
+                              f"got {len(images)}")
+        out = self._infer(np.ascontiguousarray(images))
+        if out.ndim != 2 or len(out) != len(images) or out.shape[1] != (self.embedding_dim or out.shape[1]):
+            raise IAUnetError(f"{self.name} returned {out.shape}, expected ({len(images)}, "
+                              f"{self.embedding_dim or 'D'})")
+        return out
+
+    def accepts(self, sample_shape: tuple) -> bool:
+        """Whether one sample of this shape fits (dynamic dimensions, None, fit any size)."""
+        return len(sample_shape) == len(self.sample_shape) and all(
+            want is None or want == got for want, got in zip(self.sample_shape, sample_shape))
+
+    def infer_batches(self, images: np.ndarray, batch: int) -> np.ndarray:
+        """``infer`` over ``images`` ``batch`` samples at a time, concatenated."""
+        return np.concatenate([self.infer(images[i:i + batch]) for i in range(0, len(images), batch)])
+
+    def _infer(self, images: np.ndarray) -> np.ndarray:
+        raise NotImplementedError
+
+    def close(self) -> None:
+        """Release what the backend holds (sessions, buffers, contexts)."""
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.close()
+
+
+def ort_providers(device: str) -> list:
+    """ONNX Runtime providers for ``device`` ('cpu', 'cuda', 'tensorrt'), with fallbacks;
+    a device this onnxruntime build lacks is an IAUnetError naming what it has."""
+    import onnxruntime as ort
+    if device not in ORT_PROVIDERS:
+        raise IAUnetError(f"unknown ONNX Runtime device {device!r}; expected one of {sorted(ORT_PROVIDERS)}")
+    available = ort.get_available_providers()
+    if ORT_PROVIDERS[device] not in available:
+        raise IAUnetError(f"this onnxruntime has no {ORT_PROVIDERS[device]} (it has {', '.join(available)}); "
+                          "install onnxruntime-gpu for 'cuda' and 'tensorrt'")
+    order = {"tensorrt": ["tensorrt", "cuda", "cpu"], "cuda": ["cuda", "cpu"], "cpu": ["cpu"]}[device]
+    return [ORT_PROVIDERS[d] for d in order if ORT_PROVIDERS[d] in available]
+
+
+def best_ort_device() -> str:
+    """'cuda' when this onnxruntime can use a GPU, else 'cpu'. (ONNX Runtime's TensorRT
+    provider builds an engine per session, minutes for a ResNet; it is used only when asked.)"""
+    import onnxruntime as ort
+    return "cuda" if ORT_PROVIDERS["cuda"] in ort.get_available_providers() else "cpu"
+
+
+class OnnxRuntimeRunner(Runner):
+    """An ONNX model on ONNX Runtime. ``threads`` sets the intra-op pool (None: one per core)."""
+
+    def __init__(self, model, device: str = "cpu", threads: int | None = None):
+        import onnxruntime as ort
+        self.source = "ONNX model" if isinstance(model, (bytes, bytearray)) else str(model)
+        if not isinstance(model, (bytes, bytearray)):
+            if not Path(model).is_file():
+                raise IAUnetError(f"ONNX file {model} not found")
+            model = str(model)
+        options = ort.SessionOptions()
+        options.log_severity_level = 3
+        options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+        options.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL  # one request at a time: latency
+        options.inter_op_num_threads = 1
+        if threads:
+            options.intra_op_num_threads = int(threads)
+        try:
+            self.session = ort.InferenceSession(model, options, providers=ort_providers(device))
+        except IAUnetError:
+            raise
+        except Exception as exc:
+            first = (str(exc).strip().splitlines() or [type(exc).__name__])[0][:200]
+            raise IAUnetError(f"{self.source} is not a model ONNX Runtime can load: {first}") from None
+        self.device = device
+        self.name = f"onnxruntime-{device}"
+        inputs, outputs = self.session.get_inputs(), self.session.get_outputs()
+        if [i.name for i in inputs] != [INPUT_NAME] or OUTPUT_NAME not in [o.name for o in outputs]:
+            raise IAUnetError(f"{self.source} has inputs {[i.name for i in inputs]} and outputs "
+                              f"{[o.name for o in outputs]}; expected '{INPUT_NAME}' in and '{OUTPUT_NAME}' out")
+        out = next(o for o in outputs if o.name == OUTPUT_NAME).shape
+        super().__init__(tuple(inputs[0].shape[1:]), out[-1] if isinstance(out[-1], int) else None)
+
+    @property
+    def metadata(self) -> dict:
+        return dict(self.session.get_modelmeta().custom_metadata_map)
+
+    def _infer(self, images: np.ndarray) -> np.ndarray:
+        return self.session.run([OUTPUT_NAME], {INPUT_NAME: images})[0].astype(np.float32, copy=False)
+
+    def close(self) -> None:
+        self.session = None

@@ -1,0 +1,86 @@
+"""Embedder and runners on ONNX Runtime (CPU), checked against PyTorch and against the
+batch-by-batch result; evaluation on the runtime's embeddings equals training's."""
+import numpy as np
+import pytest
+from PIL import Image
+
+from iaunet.core.errors import IAUnetError
+from iaunet.runtime import Embedder
+from iaunet.runtime.runners import OnnxRuntimeRunner
+
+
+@pytest.fixture(scope="module")
+def embedder(image_onnx):
+    with Embedder.open(image_onnx, backend="onnxruntime-cpu", batch=3) as e:
+        yield e
+
+
+def test_card_comes_from_the_files_metadata(embedder, image_checkpoint):
+    from iaunet.core.files import sha256_file
+    assert embedder.card.sample_shape == (3, 64, 32) and embedder.card.name == "iaunet_r18"
+    assert embedder.model_id == sha256_file(image_checkpoint) and embedder.backend == "onnxruntime-cpu"
+
+
+def test_embeddings_match_pytorch_for_paths_pil_and_arrays(embedder, image_checkpoint, market_synth):
+    from iaunet.train.data.transforms import EvalTransform
+    from iaunet.train.runner import TorchRunner
+    paths = sorted((market_synth / "query").glob("*.jpg"))[:7]
+    ready = np.stack([EvalTransform(64, 32)(p) for p in paths])
+    reference = TorchRunner.from_checkpoint(image_checkpoint).infer(ready)
+    reference /= np.linalg.norm(reference, axis=1, keepdims=True)
+    from_paths = embedder.embed(paths)
+    assert from_paths.shape == (7, embedder.card.embedding_dim) and from_paths.dtype == np.float32
+    assert np.allclose(np.linalg.norm(from_paths, axis=1), 1, atol=1e-5)
+    assert (from_paths * reference).sum(1).min() > 0.99999
+    pil = [Image.open(p) for p in paths]
+    np.testing.assert_allclose(embedder.embed(pil), from_paths, atol=1e-6)
+    np.testing.assert_allclose(embedder.embed([np.asarray(im.convert("RGB")) for im in pil]), from_paths, atol=1e-6)
+    np.testing.assert_allclose(embedder.embed(ready), from_paths, atol=1e-6)
+    one_by_one = np.concatenate([embedder.embed(ready[i:i + 1]) for i in range(7)])
+    np.testing.assert_allclose(one_by_one, from_paths, atol=1e-5)  # 7 = 3 + 3 + 1: the short batch trims right
+    raw = embedder.embed(ready, normalize=False)
+    assert not np.allclose(np.linalg.norm(raw, axis=1), 1, atol=1e-3)
+
+
+def test_runner_refuses_wrong_input(image_onnx):
+    runner = OnnxRuntimeRunner(image_onnx)
+    with pytest.raises(IAUnetError, match="float32 array, got float64"):
+        runner.infer(np.zeros((1, 3, 64, 32)))
+    with pytest.raises(IAUnetError, match=r"takes \(N, 3, 64, 32\)"):
+        runner.infer(np.zeros((1, 3, 32, 64), np.float32))
+    with pytest.raises(IAUnetError, match="N >= 1"):
+        runner.infer(np.zeros((0, 3, 64, 32), np.float32))
+
+
+def test_open_refuses_what_it_cannot_run(image_onnx, tmp_path):
+    with pytest.raises(IAUnetError, match="unknown backend"):
+        Embedder.open(image_onnx, backend="tensorflow")
+    with pytest.raises(IAUnetError, match="build an engine"):
+        Embedder.open(image_onnx, backend="tensorrt")
+    with pytest.raises(IAUnetError, match="not found"):
+        Embedder.open(tmp_path / "missing.onnx")
+    junk = tmp_path / "junk.onnx"
+    junk.write_bytes(b"not a model")
+    with pytest.raises(IAUnetError, match="ONNX Runtime can load"):
+        Embedder.open(junk)
+    with pytest.raises(IAUnetError, match="was expected"):
+        Embedder.open(image_onnx, expect_model="0" * 64)
+
+
+def test_runtime_map_equals_training_evaluation(image_checkpoint, image_onnx, market_synth):
+    """The same data set through `iaunet eval`'s code and through the runtime's embeddings."""
+    from iaunet.train.checkpoint import load_checkpoint
+    from iaunet.train.data.datasets import open_dataset
+    from iaunet.train.metrics import distance_matrix, rank_metrics
+    from iaunet.train.trainer import evaluate
+    model, config = load_checkpoint(image_checkpoint)
+    data = open_dataset(market_synth)
+    trained = evaluate(model, data, "cpu", config)
+    with Embedder.open(image_onnx) as embedder:
+        q = embedder.embed([s.paths[0] for s in data.query])
+        g = embedder.embed([s.paths[0] for s in data.gallery])
+    pid = lambda split: np.array([s.pid for s in split])  # noqa: E731
+    cam = lambda split: np.array([s.camid for s in split])  # noqa: E731
+    ours = rank_metrics(distance_matrix(q, g), pid(data.query), pid(data.gallery), cam(data.query), cam(data.gallery))
+    assert abs(100 * ours["mAP"] - 100 * trained["mAP"]) < 0.1
+    assert abs(float(ours["cmc"][0]) - trained["rank1"]) < 1e-9

@@ -1,0 +1,76 @@
+"""An engine's sidecar against the machine: refused with the sidecar's reason before
+TensorRT is imported (plain Python, so tested here with sidecars)."""
+import json
+import sys
+
+import pytest
+
+from iaunet.core.errors import IAUnetError
+from iaunet.runtime.engine_card import FIELDS, Machine, read_sidecar, refusal, sidecar_path
+
+ORIN = Machine("Orin", 87, "10.3.0")
+CKPT = "ab" * 32
+
+
+def _card(**changes):
+    card = {"format": 1, "tensorrt_version": "10.3.0", "gpu_name": "Orin", "compute_capability": 87,
+            "precision": "int8", "profile": {"min": [1, 3, 256, 128], "opt": [8, 3, 256, 128], "max": [16, 3, 256, 128]},
+            "plugin_route": "python", "plugins": ["iaunet::IAUChannelAffinity"], "onnx_sha256": "cd" * 32,
+            "toolkit_version": "0.1.0", "metadata": {"iaunet.checkpoint_sha256": CKPT}}
+    card.update(changes)
+    return card
+
+
+def _engine(tmp_path, card):
+    engine = tmp_path / "m.engine"
+    engine.write_bytes(b"\0" * 64)
+    sidecar_path(engine).write_text(json.dumps(card))
+    return engine
+
+
+def test_a_matching_machine_is_accepted():
+    assert refusal(_card(), ORIN) is None
+    assert refusal(_card(), Machine("Orin", 87, "10.3.0.26"), expect_model=CKPT) is None
+
+
+@pytest.mark.parametrize("machine, expect, words", [
+    (Machine("NVIDIA H100 80GB HBM3", 90, "10.3.0"), None, ["sm_87 (Orin)", "sm_90 (NVIDIA H100", "iaunet build"]),
+    (Machine("Orin", 87, "10.13.3"), None, ["TensorRT 10.3.0", "10.13.3", "iaunet build"]),
+    (Machine("Orin", 87, "10.3.1"), None, ["TensorRT 10.3.0", "10.3.1"]),
+    (ORIN, "ef" * 32, ["model abababababab", "model efefefefefef was expected"]),
+])
+def test_mismatches_are_refused_with_the_reason(machine, expect, words):
+    reason = refusal(_card(), machine, expect)
+    assert reason is not None and all(w in reason for w in words), reason
+
+
+def test_runner_refuses_before_importing_tensorrt(tmp_path):
+    from iaunet.runtime.trt_runner import TensorRTRunner
+    engine = _engine(tmp_path, _card())
+    before = {m for m in sys.modules if m.split(".")[0] in ("tensorrt", "pycuda")}
+    with pytest.raises(IAUnetError, match="built for sm_87 .* this GPU is sm_90"):
+        TensorRTRunner(engine, machine=Machine("H100", 90, "10.3.0"))
+    assert {m for m in sys.modules if m.split(".")[0] in ("tensorrt", "pycuda")} == before
+
+
+@pytest.mark.parametrize("sidecar, message", [
+    (None, "has no sidecar"),
+    ("{not json", "not readable JSON"),
+    (json.dumps({"format": 1}), "lacks tensorrt_version"),
+    (json.dumps(_card(format=7)), "has format 7"),
+])
+def test_bad_sidecars_are_one_error(tmp_path, sidecar, message):
+    engine = tmp_path / "m.engine"
+    engine.write_bytes(b"x")
+    if sidecar is not None:
+        sidecar_path(engine).write_text(sidecar)
+    with pytest.raises(IAUnetError, match=message):
+        read_sidecar(engine)
+
+
+def test_every_field_is_required(tmp_path):
+    for field in FIELDS:
+        card = _card()
+        del card[field]
+        with pytest.raises(IAUnetError, match=f"lacks {field}"):
+            read_sidecar(_engine(tmp_path, card))
