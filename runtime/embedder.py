@@ -92,18 +92,19 @@ class Embedder:
     def model_id(self) -> str:
         return self.card.model_id
 
-    def _batches(self, items):
+    def _batches(self, items, on_error=None):
         if isinstance(items, np.ndarray) and items.dtype == np.float32 and items.ndim == len(self.card.sample_shape) + 1:
             if items.shape[1:] != self.card.sample_shape:
                 raise IAUnetError(f"the array is {items.shape}; expected (N, {', '.join(map(str, self.card.sample_shape))})")
             return (items[i:i + self.batch] for i in range(0, len(items), self.batch))
-        return read_batches(list(items), self.card, self.batch, self.read_threads)
+        return read_batches(list(items), self.card, self.batch, self.read_threads, on_error)
 
-    def embed(self, items, normalize: bool = True, progress=None) -> np.ndarray:
+    def embed(self, items, normalize: bool = True, progress=None, on_error=None) -> np.ndarray:
         """N items (see ``iaunet.runtime.images``) -> float32 (N, D); ``progress``: a
-        callable given the number of samples done after each batch."""
+        callable given the number of samples done after each batch. With ``on_error``,
+        unreadable items are left out of the result and reported to it (index, error)."""
         outs = []
-        for batch in self._batches(items):
+        for batch in self._batches(items, on_error):
             n = len(batch)
             if self.pad and n < self.batch:
                 batch = np.concatenate([batch, np.zeros((self.batch - n, *batch.shape[1:]), np.float32)])

@@ -54,15 +54,26 @@ def to_sample(item, card: ModelCard, what: str = "input") -> np.ndarray:
     return np.stack([_frame(item[k], card, f"{what} frame {k}") for k in clip_frame_indices(len(item), card.frames)])
 
 
-def read_batches(items, card: ModelCard, batch: int, threads: int = DEFAULT_READ_THREADS):
+def read_batches(items, card: ModelCard, batch: int, threads: int = DEFAULT_READ_THREADS, on_error=None):
     """Yield float32 batches of up to ``batch`` samples, in order. The next batch's items
-    are decoded on ``threads`` threads while the caller runs the current one."""
+    are decoded on ``threads`` threads while the caller runs the current one. With
+    ``on_error``, an item that fails is left out and ``on_error(index, error)`` is called
+    (a batch may then come out short, or be skipped when nothing in it was readable)."""
     starts = range(0, len(items), batch)
     with ThreadPoolExecutor(max_workers=max(1, threads)) as pool:
         def submit(start):
-            return [pool.submit(to_sample, item, card, f"input {start + k}")
+            return [(start + k, pool.submit(to_sample, item, card, f"input {start + k}"))
                     for k, item in enumerate(items[start:start + batch])]
         pending = submit(0) if items else []
         for start in starts:
             current, pending = pending, submit(start + batch) if start + batch < len(items) else []
-            yield np.stack([future.result() for future in current])
+            samples = []
+            for index, future in current:
+                try:
+                    samples.append(future.result())
+                except IAUnetError as error:
+                    if on_error is None:
+                        raise
+                    on_error(index, error)
+            if samples:
+                yield np.stack(samples)

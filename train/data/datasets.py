@@ -9,17 +9,16 @@ is dropped and distractors (identity 0) stay in the gallery, as the standard pro
 """
 from __future__ import annotations
 
-import re
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from iaunet.core.errors import IAUnetError
+from iaunet.core.names import MARKET_PATTERN, parse_market_name
 
 MARKET_LAYOUT = "<root>/bounding_box_train/, <root>/query/, <root>/bounding_box_test/ with images named PPPP_cC..."
 MSMT_LAYOUT = "<root>/train/, <root>/test/, <root>/list_train.txt, list_val.txt, list_query.txt, list_gallery.txt"
 MARS_LAYOUT = ("<root>/bbox_train/, <root>/bbox_test/, <root>/info/{train_name.txt, test_name.txt, "
                "tracks_train_info.mat, tracks_test_info.mat, query_IDX.mat}")
-_MARKET_NAME = re.compile(r"^([-\d]+)_c(\d+)")
 
 
 @dataclass
@@ -73,15 +72,15 @@ def _relabel(samples: list) -> list:
 def _read_market_dir(root: Path, sub: str) -> list:
     samples = []
     for path in sorted((root / sub).glob("*.jpg")):
-        match = _MARKET_NAME.match(path.name)
-        if not match:
-            raise IAUnetError(f"image name {path} does not follow PPPP_cC..._NN.jpg")
-        pid, cam = int(match.group(1)), int(match.group(2))
+        parsed = parse_market_name(path.name)
+        if parsed is None:
+            raise IAUnetError(f"image name {path} does not follow {MARKET_PATTERN}")
+        pid, cam = parsed
         if pid == -1:
             continue  # junk
-        samples.append(Sample((path,), pid, cam - 1, _mask_for(root, path)))
+        samples.append(Sample((path,), pid, cam, _mask_for(root, path)))
     if not samples:
-        raise IAUnetError(f"{root / sub} holds no images; expected .jpg files named PPPP_cC..._NN.jpg")
+        raise IAUnetError(f"{root / sub} holds no images; expected .jpg files named {MARKET_PATTERN}")
     return samples
 
 

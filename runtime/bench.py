@@ -1,0 +1,156 @@
+"""Latency and throughput figures for ``iaunet bench``: per backend and batch, model-only
+(ready arrays) and end-to-end (JPEG files through the embedder), p50/p99 latency, samples
+per second, peak resident memory, and achieved GFLOP/s against the machine's estimated
+peak. Standard library and numpy; the callables timed are whatever runners the caller
+built. Figures are medians of repeated calls after warm-up, never a single call.
+"""
+from __future__ import annotations
+
+import os
+import platform
+import resource
+import time
+from dataclasses import asdict, dataclass
+
+import numpy as np
+
+DEFAULT_REPEATS, DEFAULT_WARMUP = 30, 3
+FLOPS_PER_CYCLE = {"avx512f": 64, "avx2": 32, "avx": 16, "asimd": 16}  # FP32 per core per cycle, with FMA
+
+
+@dataclass
+class Timing:
+    backend: str
+    batch: int
+    kind: str            # "model" (ready arrays) or "end-to-end" (JPEG files through the embedder)
+    p50_ms: float
+    p99_ms: float
+    samples_per_s: float
+    peak_rss_mb: float   # of this process so far (the backends are timed one after another)
+    gflops_per_s: float | None = None
+
+    def as_dict(self) -> dict:
+        return asdict(self)
+
+
+def peak_rss_mb() -> float:
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    return peak / 1024 if platform.system() != "Darwin" else peak / 2**20
+
+
+def time_calls(fn, repeats: int = DEFAULT_REPEATS, warmup: int = DEFAULT_WARMUP) -> np.ndarray:
+    """Seconds per call of ``fn()``, after ``warmup`` untimed calls."""
+    for _ in range(warmup):
+        fn()
+    times = []
+    for _ in range(repeats):
+        start = time.perf_counter()
+        fn()
+        times.append(time.perf_counter() - start)
+    return np.array(times)
+
+
+def measure(fn, backend: str, batch: int, kind: str, flops_per_sample: float | None = None,
+            repeats: int = DEFAULT_REPEATS, warmup: int = DEFAULT_WARMUP) -> Timing:
+    seconds = time_calls(fn, repeats, warmup)
+    p50 = float(np.median(seconds))
+    gflops = flops_per_sample * batch / p50 / 1e9 if flops_per_sample else None
+    return Timing(backend, batch, kind, 1e3 * p50, 1e3 * float(np.percentile(seconds, 99)), batch / p50,
+                  peak_rss_mb(), gflops)
+
+
+def cpu_peak_gflops() -> tuple[float | None, str]:
+    """(estimated FP32 peak GFLOP/s of this CPU, how it was estimated): cores x clock x
+    FLOPs per cycle from the widest vector unit /proc/cpuinfo lists. None where unknown."""
+    try:
+        info = open("/proc/cpuinfo").read()
+    except OSError:
+        return None, "unknown (no /proc/cpuinfo)"
+    flags = set()
+    for line in info.splitlines():
+        if line.startswith(("flags", "Features")):
+            flags |= set(line.split(":", 1)[1].split())
+    width = next((FLOPS_PER_CYCLE[f] for f in FLOPS_PER_CYCLE if f in flags), None)
+    mhz = [float(line.split(":")[1]) for line in info.splitlines() if line.startswith("cpu MHz")]
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
+    if not width or not mhz:
+        return None, "unknown (no clock or vector width in /proc/cpuinfo)"
+    ghz = max(mhz) / 1e3
+    return cores * ghz * width, f"{cores} cores x {ghz:.2f} GHz x {width} FP32 FLOPs/cycle"
+
+
+E2E_BATCHES_PER_CALL = 8   # end-to-end calls embed this many batches of files: decoding overlaps inference
+
+
+def generated_jpegs(folder, count: int, size=(64, 128), seed: int = 0) -> list:
+    """``count`` JPEG crops of smooth random colour (a camera crop's size), for end-to-end figures."""
+    from PIL import Image
+    rng = np.random.default_rng(seed)
+    paths = []
+    for i in range(count):
+        coarse = rng.integers(0, 256, (8, 4, 3), dtype=np.uint8)
+        img = Image.fromarray(coarse).resize(size, Image.BILINEAR)
+        paths.append(f"{folder}/crop{i:04d}.jpg")
+        img.save(paths[-1], quality=90)
+    return paths
+
+
+def bench_runner(runner, label: str, card, batches, repeats: int, jpegs=(), flops: float | None = None,
+                 bare=None) -> list[Timing]:
+    """Model-only figures per batch (and the bare session's, when given, for the embedder's
+    overhead), then end-to-end figures from JPEG files through an ``Embedder``."""
+    from iaunet.runtime.embedder import Embedder
+    out = []
+    rng = np.random.default_rng(0)
+    for batch in batches:
+        if runner.max_batch and batch > runner.max_batch:
+            continue
+        x = (rng.random((batch, *card.sample_shape), dtype=np.float32) * 255).astype(np.float32)
+        out.append(measure(lambda: runner.infer(x), label, batch, "model", flops, repeats))
+        if bare is not None:
+            out.append(measure(lambda: bare(x), label, batch, "bare session", flops, repeats))
+        if len(jpegs) and card.variant == "image":
+            files = list(jpegs[:batch * E2E_BATCHES_PER_CALL])
+            embedder = Embedder(runner, card, batch)
+            t = measure(lambda: embedder.embed(files), label, len(files), "end-to-end", flops,
+                        max(3, repeats // E2E_BATCHES_PER_CALL), 1)
+            t.batch, t.p50_ms, t.p99_ms = batch, t.p50_ms / E2E_BATCHES_PER_CALL, t.p99_ms / E2E_BATCHES_PER_CALL
+            out.append(t)
+    return out
+
+
+def plot(timings: list[Timing], path) -> None:
+    """Samples per second per backend and batch, model-only beside end-to-end."""
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    kinds = [k for k in ("model", "bare session", "end-to-end") if any(t.kind == k for t in timings)]
+    groups = list(dict.fromkeys((t.backend, t.batch) for t in timings))
+    fig, ax = plt.subplots(figsize=(max(6, 1.2 * len(groups)), 4))
+    width = 0.8 / len(kinds)
+    for i, kind in enumerate(kinds):
+        values = [next((t.samples_per_s for t in timings if (t.backend, t.batch, t.kind) == (*g, kind)), 0)
+                  for g in groups]
+        ax.bar(np.arange(len(groups)) + i * width, values, width, label=kind)
+    ax.set_xticks(np.arange(len(groups)) + width * (len(kinds) - 1) / 2)
+    ax.set_xticklabels([f"{b}\nbatch {n}" for b, n in groups], fontsize=8)
+    ax.set_ylabel("samples / s (median)")
+    ax.legend()
+    fig.tight_layout()
+    fig.savefig(path, dpi=110, format="png")
+    plt.close(fig)
+
+
+def table(timings: list[Timing], peak: float | None, how: str) -> list[str]:
+    """The figures as aligned lines, with each backend's ratio to the first PyTorch row."""
+    torch_rows = {t.batch: t for t in timings if t.backend.startswith("pytorch") and t.kind == "model"}
+    lines = [f"{'backend':38} {'batch':>5} {'kind':12} {'p50 ms':>8} {'p99 ms':>8} {'samples/s':>10} "
+             f"{'GFLOP/s':>8} {'RSS MB':>7} {'vs torch':>8}"]
+    for t in timings:
+        ref = torch_rows.get(t.batch)
+        ratio = f"{t.samples_per_s / ref.samples_per_s:7.2f}x" if ref and t.kind != "end-to-end" else ""
+        gf = f"{t.gflops_per_s:8.1f}" if t.gflops_per_s else f"{'':8}"
+        lines.append(f"{t.backend[:38]:38} {t.batch:5d} {t.kind:12} {t.p50_ms:8.2f} {t.p99_ms:8.2f} "
+                     f"{t.samples_per_s:10.1f} {gf} {t.peak_rss_mb:7.0f} {ratio:>8}")
+    lines.append(f"CPU peak estimate: {f'{peak:.0f} GFLOP/s' if peak else 'unknown'} ({how})")
+    return lines
