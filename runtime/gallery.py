@@ -56,7 +56,10 @@ class Gallery:
         return len(self.embeddings)
 
     def add(self, embeddings, ids, cameras=None, tracks=None, paths=None) -> None:
-        emb = _normalized(embeddings, "the embeddings", self.dim)
+        """Append embeddings (L2-normalised here) with their labels; None labels are unknown."""
+        self._append(_normalized(embeddings, "the embeddings", self.dim), ids, cameras, tracks, paths)
+
+    def _append(self, emb: np.ndarray, ids, cameras, tracks, paths) -> None:
         n = len(emb)
 
         def column(values, name, dtype=np.int64, fill=UNKNOWN):
@@ -118,7 +121,10 @@ class Gallery:
             if int(data["format"]) != FORMAT:
                 raise IAUnetError(f"gallery {path} has format {int(data['format'])}; this toolkit reads {FORMAT}")
             gallery = cls(int(data["dim"]), str(data["model_id"]))
-            gallery.add(data["embeddings"], data["ids"], data["cameras"], data["tracks"], data["paths"])
+            emb = data["embeddings"]
+            if emb.dtype != np.float32 or emb.ndim != 2 or emb.shape[1] != gallery.dim or not np.isfinite(emb).all():
+                raise ValueError("embeddings of the wrong type or shape")
+            gallery._append(emb, data["ids"], data["cameras"], data["tracks"], data["paths"])
         except IAUnetError:
             raise
         except Exception as exc:

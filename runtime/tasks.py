@@ -49,8 +49,10 @@ def embed_paths(embedder: Embedder, paths, what: str, skip_bad: bool = False):
         bar.update(1)
     try:
         emb = embedder.embed(paths, progress=bar.update, on_error=skipped if skip_bad else None)
-    finally:
-        bar.close()
+    except BaseException:
+        bar.abandon()
+        raise
+    bar.close()
     if bad:
         log.info("%d unreadable image(s) skipped (first: %s)", len(bad), paths[bad[0]])
     return emb, [i for i in range(len(paths)) if i not in set(bad)]

@@ -48,6 +48,14 @@ class Progress:
             self.stream.write("\n")
         self.stream.flush()
 
+    def abandon(self):
+        """The work failed: clear the bar from a terminal and draw no final line, so the
+        error that follows is the only line the user reads."""
+        if self.enabled and self.terminal and self.drawn_count is not None:
+            self.stream.write("\r\x1b[K")
+            self.stream.flush()
+        self.enabled = False
+
     def _render(self):
         if not self.enabled:
             return

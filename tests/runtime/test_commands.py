@@ -1,0 +1,107 @@
+"""iaunet embed, search and bench, run in-process as a user runs them."""
+import json
+import shutil
+
+import numpy as np
+import pytest
+
+from iaunet.cli import main
+from iaunet.runtime.gallery import Gallery
+
+
+def run(capsys, *argv):
+    try:
+        code = main([str(a) for a in argv])
+    except SystemExit as exit_:
+        code = exit_.code
+    out, err = capsys.readouterr()
+    return code, out, err
+
+
+def test_embed_outputs_give_evaluations_map(capsys, tmp_path, image_checkpoint, image_onnx, market_synth):
+    from iaunet.train.checkpoint import load_checkpoint
+    from iaunet.train.data.datasets import open_dataset
+    from iaunet.train.metrics import distance_matrix, rank_metrics
+    from iaunet.train.trainer import evaluate
+    for split in ("query", "bounding_box_test"):
+        code, out, err = run(capsys, "embed", market_synth / split, "-m", image_onnx, "-o", tmp_path / f"{split}.npz")
+        assert code == 0 and "ids and cameras from the file names" in out, err
+    q, g = Gallery.load(tmp_path / "query.npz"), Gallery.load(tmp_path / "bounding_box_test.npz")
+    data = open_dataset(market_synth)
+    assert len(q) == len(data.query) and len(g) == len(data.gallery)  # junk left out, as evaluation does
+    ours = rank_metrics(distance_matrix(q.embeddings, g.embeddings), q.ids, g.ids, q.cameras, g.cameras)
+    model, config = load_checkpoint(image_checkpoint)
+    theirs = evaluate(model, data, "cpu", config)
+    assert abs(100 * ours["mAP"] - 100 * theirs["mAP"]) < 0.1 and ours["cmc"][0] == pytest.approx(theirs["rank1"])
+
+
+def test_search_ranks_and_draws(capsys, tmp_path, image_onnx, market_synth):
+    assert run(capsys, "embed", market_synth / "bounding_box_test", "-m", image_onnx, "-o", tmp_path / "g.npz")[0] == 0
+    queries = sorted((market_synth / "query").glob("*.jpg"))[:3]
+    code, out, err = run(capsys, "search", *queries, "-m", image_onnx, "--gallery", tmp_path / "g.npz",
+                         "--top-k", 4, "--grid", tmp_path / "grid.png", "--json", tmp_path / "m.json")
+    assert code == 0, err
+    results = json.loads((tmp_path / "m.json").read_text())["results"]
+    assert [r["query"] for r in results] == [str(q) for q in queries]
+    for r in results:
+        scores = [m["score"] for m in r["matches"]]
+        assert len(scores) == 4 and scores == sorted(scores, reverse=True)
+    from PIL import Image
+    with Image.open(tmp_path / "grid.png") as grid:
+        assert grid.size[1] == 3 * 128  # a row per query
+    assert out.count("\n") >= 3 and queries[0].name in out
+
+
+def test_bench_writes_figures_and_a_plot(capsys, tmp_path, image_onnx, image_checkpoint):
+    from iaunet.export.flops import count_flops
+    code, out, err = run(capsys, "bench", image_onnx, "--checkpoint", image_checkpoint, "--batch", "1,2",
+                         "--repeats", 3, "-o", tmp_path / "b")
+    assert code == 0, err
+    record = json.loads((tmp_path / "b" / "bench.json").read_text())
+    kinds = {(t["backend"].split()[-1], t["batch"], t["kind"]) for t in record["timings"]}
+    for batch in (1, 2):
+        assert {("onnxruntime-cpu", batch, "model"), ("onnxruntime-cpu", batch, "bare session"),
+                ("onnxruntime-cpu", batch, "end-to-end"), ("(cpu)", batch, "model")} <= kinds
+    flops = count_flops(image_onnx)
+    for t in record["timings"]:
+        assert t["p99_ms"] >= t["p50_ms"] > 0 and t["peak_rss_mb"] > 50
+        if t["kind"] == "model":
+            assert t["gflops_per_s"] == pytest.approx(flops * t["batch"] / (t["p50_ms"] / 1e3) / 1e9, rel=1e-6)
+    assert (tmp_path / "b" / "bench.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert "vs torch" in out and "1.00x" in out
+
+
+@pytest.mark.parametrize("case", ["empty folder", "corrupt image", "wrong kind of model", "other model's gallery"])
+def test_bad_input_is_one_line(capsys, tmp_path, image_onnx, market_synth, case):
+    images = tmp_path / "imgs"
+    shutil.copytree(market_synth / "query", images)
+    target = tmp_path / "g.npz"
+    if case == "empty folder":
+        (tmp_path / "empty").mkdir()
+        argv, words = ["embed", tmp_path / "empty", "-m", image_onnx, "-o", target], "holds no images"
+    elif case == "corrupt image":
+        bad = sorted(images.glob("*.jpg"))[2]
+        bad.write_bytes(bad.read_bytes()[:100])
+        argv, words = ["embed", images, "-m", image_onnx, "-o", target], bad.name
+    elif case == "wrong kind of model":
+        (tmp_path / "model.onnx").write_text("a checkpoint? no")
+        argv, words = ["embed", images, "-m", tmp_path / "model.onnx", "-o", target], "ONNX Runtime can load"
+    else:
+        g = Gallery(512, "cd" * 32)
+        g.add(np.ones((2, 512), np.float32), ids=[1, 2])
+        g.save(tmp_path / "other.npz")
+        argv, words = ["search", images, "-m", image_onnx, "--gallery", tmp_path / "other.npz"], "but model cdcdcdcdcdcd was expected"
+    code, out, err = run(capsys, *argv)
+    assert code == 1 and len(err.strip().splitlines()) == 1 and words in err, err
+    assert not target.exists()
+
+
+def test_skip_bad_counts_unreadable_images(capsys, tmp_path, image_onnx, market_synth):
+    images = tmp_path / "imgs"
+    shutil.copytree(market_synth / "query", images)
+    files = sorted(images.glob("*.jpg"))
+    files[1].write_bytes(b"junk")
+    code, out, err = run(capsys, "embed", images, "-m", image_onnx, "-o", tmp_path / "g.npz", "--skip-bad")
+    assert code == 0 and "1 unreadable skipped" in out, err
+    g = Gallery.load(tmp_path / "g.npz")
+    assert len(g) == len(files) - 1 and str(files[1]) not in set(g.paths)
