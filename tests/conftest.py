@@ -95,3 +95,10 @@ def _spread_tokens(shape, seed: int = 0, device: str = "cpu"):
 @pytest.fixture
 def spread_tokens():
     return _spread_tokens
+
+
+@pytest.fixture(scope="session")
+def image_onnx(tmp_path_factory, image_checkpoint):
+    """The randomised iaunet_r18 of ``image_checkpoint``, exported in plugin mode."""
+    from iaunet.export.exporter import export_checkpoint
+    return export_checkpoint(image_checkpoint, tmp_path_factory.mktemp("onnx") / "m.onnx", "plugin").path

@@ -135,20 +135,25 @@ def run_bench(args):
     from iaunet.runtime import bench
     from iaunet.runtime.embedder import is_engine
     out = check_report_folder(args.output)
-    flops = {m: count_flops(m) for m in args.models if not is_engine(m)}
-    timings, card = [], None
+    timings, card, per_model = [], None, []
     with tempfile.TemporaryDirectory() as tmp:
         jpegs = (collect_images([args.images]) if args.images
                  else bench.generated_jpegs(tmp, max(args.batch) * bench.E2E_BATCHES_PER_CALL))
         for model, label, runner, card, bare in _runners(args):
             with runner:
-                timings += bench.bench_runner(runner, label, card, args.batch, args.repeats, jpegs,
-                                              flops.get(model), bare)
+                found = bench.bench_runner(runner, label, card, args.batch, args.repeats, jpegs, None, bare)
+            per_model += [(model, t) for t in found]
         if args.checkpoint:
             from iaunet.train.runner import TorchRunner
             runner = TorchRunner.from_checkpoint(args.checkpoint)
-            timings += bench.bench_runner(runner, f"pytorch eager ({runner.device.type})", card, args.batch,
-                                          args.repeats, (), next(iter(flops.values()), None))
+            found = bench.bench_runner(runner, f"pytorch eager ({runner.device.type})", card, args.batch,
+                                       args.repeats)
+            per_model += [(args.models[0], t) for t in found]
+    # FLOPs are counted after the timings, so onnx's copy of the graph is not in the runtime's memory figures
+    flops = {m: count_flops(m) for m in args.models if not is_engine(m)}
+    for model, t in per_model:
+        t.gflops_per_s = flops[model] * t.batch / (t.p50_ms / 1e3) / 1e9 if model in flops else None
+        timings.append(t)
     peak, how = bench.cpu_peak_gflops()
     for line in bench.table(timings, peak, how):
         print(line)
