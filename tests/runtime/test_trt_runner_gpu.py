@@ -1,0 +1,58 @@
+"""The TensorRT runner on a real GPU: a native-mode export of the small test model is
+built into a strongly typed engine with a dynamic-batch profile, given a sidecar, and run
+through ``TensorRTRunner`` and ``Embedder`` (padding, CUDA graphs) against ONNX Runtime.
+Skipped without CUDA or without TensorRT's libraries (never run on the CPU machines)."""
+import json
+
+import numpy as np
+import pytest
+
+pytestmark = [pytest.mark.gpu, pytest.mark.trt]
+
+
+@pytest.fixture(scope="module")
+def engine(tmp_path_factory, image_checkpoint):
+    trt = pytest.importorskip("tensorrt")
+    pytest.importorskip("pycuda")
+    from iaunet.export.exporter import export_checkpoint
+    from iaunet.runtime.engine_card import FORMAT, sidecar_path
+    from iaunet.runtime.trt_runner import machine_facts
+    root = tmp_path_factory.mktemp("engine")
+    onnx_path = export_checkpoint(image_checkpoint, root / "m.native.onnx", "native").path
+    logger = trt.Logger(trt.Logger.WARNING)
+    builder = trt.Builder(logger)
+    network = builder.create_network(1 << int(trt.NetworkDefinitionCreationFlag.STRONGLY_TYPED))
+    parser = trt.OnnxParser(network, logger)
+    assert parser.parse(onnx_path.read_bytes()), [parser.get_error(i).desc() for i in range(parser.num_errors)]
+    config = builder.create_builder_config()
+    profile = builder.create_optimization_profile()
+    profile.set_shape("images", (1, 3, 64, 32), (4, 3, 64, 32), (8, 3, 64, 32))
+    config.add_optimization_profile(profile)
+    path = root / "m.engine"
+    path.write_bytes(bytes(builder.build_serialized_network(network, config)))
+    import onnxruntime as ort
+    session = ort.InferenceSession(str(onnx_path), providers=["CPUExecutionProvider"])
+    machine = machine_facts()
+    sidecar_path(path).write_text(json.dumps({
+        "format": FORMAT, "tensorrt_version": machine.tensorrt_version, "gpu_name": machine.gpu_name,
+        "compute_capability": machine.compute_capability, "precision": "fp32",
+        "profile": {"min": [1, 3, 64, 32], "opt": [4, 3, 64, 32], "max": [8, 3, 64, 32]},
+        "plugin_route": "native", "plugins": [], "onnx_sha256": "", "toolkit_version": "test",
+        "metadata": dict(session.get_modelmeta().custom_metadata_map)}))
+    return path, onnx_path
+
+
+@pytest.mark.parametrize("cuda_graph", [False, True])
+def test_engine_matches_onnxruntime(engine, cuda_graph):
+    from iaunet.runtime import Embedder
+    from iaunet.runtime.runners import OnnxRuntimeRunner
+    path, onnx_path = engine
+    x = (np.random.default_rng(0).random((11, 3, 64, 32), dtype=np.float32) * 255).astype(np.float32)
+    expected = OnnxRuntimeRunner(onnx_path).infer_batches(x, 8)
+    with Embedder.open(path, cuda_graph=cuda_graph, batch=8) as embedder:
+        assert embedder.backend == "tensorrt" and embedder.runner.max_batch == 8
+        got = embedder.embed(x, normalize=False)  # 8 + 3, the short batch padded to 8 and trimmed
+        again = embedder.embed(x, normalize=False)
+    cos = (got * expected).sum(1) / np.linalg.norm(got, axis=1) / np.linalg.norm(expected, axis=1)
+    assert got.shape == expected.shape and cos.min() > 0.9999
+    np.testing.assert_array_equal(got, again)
