@@ -4,9 +4,20 @@ large); save and load as ``.npz``; refusal of queries from another model.
 
 A gallery belongs to one embedding space, named by the checkpoint's SHA-256 (the
 ``model_id`` of ``iaunet.runtime.model_card``) and the embedding size: queries from any
-other model are refused rather than compared. Embeddings are stored L2-normalised, so
-the inner product is the cosine. Ties rank the earlier entry first, in both backends.
-faiss is imported only inside the search that uses it.
+other model are refused rather than compared. Embeddings are stored L2-normalised
+float32, so the inner product is the cosine.
+
+Ranking is by score, then by gallery index: of equal scores the earlier entry comes
+first, in both backends. Identical embeddings (the same image added twice) tie exactly:
+each distinct embedding is scored once and its score given to all its copies, because a
+BLAS matrix product may score two copies a last bit apart (edge tiles of the product
+sum in another order). The numpy backend selects with ``argpartition`` in blocks of
+queries (``BLOCK_SCORES`` scores at a time, whatever the gallery's size); the FAISS
+backend (``IndexFlatIP``, exact) is built once per gallery state and checked at the
+k-th place, where FAISS does not say which of equal scores it keeps. faiss is imported
+only inside the search that uses it.
+
+CMC/mAP evaluation lives in ``iaunet.train.metrics`` (numpy only), not here.
 """
 from __future__ import annotations
 
@@ -17,62 +28,84 @@ import numpy as np
 
 from iaunet.core.errors import IAUnetError
 from iaunet.core.files import atomic_output, check_output_path
+from iaunet.core.validate import COUNT, Bounded, check
 
 FORMAT = 1
 FAISS_FROM = 50_000        # entries from which "auto" searches with FAISS (when installed)
-QUERY_CHUNK = 1024         # queries per numpy matrix product: memory stays O(chunk x gallery)
+BLOCK_SCORES = 1 << 23     # query x gallery scores per numpy block: 32 MiB float32, ~150 MiB at peak
 SEARCH_BACKENDS = ("auto", "numpy", "faiss")
 UNKNOWN = -1               # id, camera or track not known
+COSINE = Bounded(float, -1, 1)
+FIELDS = ("format", "dim", "model_id", "embeddings", "ids", "cameras", "tracks", "paths")
+WRITTEN_BY = "expected a gallery .npz written by Gallery.save or 'iaunet embed'"
 
 
 @dataclass
 class Matches:
-    """Top-k per query: gallery ``indices`` (-1 where fewer matched), cosine ``scores``
-    (NaN there), and the matches' ``ids``."""
+    """Top-k per query, best first: gallery ``indices`` (-1 where fewer matched), cosine
+    ``scores`` (NaN there), and the matches' ``ids`` (-1 there)."""
     indices: np.ndarray
     scores: np.ndarray
     ids: np.ndarray
 
 
-def _normalized(x, what: str, dim: int | None = None) -> np.ndarray:
+def _normalized(x, what: str, dim: int) -> np.ndarray:
     x = np.asarray(x, dtype=np.float32)
-    if x.ndim != 2 or (dim is not None and x.shape[1] != dim):
-        raise IAUnetError(f"{what} has shape {x.shape}; expected (N, {dim or 'D'})")
+    if x.ndim != 2 or x.shape[1] != dim:
+        raise IAUnetError(f"{what} have shape {x.shape}; expected (N, {dim}), rows of this gallery's "
+                          f"{dim}-value embeddings")
     if not np.isfinite(x).all():
-        raise IAUnetError(f"{what} holds NaN or infinite values")
-    return x / np.maximum(np.linalg.norm(x, axis=1, keepdims=True), 1e-12)
+        raise IAUnetError(f"{what} hold NaN or infinite values; expected finite embeddings")
+    return x / np.maximum(np.linalg.norm(x, axis=1, keepdims=True), 1e-12) + np.float32(0)  # + 0: no -0.0
+
+
+def _labels(values, name: str, n: int, text: bool = False) -> np.ndarray:
+    """One label per embedding: whole numbers (``text``: strings); None is unknown."""
+    if values is None:
+        return np.full(n, "" if text else UNKNOWN, str if text else np.int64)
+    arr = np.asarray(values)
+    if arr.ndim != 1 or len(arr) != n:
+        raise IAUnetError(f"{name} has {arr.size if arr.ndim else 1} entries for {n} embeddings; expected one each")
+    if text:
+        return arr.astype(str)
+    whole = arr.dtype.kind in "iub" or n == 0 or (
+        arr.dtype.kind == "f" and np.isfinite(arr).all() and (arr == np.round(arr)).all())
+    if not whole:
+        raise IAUnetError(f"{name} must be whole numbers; got {arr.dtype} values such as {arr[0]!r}")
+    return arr.astype(np.int64)
 
 
 class Gallery:
+    """Embeddings (``embeddings``, N x ``dim``, L2-normalised float32) with ``ids``,
+    ``cameras``, ``tracks`` (int64, -1 unknown) and ``paths`` (str), of model ``model_id``."""
+
     def __init__(self, dim: int, model_id: str):
-        if int(dim) < 1:
-            raise IAUnetError(f"embedding size {dim} must be at least 1")
-        self.dim, self.model_id = int(dim), str(model_id)
+        self.dim, self.model_id = check("embedding size", dim, COUNT), str(model_id)
         self.embeddings = np.zeros((0, self.dim), np.float32)
         self.ids = self.cameras = self.tracks = np.zeros(0, np.int64)
         self.paths = np.zeros(0, dtype=str)
+        self._reset()
+
+    def _reset(self) -> None:
+        self._groups = None         # _Groups of the current embeddings, made by the first search
+        self._faiss_index = None    # FAISS index of the distinct embeddings, made by the first FAISS search
 
     def __len__(self) -> int:
         return len(self.embeddings)
 
     def add(self, embeddings, ids, cameras=None, tracks=None, paths=None) -> None:
         """Append embeddings (L2-normalised here) with their labels; None labels are unknown."""
-        self._append(_normalized(embeddings, "the embeddings", self.dim), ids, cameras, tracks, paths)
+        self._append(_normalized(embeddings, "embeddings", self.dim), ids, cameras, tracks, paths)
 
     def _append(self, emb: np.ndarray, ids, cameras, tracks, paths) -> None:
         n = len(emb)
-
-        def column(values, name, dtype=np.int64, fill=UNKNOWN):
-            out = np.full(n, fill, dtype) if values is None else np.asarray(values).astype(dtype)
-            if out.shape != (n,):
-                raise IAUnetError(f"{name} has {out.shape[0] if out.ndim else 0} entries for {n} embeddings")
-            return out
-        new = [column(ids, "ids"), column(cameras, "cameras"), column(tracks, "tracks"),
-               column(paths, "paths", str, "")]
+        new = (_labels(ids, "ids", n), _labels(cameras, "cameras", n), _labels(tracks, "tracks", n))
+        new_paths = _labels(paths, "paths", n, text=True)
         self.embeddings = np.concatenate([self.embeddings, emb])
         self.ids, self.cameras, self.tracks = (np.concatenate([a, b]) for a, b in
-                                               zip((self.ids, self.cameras, self.tracks), new[:3]))
-        self.paths = np.concatenate([self.paths, new[3]])
+                                               zip((self.ids, self.cameras, self.tracks), new))
+        self.paths = np.concatenate([self.paths, new_paths])
+        self._reset()
 
     def check_model(self, model_id: str, dim: int | None = None) -> None:
         """Refuse embeddings of another embedding space."""
@@ -85,24 +118,66 @@ class Gallery:
 
     def search(self, queries, k: int = 10, threshold: float | None = None, backend: str = "auto",
                model_id: str | None = None) -> Matches:
+        """The ``k`` most similar entries per query row (k clamped to the gallery's size),
+        best first; with ``threshold``, matches scoring below it become -1 / NaN.
+        ``model_id``: the model the queries come from, refused unless it is the gallery's.
+        ``backend``: "numpy", "faiss", or "auto" (FAISS from ``FAISS_FROM`` entries when installed)."""
         if backend not in SEARCH_BACKENDS:
             raise IAUnetError(f"unknown search backend {backend!r}; expected one of {', '.join(SEARCH_BACKENDS)}")
         if model_id is not None:
-            self.check_model(model_id, np.shape(queries)[-1])
+            self.check_model(model_id, np.shape(queries)[-1] if np.ndim(queries) == 2 else None)
         if not len(self):
             raise IAUnetError("the gallery is empty; add embeddings before searching")
-        if k < 1:
-            raise IAUnetError(f"k must be at least 1, got {k}")
-        q = _normalized(queries, "the queries", self.dim)
-        k = min(int(k), len(self))
-        use_faiss = backend == "faiss" or (backend == "auto" and len(self) >= FAISS_FROM and _faiss(False))
-        indices, scores = (_search_faiss if use_faiss else _search_numpy)(self.embeddings, q, k)
+        k = min(check("k", k, COUNT), len(self))
+        if threshold is not None:
+            threshold = check("threshold", threshold, COSINE)
+        q = _normalized(queries, "queries", self.dim)
+        faiss = _faiss() if backend == "faiss" else (
+            _faiss(required=False) if backend == "auto" and len(self) >= FAISS_FROM else None)
+        indices, scores = self._search_faiss(faiss, q, k) if faiss is not None else self._search_numpy(q, k)
         if threshold is not None:
             low = scores < threshold
             indices, scores = np.where(low, -1, indices), np.where(low, np.nan, scores)
         return Matches(indices, scores, np.where(indices >= 0, self.ids[np.maximum(indices, 0)], UNKNOWN))
 
+    # -- search internals: both backends rank the distinct embeddings, then expand to entries
+
+    def _distinct(self) -> "_Groups":
+        if self._groups is None:
+            self._groups = _Groups.of(self.embeddings)
+        return self._groups
+
+    def _search_numpy(self, q: np.ndarray, k: int):
+        groups = self._distinct()
+        want = min(groups.size, k + 1)
+        rows = max(1, BLOCK_SCORES // len(self))
+        found = [_top(groups.scores(q[s:s + rows], self.embeddings), want) for s in range(0, len(q), rows)]
+        cols = np.concatenate([f[0] for f in found]) if found else np.zeros((0, want), np.int64)
+        scores = np.concatenate([f[1] for f in found]) if found else np.zeros((0, want), np.float32)
+        return groups.expand(cols, scores, k)
+
+    def _search_faiss(self, faiss, q: np.ndarray, k: int):
+        groups = self._distinct()
+        if self._faiss_index is None:
+            index = faiss.IndexFlatIP(self.dim)
+            index.add(np.ascontiguousarray(self.embeddings if groups.first is None
+                                           else self.embeddings[groups.first]))
+            self._faiss_index = index
+        want = min(groups.size, k + 1)
+        scores, cols = self._faiss_index.search(np.ascontiguousarray(q), want)
+        order = np.lexsort((cols, -scores), axis=1)
+        cols, scores = np.take_along_axis(cols, order, 1).astype(np.int64), np.take_along_axis(scores, order, 1)
+        # FAISS keeps some k of the equal scores at the k-th place, not said which: where the last
+        # needed score equals the first one left out, rank that query again with numpy
+        unsure = groups.unsure(cols, scores, k) if want < groups.size else np.zeros(len(q), bool)
+        if unsure.any():
+            cols[unsure], scores[unsure] = _top(groups.scores(q[unsure], self.embeddings), want)
+        return groups.expand(cols, scores, k)
+
+    # -- files
+
     def save(self, path) -> Path:
+        """Write the gallery as ``.npz`` through a temporary name; returns the path."""
         path = check_output_path(path)
         with atomic_output(path) as tmp:
             with open(tmp, "wb") as f:
@@ -112,37 +187,134 @@ class Gallery:
 
     @classmethod
     def load(cls, path, model_id: str | None = None) -> "Gallery":
+        """Read a gallery written by ``save``; with ``model_id``, refuse one of another model."""
         path = Path(path)
         if not path.is_file():
-            raise IAUnetError(f"gallery {path} not found; expected an .npz written by 'iaunet embed'")
+            raise IAUnetError(f"gallery {path} not found; {WRITTEN_BY}")
         try:
             with np.load(path, allow_pickle=False) as f:
-                data = {k: f[k] for k in f.files}
-            if int(data["format"]) != FORMAT:
-                raise IAUnetError(f"gallery {path} has format {int(data['format'])}; this toolkit reads {FORMAT}")
-            gallery = cls(int(data["dim"]), str(data["model_id"]))
-            emb = data["embeddings"]
-            if emb.dtype != np.float32 or emb.ndim != 2 or emb.shape[1] != gallery.dim or not np.isfinite(emb).all():
-                raise ValueError("embeddings of the wrong type or shape")
+                data = {name: f[name] for name in f.files}
+        except Exception as exc:  # a .npy holds no archive (no `with`), a cut zip, pickles, text
+            raise IAUnetError(f"gallery {path} is not a readable .npz ({type(exc).__name__}); {WRITTEN_BY}") from None
+        missing = [name for name in FIELDS if name not in data]
+        if missing:
+            raise IAUnetError(f"gallery {path} lacks {', '.join(missing)}; {WRITTEN_BY}")
+        try:
+            version, dim, stored_model = int(data["format"]), int(data["dim"]), str(data["model_id"])
+        except (TypeError, ValueError):
+            raise IAUnetError(f"gallery {path} has a malformed format, dim or model_id; {WRITTEN_BY}") from None
+        if version != FORMAT:
+            raise IAUnetError(f"gallery {path} has format {version}; this toolkit reads format {FORMAT}")
+        emb = data["embeddings"]
+        if emb.dtype != np.float32 or emb.ndim != 2 or emb.shape[1:] != (dim,) or not np.isfinite(emb).all():
+            raise IAUnetError(f"gallery {path} holds {emb.dtype} embeddings of shape {emb.shape}; expected "
+                              f"finite float32 (N, {dim})")
+        norms = np.linalg.norm(emb, axis=1)
+        if not (np.isclose(norms, 1, atol=1e-3) | (norms == 0)).all():
+            raise IAUnetError(f"gallery {path} holds embeddings that are not L2-normalised; {WRITTEN_BY}")
+        try:
+            gallery = cls(dim, stored_model)
             gallery._append(emb, data["ids"], data["cameras"], data["tracks"], data["paths"])
-        except IAUnetError:
-            raise
-        except Exception as exc:
-            raise IAUnetError(f"gallery {path} is not readable ({type(exc).__name__}); expected an .npz written "
-                              "by 'iaunet embed'") from None
+        except IAUnetError as exc:
+            raise IAUnetError(f"gallery {path}: {exc}") from None
         if model_id is not None:
             gallery.check_model(model_id)
         return gallery
 
 
-def _search_numpy(gallery: np.ndarray, queries: np.ndarray, k: int):
-    indices, scores = [], []
-    for start in range(0, len(queries), QUERY_CHUNK):
-        sims = queries[start:start + QUERY_CHUNK] @ gallery.T
-        order = np.argsort(-sims, axis=1, kind="stable")[:, :k]  # stable: ties keep the earlier entry first
-        indices.append(order)
-        scores.append(np.take_along_axis(sims, order, 1))
-    return np.concatenate(indices), np.concatenate(scores)
+class _Groups:
+    """The distinct embeddings of a gallery: ``first`` (ascending) holds the first entry of
+    each, ``members`` every entry grouped by distinct embedding (ascending within a group),
+    ``starts`` and ``counts`` where each group lies in ``members``. ``first`` is None when
+    all entries are distinct (then groups are entries)."""
+
+    def __init__(self, size, first=None, members=None, starts=None, counts=None):
+        self.size, self.first, self.members, self.starts, self.counts = size, first, members, starts, counts
+
+    @classmethod
+    def of(cls, emb: np.ndarray) -> "_Groups":
+        n = len(emb)
+        key = _row_hash(emb)
+        _, first, group = np.unique(key, return_index=True, return_inverse=True)
+        group = group.ravel()
+        copies = np.flatnonzero(first[group] != np.arange(n))
+        if len(copies) and not (emb[copies] == emb[first[group[copies]]]).all():  # a hash collision
+            rows = np.ascontiguousarray(emb).view(np.dtype((np.void, emb.shape[1] * emb.itemsize))).ravel()
+            _, first, group = np.unique(rows, return_index=True, return_inverse=True)
+            group = group.ravel()
+        if len(first) == n:
+            return cls(n)
+        rank = np.empty(len(first), np.int64)
+        rank[np.argsort(first)] = np.arange(len(first))   # number the groups by their first entry
+        group = rank[group]
+        counts = np.bincount(group)
+        starts = np.concatenate([[0], np.cumsum(counts)[:-1]])
+        return cls(len(first), np.sort(first), np.argsort(group, kind="stable"), starts, counts)
+
+    def scores(self, q: np.ndarray, emb: np.ndarray) -> np.ndarray:
+        """Cosine of each query with each distinct embedding (one column per group)."""
+        sims = q @ emb.T
+        return sims if self.first is None else sims[:, self.first]
+
+    def unsure(self, cols: np.ndarray, scores: np.ndarray, k: int) -> np.ndarray:
+        """Rows whose last group needed for k entries scores no higher than the last group
+        found: groups beyond those found might tie with it."""
+        needed = np.minimum(self.counts[cols], k).cumsum(1) if self.first is not None else \
+            np.broadcast_to(np.arange(1, cols.shape[1] + 1), cols.shape)
+        last = np.argmax(needed >= k, axis=1)
+        return np.take_along_axis(scores, last[:, None], 1)[:, 0] <= scores[:, -1]
+
+    def expand(self, cols: np.ndarray, scores: np.ndarray, k: int):
+        """Top-k entries from the top groups (sorted by score, then group): the copies of a
+        distinct embedding share its score and rank in index order among equal scores."""
+        if self.first is None:
+            return cols[:, :k], scores[:, :k]
+        cap = int(min(k, self.counts.max()))
+        within = np.arange(cap)
+        out_i, out_s = [], []
+        rows = max(1, BLOCK_SCORES // (cols.shape[1] * cap))
+        for s in range(0, len(cols), rows):
+            c, v = cols[s:s + rows], scores[s:s + rows]
+            valid = within < self.counts[c][..., None]
+            entry = self.members[np.minimum(self.starts[c][..., None] + within, len(self.members) - 1)]
+            entry = np.where(valid, entry, np.iinfo(np.int64).max).reshape(len(c), -1)
+            score = np.where(valid, v[..., None], -np.inf).reshape(len(c), -1)
+            order = np.lexsort((entry, -score), axis=1)[:, :k]
+            out_i.append(np.take_along_axis(entry, order, 1))
+            out_s.append(np.take_along_axis(score, order, 1).astype(np.float32))
+        if not out_i:
+            return np.zeros((0, k), np.int64), np.zeros((0, k), np.float32)
+        return np.concatenate(out_i), np.concatenate(out_s)
+
+
+def _row_hash(emb: np.ndarray) -> np.ndarray:
+    """A 64-bit hash of each row's bytes (equal rows, equal hashes; integer arithmetic, so
+    the same in any order), in blocks of rows to keep memory small."""
+    words = np.ascontiguousarray(emb).view(np.uint32)
+    weights = np.random.default_rng(0).integers(1, 2 ** 63, size=words.shape[1], dtype=np.uint64) | np.uint64(1)
+    out = np.empty(len(words), np.uint64)
+    rows = max(1, BLOCK_SCORES // max(1, words.shape[1]) // 4)
+    for s in range(0, len(words), rows):
+        out[s:s + rows] = (words[s:s + rows].astype(np.uint64) * weights).sum(axis=1)
+    return out
+
+
+def _top(sims: np.ndarray, t: int):
+    """The ``t`` best columns of each row, by score then lower column first: (columns, scores)."""
+    n = sims.shape[1]
+    if t < n:
+        cols = np.argpartition(sims, n - t, axis=1)[:, n - t:]
+        vals = np.take_along_axis(sims, cols, 1)
+        kth = vals.min(axis=1, keepdims=True)
+        # argpartition keeps an arbitrary few of the scores equal to the t-th: keep the lowest columns
+        for r in np.flatnonzero((sims == kth).sum(1) > (vals == kth).sum(1)):
+            better = cols[r][vals[r] > kth[r, 0]]
+            cols[r] = np.concatenate([better, np.flatnonzero(sims[r] == kth[r, 0])[:t - len(better)]])
+            vals[r] = sims[r, cols[r]]
+    else:
+        cols, vals = np.broadcast_to(np.arange(n), sims.shape), sims
+    order = np.lexsort((cols, -vals), axis=1)
+    return np.take_along_axis(cols, order, 1).astype(np.int64), np.take_along_axis(vals, order, 1)
 
 
 def _faiss(required: bool = True):
@@ -152,14 +324,5 @@ def _faiss(required: bool = True):
     except ImportError:
         if required:
             raise IAUnetError("the faiss search backend needs faiss: pip install faiss-cpu "
-                              "(or the toolkit's 'faiss' extra)") from None
+                              "(or the toolkit's 'faiss' extra: pip install -e '.[faiss]')") from None
         return None
-
-
-def _search_faiss(gallery: np.ndarray, queries: np.ndarray, k: int):
-    faiss = _faiss()
-    index = faiss.IndexFlatIP(gallery.shape[1])
-    index.add(np.ascontiguousarray(gallery))
-    scores, indices = index.search(np.ascontiguousarray(queries), k)
-    order = np.lexsort((indices, -scores), axis=1)  # equal scores: lower index first, as numpy does
-    return np.take_along_axis(indices, order, 1).astype(np.int64), np.take_along_axis(scores, order, 1)
