@@ -31,10 +31,21 @@ from iaunet.runtime.model_card import ModelCard
 from iaunet.runtime.runners import Runner
 
 
+def import_tensorrt():
+    """tensorrt, or one line saying it is not installed (the bindings may be present without
+    the libraries: that, too, is 'not installed' for a build)."""
+    try:
+        import tensorrt
+        return tensorrt
+    except (ImportError, OSError) as exc:
+        raise IAUnetError(f"TensorRT is not installed ({type(exc).__name__}: {str(exc).splitlines()[0][:120]}); "
+                          "on Jetson it comes with JetPack, elsewhere from NVIDIA's tensorrt wheels") from None
+
+
 def machine_facts(device: int = 0) -> Machine:
     """This machine's GPU (through pycuda) and TensorRT release (the module's version)."""
+    trt = import_tensorrt()
     import pycuda.driver as cuda
-    import tensorrt as trt
     cuda.init()
     gpu = cuda.Device(device)
     major, minor = gpu.compute_capability()
@@ -59,7 +70,7 @@ class TensorRTRunner(Runner):
         if reason:
             raise IAUnetError(f"{engine}: {reason}")
         import pycuda.driver as cuda
-        import tensorrt as trt
+        trt = import_tensorrt()
         if tensorrt_version(trt) < TRT_MIN_VERSION:
             raise IAUnetError(f"TensorRT {trt.__version__} is older than the toolkit supports "
                               f"({'.'.join(map(str, TRT_MIN_VERSION))} and later)")

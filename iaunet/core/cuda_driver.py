@@ -185,3 +185,11 @@ def launch_graph(executable: int, stream: int) -> None:
 def destroy_graph(executable: int) -> None:
     if executable and _lib is not None:
         _lib.cuGraphExecDestroy(ctypes.c_void_p(executable))
+
+
+def device_name(device: int = 0) -> str:
+    """The GPU's name as the driver reports it ('Orin', 'NVIDIA H100 80GB HBM3')."""
+    lib = driver()
+    name = ctypes.create_string_buffer(256)
+    check(lib, lib.cuDeviceGetName(name, 256, ctypes.c_int(device)), "cuDeviceGetName")
+    return name.value.decode(errors="replace")

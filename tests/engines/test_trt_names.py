@@ -268,3 +268,27 @@ def test_aot_impl_signatures_follow_their_registration():
     assert registered and registered.keys() == aot.keys()
     for plugin_id, params in registered.items():
         assert aot[plugin_id] == params + ["outputs", "tactic"], (plugin_id, aot[plugin_id])
+
+
+# members called on TensorRT objects (not read off the module), per module
+MEMBERS = {
+    "engines/builder.py": ("create_network", "parse", "num_errors", "get_error", "node_name", "node_operator",
+                           "desc", "DLA_core"),
+    "runtime/trt_runner.py": ("deserialize_cuda_engine", "create_execution_context", "get_tensor_profile_shape",
+                              "get_tensor_dtype", "set_tensor_address", "execute_async_v3", "set_input_shape"),
+}
+
+
+@pytest.mark.parametrize("rel", sorted(MEMBERS))
+def test_members_called_on_tensorrt_objects_exist(rel, wheel_names):
+    source = (ROOT / rel).read_text()
+    for member in MEMBERS[rel]:
+        assert re.search(rf"\.{member}\b", source), f"{member} is listed but {rel} does not use it"
+    for version, names in wheel_names.items():
+        missing = [m for m in MEMBERS[rel] if m not in names["trt"]]
+        assert not missing, f"{rel} calls members TensorRT {version} lacks: {missing}"
+
+
+def test_the_member_list_catches_a_missing_member(wheel_names):
+    assert "execute_async_v3" in wheel_names[(10, 3)]["trt"]
+    assert "execute_async_v9" not in wheel_names[(10, 3)]["trt"]

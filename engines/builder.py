@@ -1,0 +1,164 @@
+"""``iaunet build``: a TensorRT engine and its sidecar from an ONNX file of the toolkit,
+built with Polygraphy's loaders (ONNX bytes -> strongly typed network -> config ->
+serialized engine), cached by everything that decides it.
+
+The decisions are ``engines.plan``'s; this module only chains the loaders and reads the
+machine. Arguments are checked and the plan made before TensorRT builds anything; the
+engine and ``<engine>.json`` are written through temporary names. A parser failure is
+one error naming each failing node, its op and the parser's reason. Polygraphy's own
+log lines are shown only with ``-v``.
+
+TensorRT, Polygraphy and the plugin registration are imported inside ``build_engine``;
+none of it can run on a machine without TensorRT's libraries and a GPU.
+"""
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+
+from iaunet.core import cuda_driver, onnx_wire
+from iaunet.core.errors import IAUnetError
+from iaunet.core.files import atomic_output, cache_folder, check_output_path, sha256_file, write_json
+from iaunet.core.graph_io import INPUT_NAME
+from iaunet.core.log import get_logger
+from iaunet.core.plugin_contract import DOMAIN, PLUGIN_OPS, TRT_MIN_VERSION
+from iaunet.engines.plan import BuildOptions, Plan, plan_build
+from iaunet.runtime.engine_card import Machine, sidecar_path
+from iaunet.runtime.model_card import ModelCard
+from iaunet.runtime.trt_runner import import_tensorrt
+
+log = get_logger("engines")
+
+
+def read_onnx(path) -> tuple[bytes, ModelCard, bool]:
+    """(the file's bytes, its model card, whether it has IAU plugin nodes), read without
+    the onnx package (``iaunet.core.onnx_wire``)."""
+    path = Path(path)
+    if not path.is_file():
+        raise IAUnetError(f"ONNX file {path} not found")
+    data = path.read_bytes()
+    props, nodes = onnx_wire.read_model(data, path)
+    card = ModelCard.from_props(props, path)
+    return data, card, any(domain == DOMAIN and op in PLUGIN_OPS for domain, op in nodes)
+
+
+def without_plugin_functions(data: bytes) -> bytes:
+    """The ONNX bytes without the plugin ops' local functions (what 10.0 to 10.6 parse)."""
+    return onnx_wire.drop_functions(data, DOMAIN, PLUGIN_OPS)
+
+
+def this_machine(trt) -> Machine:
+    return Machine(cuda_driver.device_name(), cuda_driver.current_compute_capability(), trt.__version__)
+
+
+def polygraphy_trt():
+    """polygraphy.backend.trt, imported with its start-up notes kept off the terminal and
+    its log at errors only unless ``-v`` (our debug level) is on."""
+    import contextlib
+    import io
+    import logging
+    printed = io.StringIO()
+    with contextlib.redirect_stdout(printed):
+        from polygraphy.logger import G_LOGGER
+        import polygraphy.backend.trt as backend
+    G_LOGGER.module_severity = G_LOGGER.VERBOSE if log.isEnabledFor(logging.DEBUG) else G_LOGGER.ERROR
+    if printed.getvalue().strip():
+        log.debug("polygraphy printed:\n%s", printed.getvalue().rstrip())
+    return backend
+
+
+def loaders(data: bytes, plan: Plan, memory_pool_limits=None, calibrator=None):
+    """Polygraphy's lazy loader chain for ``plan``: nothing is built until it is called.
+    ``memory_pool_limits``: {trt.MemoryPoolType.WORKSPACE: bytes} when a workspace is set."""
+    backend = polygraphy_trt()
+    CreateConfig, EngineBytesFromNetwork = backend.CreateConfig, backend.EngineBytesFromNetwork
+    NetworkFromOnnxBytes, PostprocessConfig, Profile = backend.NetworkFromOnnxBytes, backend.PostprocessConfig, backend.Profile
+    options = plan.options
+    network = NetworkFromOnnxBytes(data, strongly_typed=not options.legacy_int8)
+    profile = Profile().add(INPUT_NAME, *(plan.profile[k] for k in ("min", "opt", "max")))
+    config = CreateConfig(
+        profiles=[profile], int8=options.legacy_int8, calibrator=calibrator,
+        memory_pool_limits=memory_pool_limits,
+        load_timing_cache=options.timing_cache, builder_optimization_level=options.opt_level,
+        use_dla=options.dla_core is not None, allow_gpu_fallback=options.dla_core is not None)
+    if options.dla_core is not None:
+        def on_dla(builder, network, config):
+            config.DLA_core = options.dla_core
+        config = PostprocessConfig(config, on_dla)
+    return EngineBytesFromNetwork(network, config, save_timing_cache=options.timing_cache)
+
+
+def parser_errors(trt, data: bytes) -> list[str]:
+    """'node (op): reason' for every error TensorRT's ONNX parser reports on ``data``."""
+    logger = trt.Logger(trt.Logger.ERROR)
+    network = trt.Builder(logger).create_network(1 << int(trt.NetworkDefinitionCreationFlag.STRONGLY_TYPED))
+    parser = trt.OnnxParser(network, logger)
+    if parser.parse(data):
+        return []
+    errors = [parser.get_error(i) for i in range(parser.num_errors)]
+    return [f"{e.node_name() or '(graph)'} ({e.node_operator() or '?'}): {e.desc()}" for e in errors]
+
+
+def _register(plan: Plan) -> None:
+    if plan.route == "python":
+        from iaunet.runtime.trt_plugin_v3 import register_plugins
+        register_plugins(plan.options.ptx_dir)
+    elif plan.route == "aot":
+        from iaunet.engines.aot_plugins import register_aot_plugins
+        register_aot_plugins(plan.options.ptx_dir)
+
+
+def check_options(onnx_path, output, options: BuildOptions) -> Path:
+    """Everything that can be refused without TensorRT, before anything is built."""
+    output = check_output_path(output, inputs=[onnx_path, options.calib, options.timing_cache])
+    check_output_path(sidecar_path(output), inputs=[onnx_path])
+    if options.calib and not Path(options.calib).is_file():
+        raise IAUnetError(f"calibration cache {options.calib} not found")
+    if options.timing_cache and Path(options.timing_cache).is_dir():
+        raise IAUnetError(f"timing cache {options.timing_cache} is a folder; expected a file (created if missing)")
+    if options.plugins in ("auto", "aot", "python") and options.ptx_dir and not Path(options.ptx_dir).is_dir():
+        raise IAUnetError(f"PTX folder {options.ptx_dir} not found; make it with 'iaunet plugins compile'")
+    return output
+
+
+def build_engine(onnx_path, output, options: BuildOptions = BuildOptions(), cache_dir=None) -> dict:
+    """Build (or take from the cache) ``output`` and ``output.json``; returns the sidecar
+    with ``cache_hit`` and the paths."""
+    output = check_options(onnx_path, output, options)
+    data, card, has_plugins = read_onnx(onnx_path)
+    trt = import_tensorrt()
+    if tuple(int(p) for p in trt.__version__.split(".")[:2]) < TRT_MIN_VERSION:
+        raise IAUnetError(f"TensorRT {trt.__version__} is older than the toolkit supports (10.3)")
+    plan = plan_build(card, sha256_file(onnx_path), has_plugins, this_machine(trt), options)
+    key = plan.cache_key(sha256_file(options.calib) if options.calib else "")
+    cached = cache_folder("engines", cache_dir) / f"{key}.engine"
+    hit = cached.is_file()
+    if hit:
+        log.info("engine cache hit: %s (same ONNX, TensorRT, GPU and flags)", cached)
+    else:
+        _build_into(trt, data, plan, cached)
+    with atomic_output(output) as tmp:
+        shutil.copyfile(cached, tmp)
+    record = plan.sidecar()
+    write_json(sidecar_path(output), record)
+    return {**record, "cache_hit": hit, "engine": str(output), "cache_key": key}
+
+
+def _build_into(trt, data: bytes, plan: Plan, cached: Path) -> None:
+    Calibrator = polygraphy_trt().Calibrator
+    _register(plan)
+    parsed = without_plugin_functions(data) if plan.strip_functions else data
+    calibrator = Calibrator(data_loader=[], cache=plan.options.calib) if plan.options.legacy_int8 else None
+    log.info("building %s engine (%s plugins, batch %s) with TensorRT %s on %s", plan.precision, plan.route,
+             "/".join(map(str, plan.options.batch)), plan.machine.tensorrt_version, plan.machine.gpu_name)
+    try:
+        pools = {trt.MemoryPoolType.WORKSPACE: plan.options.workspace_mb << 20} if plan.options.workspace_mb else None
+        engine = loaders(parsed, plan, pools, calibrator)()
+    except Exception as exc:
+        problems = parser_errors(trt, parsed)
+        if problems:
+            raise IAUnetError(f"TensorRT's ONNX parser failed on {len(problems)} node(s): " + "; ".join(problems)) from None
+        raise IAUnetError(f"TensorRT could not build the engine: {str(exc).splitlines()[0][:300]}") from None
+    cached.parent.mkdir(parents=True, exist_ok=True)
+    with atomic_output(cached) as tmp:
+        Path(tmp).write_bytes(bytes(engine))

@@ -1,0 +1,40 @@
+"""``iaunet build`` and ``iaunet bundle``: arguments only; the work is in ``iaunet.engines``."""
+from __future__ import annotations
+
+from iaunet.cli import args as common
+from iaunet.core.validate import Bounded
+
+
+def add_commands(sub):
+    from iaunet.engines.plan import DEFAULT_BATCH, OPT_LEVELS, ROUTES
+    p = common.command(sub, "build", "ONNX -> TensorRT engine (+ its .json sidecar), on the GPU that will run it")
+    p.add_argument("onnx", metavar="MODEL.onnx", help="an ONNX file from 'iaunet export' or 'iaunet calib'")
+    common.output(p, "engine file to write, with <engine>.json beside it (both replaced if they exist)")
+    p.add_argument("--plugins", choices=ROUTES, default="auto",
+                   help="IAU plugin route: aot (TensorRT >= 10.9), python (IPluginV3, >= 10.3), native "
+                        "(plain ops; needs an --mode native export); auto picks by version")
+    p.add_argument("--batch", default=",".join(map(str, DEFAULT_BATCH)), metavar="MIN,OPT,MAX",
+                   help="the optimisation profile's batch sizes (clips for video models)")
+    p.add_argument("--workspace", type=Bounded(int, 16, 1 << 20), metavar="MB", help="builder workspace limit")
+    p.add_argument("--timing-cache", metavar="FILE", help="TensorRT timing cache, loaded and saved (created if missing)")
+    p.add_argument("--dla-core", type=Bounded(int, 0, 1), metavar="N", help="build for DLA core N with GPU fallback (Orin)")
+    p.add_argument("--opt-level", type=Bounded(int, *OPT_LEVELS), help="builder optimisation level")
+    p.add_argument("--legacy-int8", action="store_true",
+                   help="weakly typed INT8 with --calib's cache (TensorRT 10 only; the Q/DQ ONNX is the default way)")
+    p.add_argument("--calib", metavar="FILE", help="calibration cache (.calib) for --legacy-int8")
+    p.add_argument("--ptx", metavar="DIR", help="plugin PTX from 'iaunet plugins compile' (for the plugin routes)")
+    common.cache_dir(p, "engines")
+    p.set_defaults(func=run_build)
+
+
+def run_build(args):
+    from iaunet.engines.builder import build_engine
+    from iaunet.engines.plan import BuildOptions, parse_batch
+    options = BuildOptions(args.plugins, parse_batch(args.batch), args.workspace, args.timing_cache, args.dla_core,
+                           args.opt_level, args.legacy_int8, args.calib, args.ptx)
+    record = build_engine(args.onnx, args.output, options, args.cache_dir)
+    how = "taken from the engine cache" if record["cache_hit"] else "built"
+    print(f"{record['engine']}: {how} ({record['precision']}, {record['plugin_route']} plugins, TensorRT "
+          f"{record['tensorrt_version']}, {record['gpu_name']} sm_{record['compute_capability']}); "
+          f"sidecar {record['engine']}.json")
+    return 0

@@ -1,0 +1,124 @@
+"""Engine build decisions for every supported TensorRT, and Polygraphy's loader chain
+constructed with our keywords (its loaders are lazy: constructing one checks each keyword
+against the installed Polygraphy's signature without touching TensorRT)."""
+import json
+import re
+
+import pytest
+
+from iaunet.core.errors import IAUnetError
+from iaunet.engines.plan import (BuildOptions, check_legacy_int8, choose_route, parse_batch, plan_build,
+                                 profile_shapes, strip_functions_for_parser, version_tuple)
+from iaunet.runtime.engine_card import FIELDS, Machine
+from iaunet.runtime.model_card import ModelCard
+
+CARD = ModelCard(name="iaunet_r50", variant="image", height=256, width=128, frames=0, embedding_dim=2048,
+                 resize_filter="bilinear", model_id="ab" * 32, props={"iaunet.checkpoint_sha256": "ab" * 32})
+VIDEO = ModelCard(name="iaunet_video_r50", variant="video", height=256, width=128, frames=4, embedding_dim=2048,
+                  resize_filter="bilinear", model_id="", props={})
+ORIN = Machine("Orin", 87, "10.3.0")
+
+
+@pytest.mark.parametrize("version, asked, route", [
+    ((10, 3), "auto", "python"), ((10, 8), "auto", "python"), ((10, 9), "auto", "aot"),
+    ((10, 13), "auto", "aot"), ((10, 16), "auto", "aot"), ((11, 4), "auto", "aot"),
+    ((10, 13), "python", "python"), ((11, 0), "aot", "aot"),
+])
+def test_route_per_version(version, asked, route):
+    assert choose_route(version, asked, has_plugins=True) == route
+
+
+@pytest.mark.parametrize("version, asked, has_plugins, words", [
+    ((10, 3), "aot", True, "no AOT plugins (from 10.9)"),
+    ((10, 2), "auto", True, "too old"),
+    ((10, 13), "native", True, "export with --mode native"),
+    ((10, 13), "python", False, "no IAU plugin nodes"),
+    ((10, 13), "fused", True, "unknown plugin route"),
+])
+def test_impossible_routes_are_refused(version, asked, has_plugins, words):
+    with pytest.raises(IAUnetError, match=re.escape(words)):
+        choose_route(version, asked, has_plugins)
+
+
+def test_native_graphs_take_the_native_route_everywhere():
+    assert all(choose_route(v, "auto", False) == "native" for v in [(10, 3), (10, 13), (11, 4)])
+
+
+def test_function_stripping_only_where_the_parser_prefers_functions():
+    assert strip_functions_for_parser((10, 3), "python") and strip_functions_for_parser((10, 6), "python")
+    assert not strip_functions_for_parser((10, 7), "python") and not strip_functions_for_parser((10, 13), "aot")
+    assert not strip_functions_for_parser((10, 3), "native")
+
+
+def test_legacy_int8_only_before_11():
+    check_legacy_int8((10, 3))
+    check_legacy_int8((10, 16))
+    with pytest.raises(IAUnetError, match="removed in 11.0"):
+        check_legacy_int8((11, 0))
+
+
+@pytest.mark.parametrize("text, expected", [("1,8,32", (1, 8, 32)), ("4", (4, 4, 4)), ("1,1,1", (1, 1, 1))])
+def test_batch_flags(text, expected):
+    assert parse_batch(text) == expected
+
+
+@pytest.mark.parametrize("text", ["0,8,32", "8,4,32", "1,8", "a,b,c", "1,8,5000", ""])
+def test_bad_batch_flags(text):
+    with pytest.raises(IAUnetError, match="batch"):
+        parse_batch(text)
+
+
+def test_profiles_for_images_and_clips():
+    assert profile_shapes(CARD, (1, 8, 32)) == {"min": [1, 3, 256, 128], "opt": [8, 3, 256, 128],
+                                                "max": [32, 3, 256, 128]}
+    assert profile_shapes(VIDEO, (1, 2, 4))["max"] == [4, 4, 3, 256, 128]
+
+
+def test_cache_key_changes_with_what_decides_the_engine():
+    base = plan_build(CARD, "cd" * 32, True, ORIN, BuildOptions())
+    same = plan_build(CARD, "cd" * 32, True, ORIN, BuildOptions(timing_cache="/tmp/t.cache"))
+    assert base.cache_key() == same.cache_key()  # where the timing cache lives does not change the engine
+    others = [plan_build(CARD, "ef" * 32, True, ORIN, BuildOptions()),
+              plan_build(CARD, "cd" * 32, True, Machine("Orin", 87, "10.3.1"), BuildOptions()),
+              plan_build(CARD, "cd" * 32, True, Machine("H100", 90, "10.3.0"), BuildOptions()),
+              plan_build(CARD, "cd" * 32, True, ORIN, BuildOptions(batch=(1, 4, 8))),
+              plan_build(CARD, "cd" * 32, True, ORIN, BuildOptions(opt_level=5)),
+              plan_build(CARD, "cd" * 32, True, ORIN, BuildOptions(dla_core=0))]
+    keys = {p.cache_key() for p in others} | {base.cache_key("11" * 32)}
+    assert base.cache_key() not in keys and len(keys) == len(others) + 1
+
+
+def test_sidecar_holds_what_the_runtime_reads():
+    plan = plan_build(CARD, "cd" * 32, True, ORIN, BuildOptions(batch=(1, 4, 16)))
+    card = plan.sidecar()
+    assert set(FIELDS) <= set(card) and json.loads(json.dumps(card)) == card
+    assert card["plugin_route"] == "python" and card["plugins"] == ["iaunet::IAUChannelAffinity", "iaunet::IAUPartAffinity"]
+    assert card["profile"]["max"] == [16, 3, 256, 128] and card["compute_capability"] == 87
+    assert card["metadata"] == CARD.props and card["onnx_sha256"] == "cd" * 32
+    from iaunet.runtime.engine_card import refusal
+    assert refusal(card, ORIN, expect_model="ab" * 32) is None
+
+
+def test_legacy_int8_needs_a_cache_and_a_version_that_has_it():
+    with pytest.raises(IAUnetError, match="--calib"):
+        plan_build(CARD, "cd" * 32, True, ORIN, BuildOptions(legacy_int8=True))
+    with pytest.raises(IAUnetError, match="removed in 11.0"):
+        plan_build(CARD, "cd" * 32, True, Machine("H100", 90, "11.4.0"), BuildOptions(legacy_int8=True, calib="x"))
+
+
+def test_versions_parse():
+    assert version_tuple("10.3.0.26") == (10, 3) and version_tuple("11.4") == (11, 4)
+    with pytest.raises(IAUnetError):
+        version_tuple("ten")
+
+
+def test_polygraphy_loader_chain_accepts_our_keywords(tmp_path):
+    """Every keyword the builder passes exists in the installed Polygraphy."""
+    pytest.importorskip("polygraphy", reason="polygraphy is not installed (the 'trt' extra)")
+    from iaunet.engines.builder import loaders
+    for options in (BuildOptions(), BuildOptions(workspace_mb=512, timing_cache=str(tmp_path / "t.cache"),
+                                                 dla_core=0, opt_level=3),
+                    BuildOptions(legacy_int8=True, calib="x.calib")):
+        plan = plan_build(CARD, "cd" * 32, True, ORIN, options)
+        chain = loaders(b"onnx bytes", plan, {"workspace pool": 512 << 20} if options.workspace_mb else None)
+        assert callable(chain) and type(chain).__name__ == "EngineBytesFromNetwork"
