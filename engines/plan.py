@@ -23,6 +23,8 @@ AOT_MIN_VERSION = (10, 9)            # tensorrt.plugin aot_impl: the PTX travels
 FUNCTION_FIRST_BEFORE = (10, 7)      # 10.0 to 10.6 parse a node's local function instead of its plugin
 LEGACY_INT8_REMOVED = (11, 0)        # weakly typed INT8 and the implicit calibrator
 DEFAULT_BATCH = (1, 8, 32)
+CHECKED_TENSORRT = ("10.3", "11.4")   # binding wheels every TensorRT name is checked against (tests)
+SUPPORTED_TENSORRT = ("10.3", "10.13", "10.14", "10.15", "10.16", "11.0")  # JetPack 6, JetPack 7, datacenter 11.x
 OPT_LEVELS = (0, 5)
 
 

@@ -150,3 +150,41 @@ def test_wheel_runs_in_a_bare_venv(wheel, tmp_path):
         assert completed.returncode == 0, f"{args[-2:]} exited {completed.returncode}:\n{completed.stderr[-3000:]}"
         assert "Traceback" not in completed.stderr, completed.stderr
     assert "usage: iaunet" in completed.stdout, completed.stdout
+
+
+def test_device_install_stops_at_tensorrt_with_one_line(wheel, tmp_path, image_onnx, market_synth):
+    """What a Jetson installs for engines/ and runtime/ ([trt]: tensorrt and pycuda are absent
+    here, so numpy, Pillow and polygraphy): `iaunet build` and the runtime's engine path import,
+    then stop with one line saying TensorRT is not installed."""
+    venv = tmp_path / "venv"
+    subprocess.run([sys.executable, "-m", "venv", venv], check=True, capture_output=True, timeout=300)
+    bin_dir = venv / ("Scripts" if os.name == "nt" else "bin")
+    python = [str(bin_dir / "python"), "-I"]
+    install = subprocess.run([*python, "-m", "pip", "install", "-q", "--disable-pip-version-check", "--no-input",
+                              "--no-deps", str(wheel)], capture_output=True, text=True, timeout=600)
+    deps = subprocess.run([*python, "-m", "pip", "install", "-q", "--disable-pip-version-check", "--no-input",
+                           "numpy", "Pillow", "polygraphy"], capture_output=True, text=True, timeout=600)
+    if deps.returncode:
+        pytest.skip(f"could not install polygraphy into a fresh venv: {deps.stderr.strip()[-200:]}")
+    assert install.returncode == 0, install.stderr[-3000:]
+    engine = tmp_path / "m.engine"
+    engine.write_bytes(b"not loaded: the sidecar is read first")
+    from iaunet.engines.plan import BuildOptions, plan_build
+    from iaunet.runtime.engine_card import Machine, sidecar_path
+    from iaunet.runtime.embedder import Embedder
+    with Embedder.open(image_onnx) as embedder:
+        card = embedder.card
+    plan = plan_build(card, "cd" * 32, True, Machine("Orin", 87, "10.3.0"), BuildOptions())
+    sidecar_path(engine).write_text(json.dumps(plan.sidecar()))
+    imports = subprocess.run([*python, "-c", "import iaunet.engines.builder, iaunet.engines.bundle, "
+                              "iaunet.runtime.trt_runner, polygraphy; import sys; "
+                              "assert 'onnx' not in sys.modules and 'torch' not in sys.modules"],
+                             capture_output=True, text=True, timeout=120)
+    assert imports.returncode == 0, imports.stderr[-3000:]
+    iaunet = str(bin_dir / "iaunet")
+    for argv in ([iaunet, "build", str(image_onnx), "-o", str(tmp_path / "new.engine")],
+                 [iaunet, "embed", str(market_synth / "query"), "-m", str(engine), "-o", str(tmp_path / "g.npz")]):
+        done = subprocess.run(argv, capture_output=True, text=True, cwd=tmp_path, timeout=120)
+        lines = done.stderr.strip().splitlines()
+        assert done.returncode == 1 and len(lines) == 1 and "TensorRT is not installed" in lines[0], done.stderr[-3000:]
+    assert not (tmp_path / "new.engine").exists() and not (tmp_path / "g.npz").exists()

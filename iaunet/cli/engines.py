@@ -26,6 +26,17 @@ def add_commands(sub):
     common.cache_dir(p, "engines")
     p.set_defaults(func=run_build)
 
+    from iaunet.engines.bundle import KINDS, TARGETS
+    p = common.command(sub, "bundle", "a folder to build and run the model on a device: ONNX variants, plugin PTX, "
+                                      "manifest, README (and DeepStream configs or a Triton model repository)")
+    p.add_argument("artifacts", metavar="ARTIFACTS_DIR", help="folder with the model's .onnx variants (.calib, .json, ptx/)")
+    p.add_argument("--target", choices=sorted(TARGETS), required=True, help="the device: " + "; ".join(
+        f"{k}: {v['what']}" for k, v in TARGETS.items()))
+    p.add_argument("--for", dest="kind", choices=KINDS, default="jetson", help="what the bundle feeds")
+    common.output(p, "bundle folder to create (must not exist, or be empty)")
+    common.cache_dir(p, "ptx")
+    p.set_defaults(func=run_bundle)
+
 
 def run_build(args):
     from iaunet.engines.builder import build_engine
@@ -37,4 +48,12 @@ def run_build(args):
     print(f"{record['engine']}: {how} ({record['precision']}, {record['plugin_route']} plugins, TensorRT "
           f"{record['tensorrt_version']}, {record['gpu_name']} sm_{record['compute_capability']}); "
           f"sidecar {record['engine']}.json")
+    return 0
+
+
+def run_bundle(args):
+    from iaunet.engines.bundle import build_bundle
+    manifest = build_bundle(args.artifacts, args.target, args.kind, args.output, args.cache_dir)
+    print(f"{args.output}: {args.kind} bundle for {args.target}, {len(manifest['variants'])} model file(s), "
+          f"plugin route on the target: {manifest['plugin_route_on_target']}; see {args.output}/README.md")
     return 0

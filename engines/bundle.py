@@ -1,0 +1,203 @@
+"""``iaunet bundle``: what a device needs to build and run the model there, in one folder.
+
+Engines are tied to a GPU and a TensorRT release, so a bundle carries the ONNX variants
+(with their calibration caches and reports), the plugin PTX for the target's compute
+capability, the toolkit's wheel when it can be built here, a manifest (model config,
+preprocessing, SHA-256 of every file, the TensorRT versions the code was checked
+against, the plugin route each supported version takes) and a README with the commands
+to run on the device. ``--for deepstream`` adds nvinfer and tracker ReID configs;
+``--for triton`` writes a Triton Inference Server model repository instead of ``models/``.
+
+The folder is built in a temporary sibling and renamed when complete.
+"""
+from __future__ import annotations
+
+import json
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+from iaunet import __version__
+from iaunet.core import onnx_wire
+from iaunet.core.errors import IAUnetError
+from iaunet.core.files import atomic_folder, check_output_folder, sha256_file, write_json
+from iaunet.core.log import get_logger
+from iaunet.core.plugin_contract import DOMAIN, PLUGIN_OPS
+from iaunet.engines.plan import CHECKED_TENSORRT, SUPPORTED_TENSORRT, choose_route, version_tuple
+from iaunet.runtime.model_card import ModelCard
+
+log = get_logger("engines")
+TARGETS = {  # compute capabilities, the TensorRT the device ships, what it is
+    "orin": {"archs": (87,), "tensorrt": "10.3", "what": "Jetson AGX/NX/Nano Orin, JetPack 6"},
+    "thor": {"archs": (110,), "tensorrt": "10.13", "what": "Jetson Thor, JetPack 7"},
+    "x86": {"archs": (80, 86, 89, 90), "tensorrt": "10.13", "what": "datacenter and desktop GPUs, TensorRT 10.13+ or 11.x"},
+}
+KINDS = ("jetson", "deepstream", "triton")
+PRECISION_ORDER = ("int8", "fp16", "fp32")
+
+
+def find_variants(artifacts) -> list[tuple[Path, ModelCard, bool]]:
+    """(path, card, has plugin nodes) of every toolkit ONNX file in ``artifacts``."""
+    root = Path(artifacts)
+    if not root.is_dir():
+        raise IAUnetError(f"artifacts folder {root} not found; expected the folder holding 'iaunet export'/'calib' output")
+    found = []
+    for path in sorted(root.glob("*.onnx")):
+        props, nodes = onnx_wire.read_model(path.read_bytes(), path)
+        if any(k.startswith("iaunet.config") for k in props):
+            found.append((path, ModelCard.from_props(props, path), any(d == DOMAIN and o in PLUGIN_OPS for d, o in nodes)))
+    if not found:
+        raise IAUnetError(f"{root} holds no ONNX file written by 'iaunet export' or 'iaunet calib'")
+    ids = {card.model_id for _, card, _ in found}
+    if len(ids) > 1:
+        raise IAUnetError(f"{root} holds ONNX files of {len(ids)} different checkpoints; bundle one model at a time")
+    return found
+
+
+def routes_by_version(has_plugins: bool) -> dict:
+    return {v: choose_route(version_tuple(v), "auto", has_plugins) for v in SUPPORTED_TENSORRT}
+
+
+def _ptx(artifacts: Path, arch: int, out: Path, cache_dir=None) -> None:
+    """The plugin PTX for ``arch``: reused from ``artifacts`` when a matching folder is there, else compiled."""
+    from iaunet.core.plugin_contract import PtxManifest
+    for candidate in (artifacts / "ptx", artifacts / "ptx" / f"sm{arch}"):
+        if (candidate / "manifest.json").is_file() and PtxManifest(candidate).arch == arch:
+            shutil.copytree(candidate, out)
+            return
+    from iaunet.engines.aot import compile_kernels
+    log.info("compiling the plugin kernels for sm_%d", arch)
+    compile_kernels(arch, out, cache_dir=cache_dir)
+
+
+def _wheel(out: Path) -> str | None:
+    """The toolkit's wheel, built from the source tree this runs from; None where there is none."""
+    root = Path(__file__).resolve().parents[1]
+    if not (root / "pyproject.toml").is_file():
+        return None
+    r = subprocess.run([sys.executable, "-m", "pip", "wheel", "-q", "--no-deps", "--no-build-isolation", "-w",
+                        str(out), str(root)], capture_output=True, text=True, timeout=600)
+    wheels = sorted(out.glob("iaunet_toolkit-*.whl"))
+    if r.returncode or not wheels:
+        log.info("could not build the toolkit's wheel here (%s); the README says how to install it",
+                 (r.stderr.strip().splitlines() or ["pip wheel failed"])[-1][:120])
+        return None
+    return wheels[0].name
+
+
+def build_bundle(artifacts, target: str, kind: str, output, cache_dir=None) -> dict:
+    """Write the bundle folder ``output``; returns its manifest."""
+    if target not in TARGETS:
+        raise IAUnetError(f"unknown target {target!r}; expected one of {', '.join(TARGETS)}")
+    if kind not in KINDS:
+        raise IAUnetError(f"unknown bundle kind {kind!r}; expected one of {', '.join(KINDS)}")
+    artifacts, output = Path(artifacts), check_output_folder(output)
+    if output.resolve() == artifacts.resolve():
+        raise IAUnetError(f"output {output} is the artifacts folder; expected a new folder")
+    variants = find_variants(artifacts)
+    spec = TARGETS[target]
+    route = choose_route(version_tuple(spec["tensorrt"]), "auto", any(p for _, _, p in variants))
+    with atomic_folder(output) as tmp:
+        files = _models(artifacts, variants, tmp, kind, spec, route)
+        if any(p for _, _, p in variants) and kind != "triton":
+            for arch in spec["archs"]:
+                _ptx(artifacts, arch, tmp / "ptx" / (f"sm{arch}" if len(spec["archs"]) > 1 else ""), cache_dir)
+        wheel = _wheel(tmp)
+        manifest = _manifest(tmp, variants, target, kind, route, wheel, files)
+        write_json(tmp / "manifest.json", manifest)
+        (tmp / "README.md").write_text(_readme(manifest, spec))
+    return manifest
+
+
+def _models(artifacts: Path, variants, tmp: Path, kind: str, spec: dict, route: str) -> dict:
+    """Copy the variants where the bundle kind wants them; returns {variant path: precision}."""
+    if kind == "triton":
+        return _triton(variants, tmp)
+    (tmp / "models").mkdir()
+    copied = {}
+    for path, card, _ in variants:
+        for extra in (path, path.with_suffix(".calib"), path.with_suffix(".json")):
+            if extra.is_file():
+                shutil.copy2(extra, tmp / "models" / extra.name)
+        copied[f"models/{path.name}"] = card.precision
+    if kind == "deepstream":
+        _deepstream(variants, tmp, spec, route)
+    return copied
+
+
+def _pick(variants, want_plugins: bool | None = None):
+    """The variant a single-model config uses: the lowest precision available (and of the
+    wanted graph form)."""
+    usable = [v for v in variants if want_plugins is None or v[2] == want_plugins]
+    return min(usable, key=lambda v: PRECISION_ORDER.index(v[1].precision)) if usable else None
+
+
+def _deepstream(variants, tmp: Path, spec: dict, route: str) -> None:
+    # DeepStream runs TensorRT from C++: a Python plugin cannot load there, so AOT plugins or the native graph
+    chosen = _pick(variants, None if route == "aot" else False)
+    if chosen is None:
+        raise IAUnetError(f"DeepStream on TensorRT {spec['tensorrt']} needs the native graph (its TensorRT has no AOT "
+                          "plugins and a Python plugin cannot run inside DeepStream); add one with "
+                          "'iaunet export CKPT --mode native' (and calib it) into the artifacts folder")
+    from iaunet.engines.deployment_configs import deepstream_files
+    path, card, _ = chosen
+    calib = path.with_suffix(".calib")
+    files = deepstream_files(card, f"../models/{path.name}", f"{path.stem}.engine",
+                             f"../models/{calib.name}" if calib.is_file() else None, card.precision, batch=16)
+    (tmp / "deepstream").mkdir()
+    for name, text in files.items():
+        (tmp / "deepstream" / name).write_text(text)
+
+
+def _triton(variants, tmp: Path) -> dict:
+    from iaunet.engines.deployment_configs import triton_repository
+    repo, copied = tmp / "model_repository", {}
+    for path, card, _ in variants:
+        name = f"iaunet_{card.precision}"
+        for rel, text in triton_repository(card, name, "model.onnx", "onnxruntime_onnx", 32, [8, 16, 32]).items():
+            target = repo / rel
+            target.parent.mkdir(parents=True, exist_ok=True)
+            if text is None:
+                shutil.copy2(path, target)
+            else:
+                target.write_text(text)
+        copied[f"model_repository/{name}/1/model.onnx"] = card.precision
+    return copied
+
+
+def _manifest(tmp: Path, variants, target: str, kind: str, route: str, wheel, files: dict) -> dict:
+    card = variants[0][1]
+    hashes = {str(p.relative_to(tmp)): sha256_file(p) for p in sorted(tmp.rglob("*")) if p.is_file()}
+    return {"format": 1, "toolkit_version": __version__, "target": target, "kind": kind,
+            "model": json.loads(card.props["iaunet.config"]), "preprocess": json.loads(card.props["iaunet.preprocess"]),
+            "model_id": card.model_id, "variants": files, "plugin_route_on_target": route,
+            "plugin_routes": routes_by_version(any(p for _, _, p in variants)),
+            "tensorrt_checked_against": list(CHECKED_TENSORRT), "wheel": wheel, "sha256": hashes}
+
+
+def _readme(manifest: dict, spec: dict) -> str:
+    best = min(manifest["variants"], key=lambda v: PRECISION_ORDER.index(manifest["variants"][v]))
+    install = (f"python3 -m pip install './{manifest['wheel']}[trt]'" if manifest["wheel"]
+               else "python3 -m pip install '<the toolkit's folder>[trt]'")
+    ptx = " --ptx ptx" if manifest["plugin_route_on_target"] == "python" else ""
+    lines = [f"# IAUnet bundle for {manifest['target']} ({spec['what']})", "",
+             f"Model {manifest['model']['name']} ({manifest['model_id'][:12]}), {manifest['kind']} bundle, "
+             f"toolkit {manifest['toolkit_version']}. Engines are built on the device: they are tied to its GPU "
+             "and TensorRT release.", "", "On the device (TensorRT and pycuda from JetPack / NVIDIA):", "", "```bash",
+             f"{install}",
+             f"iaunet build {best} -o model.engine{ptx} && iaunet bench model.engine --batch 1,8",
+             "```", "",
+             f"Plugin route on TensorRT {spec['tensorrt']}: {manifest['plugin_route_on_target']}. "
+             "Routes by TensorRT version: " + ", ".join(f"{v}: {r}" for v, r in manifest["plugin_routes"].items()) + ".",
+             f"The TensorRT calls were checked against the {', '.join(manifest['tensorrt_checked_against'])} bindings.",
+             "`manifest.json` lists the SHA-256 of every file."]
+    if manifest["kind"] == "deepstream":
+        lines += ["", "DeepStream runs TensorRT from C++, so a Python plugin cannot run in it: the configs in "
+                  "`deepstream/` use the AOT-plugin graph where the target's TensorRT has AOT plugins (10.9+), "
+                  "otherwise the native graph."]
+    if manifest["kind"] == "triton":
+        lines += ["", "`model_repository/` serves each variant on ONNX Runtime: `tritonserver "
+                  "--model-repository=model_repository`. For TensorRT, put an engine built on the server's GPU as "
+                  "`model.plan` and set `platform: \"tensorrt_plan\"`."]
+    return "\n".join(lines) + "\n"

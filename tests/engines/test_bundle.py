@@ -1,0 +1,62 @@
+"""iaunet bundle: a Jetson folder whose manifest hashes what it holds, refusals, and the
+DeepStream and Triton variants."""
+import hashlib
+import json
+import shutil
+
+import pytest
+
+from iaunet.core.errors import IAUnetError
+from iaunet.engines.bundle import build_bundle
+
+
+@pytest.fixture(scope="module")
+def artifacts(tmp_path_factory, image_onnx, orin_ptx):
+    root = tmp_path_factory.mktemp("artifacts")
+    shutil.copy(image_onnx, root / "model.onnx")
+    shutil.copytree(orin_ptx[1], root / "ptx")
+    return root
+
+
+@pytest.fixture(scope="module")
+def jetson(artifacts, tmp_path_factory):
+    out = tmp_path_factory.mktemp("b") / "orin"
+    return build_bundle(artifacts, "orin", "jetson", out), out
+
+
+def test_manifest_hashes_every_file(jetson):
+    manifest, out = jetson
+    files = {p.relative_to(out).as_posix() for p in out.rglob("*") if p.is_file()} - {"manifest.json", "README.md"}
+    assert set(manifest["sha256"]) == files
+    for rel, digest in manifest["sha256"].items():
+        assert hashlib.sha256((out / rel).read_bytes()).hexdigest() == digest
+    assert "models/model.onnx" in files and "ptx/manifest.json" in files
+    assert json.loads((out / "ptx" / "manifest.json").read_text())["arch"] == 87
+
+
+def test_manifest_says_routes_versions_and_model(jetson, image_checkpoint):
+    from iaunet.core.files import sha256_file
+    manifest, out = jetson
+    assert manifest["plugin_route_on_target"] == "python"  # JetPack 6 ships TensorRT 10.3: no AOT plugins
+    assert manifest["plugin_routes"]["10.3"] == "python" and manifest["plugin_routes"]["10.13"] == "aot"
+    assert manifest["plugin_routes"]["11.0"] == "aot" and manifest["tensorrt_checked_against"] == ["10.3", "11.4"]
+    assert manifest["model_id"] == sha256_file(image_checkpoint) and manifest["preprocess"]["height"] == 64
+    readme = (out / "README.md").read_text()
+    assert "iaunet build models/model.onnx -o model.engine --ptx ptx" in readme
+    assert (manifest["wheel"] is None) or (out / manifest["wheel"]).is_file()
+
+
+def test_refusals_leave_nothing(artifacts, tmp_path):
+    (tmp_path / "full").mkdir()
+    (tmp_path / "full" / "mine.txt").write_text("x")
+    (tmp_path / "nothing").mkdir()
+    cases = [((artifacts, "orin", "jetson", tmp_path / "full"), "not empty"),
+             ((tmp_path / "nothing", "orin", "jetson", tmp_path / "b1"), "no ONNX file"),
+             ((tmp_path / "missing", "orin", "jetson", tmp_path / "b2"), "not found"),
+             ((artifacts, "xavier", "jetson", tmp_path / "b3"), "unknown target"),
+             ((artifacts, "orin", "deepstream", tmp_path / "b4"), "native graph")]
+    for args, words in cases:
+        with pytest.raises(IAUnetError, match=words):
+            build_bundle(*args)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["full", "nothing"]
+    assert [p.name for p in (tmp_path / "full").iterdir()] == ["mine.txt"]
