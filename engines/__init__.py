@@ -1,8 +1,12 @@
-"""Engines stage: the IAU plugin kernels (Triton sources in ``kernels/``), their
-ahead-of-time PTX compile and manifest (``aot``), the kernel benchmark (``bench``), and
-the TensorRT >= 10.9 ahead-of-time plugin registration (``aot_plugins``).
+"""Engines stage: TensorRT engines and what a device needs to build them.
 
-The TensorRT engine builder, its sidecar and cache, and the Jetson, DeepStream and
-Triton Inference Server bundles are not built yet (open issue). Imports the core only;
-triton and tensorrt are imported inside the functions that use them.
+- ``plan``: the build's decisions in plain Python (profile, plugin route per TensorRT
+  version, function stripping, legacy INT8, cache key, sidecar);
+- ``builder``: ``iaunet build`` on Polygraphy's loaders, with the engine cache;
+- ``bundle`` and ``deployment_configs``: Jetson, DeepStream and Triton Inference Server bundles;
+- ``kernels/``, ``aot``, ``bench``, ``aot_plugins``: the IAU plugin kernels (Triton), their
+  ahead-of-time PTX and manifest, the kernel benchmark, and the TensorRT >= 10.9 AOT plugins.
+
+Imports the core, runtime and earlier stages; tensorrt, polygraphy and triton are imported
+inside the functions that use them, so a device imports this with numpy and Pillow alone.
 """

@@ -8,6 +8,7 @@
   engine's sidecar with the refusal logic run before TensorRT loads;
 - ``gallery.Gallery``: embeddings with ids, top-k search (numpy or FAISS), save/load;
 - ``bench``: latency and throughput figures;
+- ``tasks``: embed files into a gallery file, search it, draw the matches (the CLI's jobs);
 - ``trt_plugin_v3``: the IAU plugins' run-time side for TensorRT 10.3 to 10.8.
 
 Imports the core only, and with numpy alone (Pillow for images); onnxruntime, tensorrt,
