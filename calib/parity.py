@@ -1,6 +1,7 @@
 """Accuracy parity of every variant against the PyTorch model, on the same images.
 
-For each variant (ONNX FP32 plugin/native, FP16, INT8): per-sample cosine to PyTorch
+For each variant (ONNX FP32 plugin/native, FP16, INT8 on ONNX Runtime; TensorRT engines
+on the TensorRT runner, gated by the precision their sidecar names): per-sample cosine to PyTorch
 (mean, min), max abs error, rank-1 and mAP with their change against PyTorch, judged by
 default gates. Writes parity.json, parity.md, and two plots (cosine histograms, CMC).
 """
@@ -13,7 +14,8 @@ import numpy as np
 
 from iaunet.calib.graph import get_prop
 from iaunet.core.files import atomic_output, check_report_folder, sha256_file, write_json
-from iaunet.export.checks import compare, run_onnxruntime
+from iaunet.export.checks import compare
+from iaunet.runtime.runners import OnnxRuntimeRunner
 from iaunet.calib.data import load_inputs
 from iaunet.export.metadata import load_onnx, metadata_of, preprocess_spec
 from iaunet.core.errors import IAUnetError
@@ -108,20 +110,36 @@ def run_parity(checkpoint, data, variants=(), out_dir=None) -> tuple[list[Varian
     return results, out
 
 
-def _measure(path, digest, reference, inputs, nq, pids, cams, base) -> VariantResult:
+def _variant(path: Path):
+    """(checkpoint sha256, precision, mode, normalized embeddings, runner) of an ONNX variant
+    (ONNX Runtime) or a TensorRT engine (read from its sidecar, run by the TensorRT runner)."""
+    from iaunet.runtime.embedder import is_engine
+    if is_engine(path):
+        from iaunet.runtime.trt_runner import TensorRTRunner
+        runner = TensorRTRunner(path)
+        card = runner.card
+        precision = runner.sidecar["precision"].split()[0]  # "int8 (legacy calibrator)" is gated as int8
+        return card.model_id, precision, f"engine ({runner.sidecar['plugin_route']})", card.normalized, runner
     onnx_model = load_onnx(path)
     meta = metadata_of(onnx_model, path)
-    if meta.checkpoint_sha256 != digest:
-        raise IAUnetError(f"{path} was exported from another checkpoint (sha256 {meta.checkpoint_sha256[:12]}..., "
+    return (meta.checkpoint_sha256, get_prop(onnx_model, "precision", "fp32"), meta.mode, meta.normalized_embeddings,
+            OnnxRuntimeRunner(path))
+
+
+def _measure(path, digest, reference, inputs, nq, pids, cams, base) -> VariantResult:
+    model_id, precision, mode, normalized, runner = _variant(path)
+    if model_id != digest:
+        runner.close()
+        raise IAUnetError(f"{path} was exported from another checkpoint (sha256 {model_id[:12]}..., "
                           f"expected {digest[:12]}...)")
-    precision = get_prop(onnx_model, "precision", "fp32")
-    log.info("parity: %s (%s, %s)", path.name, precision, meta.mode)
-    emb = run_onnxruntime(path, inputs, 32)
-    ref = reference / np.linalg.norm(reference, axis=1, keepdims=True) if meta.normalized_embeddings else reference
+    log.info("parity: %s (%s, %s)", path.name, precision, mode)
+    with runner:
+        emb = runner.infer_batches(inputs, min(32, runner.max_batch or 32))
+    ref = reference / np.linalg.norm(reference, axis=1, keepdims=True) if normalized else reference
     p = compare(ref, emb)
     rank1, mAP, cmc = _retrieval(emb, nq, pids, cams)
     cosines = (ref * emb).sum(1) / (np.linalg.norm(ref, axis=1) * np.linalg.norm(emb, axis=1))
-    result = VariantResult(path.name, str(path), precision, meta.mode, p.mean_cosine, p.min_cosine, p.max_abs_error,
+    result = VariantResult(path.name, str(path), precision, mode, p.mean_cosine, p.min_cosine, p.max_abs_error,
                            rank1, mAP, rank1 - base.rank1, mAP - base.mAP, cmc=cmc, cosines=cosines)
     judge(result)
     return result
