@@ -60,3 +60,28 @@ def test_refusals_leave_nothing(artifacts, tmp_path):
             build_bundle(*args)
     assert sorted(p.name for p in tmp_path.iterdir()) == ["full", "nothing"]
     assert [p.name for p in (tmp_path / "full").iterdir()] == ["mine.txt"]
+
+
+def test_triton_bundle_is_a_model_repository_triton_parses(artifacts, tmp_path):
+    model_config_pb2 = pytest.importorskip("tritonclient.grpc.model_config_pb2", reason="tritonclient is not installed")
+    from google.protobuf import text_format
+    manifest = build_bundle(artifacts, "x86", "triton", tmp_path / "t")
+    repo = tmp_path / "t" / "model_repository"
+    config = text_format.Parse((repo / "iaunet_fp32" / "config.pbtxt").read_text(), model_config_pb2.ModelConfig())
+    assert config.name == "iaunet_fp32" and config.platform == "onnxruntime_onnx" and config.max_batch_size == 32
+    assert list(config.input[0].dims) == [3, 64, 32] and config.output[0].name == "embeddings"
+    assert (repo / "iaunet_fp32" / "1" / "model.onnx").read_bytes() == (artifacts / "model.onnx").read_bytes()
+    assert "model_repository/iaunet_fp32/1/model.onnx" in manifest["sha256"]
+
+
+def test_deepstream_bundle_uses_the_native_graph_on_orin(image_checkpoint, tmp_path):
+    import configparser
+    from iaunet.export.exporter import export_checkpoint
+    (tmp_path / "art").mkdir()
+    export_checkpoint(image_checkpoint, tmp_path / "art" / "model.native.onnx", "native")
+    build_bundle(tmp_path / "art", "orin", "deepstream", tmp_path / "ds")
+    parser = configparser.ConfigParser()
+    parser.read(tmp_path / "ds" / "deepstream" / "config_infer_secondary_reid.txt")
+    assert parser["property"]["onnx-file"] == "../models/model.native.onnx"
+    assert parser["property"]["infer-dims"] == "3;64;32" and parser["property"]["output-blob-names"] == "embeddings"
+    assert not (tmp_path / "ds" / "ptx").exists()  # no plugin nodes, no PTX
