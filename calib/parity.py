@@ -87,25 +87,37 @@ def run_parity(checkpoint, data, variants=(), out_dir=None) -> tuple[list[Varian
     from iaunet.train.data.datasets import open_dataset
     from iaunet.train.runner import TorchRunner
     checkpoint = Path(checkpoint)
-    out = check_report_folder(out_dir if out_dir else checkpoint.parent / "parity")
+    paths = [Path(v) for v in variants]
+    out = check_report_folder(out_dir if out_dir else checkpoint.parent / "parity", inputs=[checkpoint, data, *paths])
     model, config = load_checkpoint(checkpoint)
-    paths = [Path(v) for v in variants] or find_variants(checkpoint)
+    paths = paths or find_variants(checkpoint)
     if not paths:
         raise IAUnetError(f"no variants given and no ONNX exported from {checkpoint} beside it; "
                           "pass VARIANT files or run 'iaunet export' first")
     digest = sha256_file(checkpoint)
-    ds = open_dataset(data)
-    require_same_variant(config.variant, ds.video, checkpoint, data)
-    samples = ds.query + ds.gallery
-    pids = np.array([s.pid for s in samples])
-    cams = np.array([s.camid for s in samples])
-    sources = [s.paths if ds.video else s.paths[0] for s in samples]
-    inputs = load_inputs(sources, preprocess_spec(config), "reading query+gallery")
-    reference = TorchRunner(model, config).infer_batches(inputs, 32)
-    rank1, mAP, cmc = _retrieval(reference, len(ds.query), pids, cams)
-    results = [VariantResult("pytorch", str(checkpoint), "fp32", "pytorch", rank1=rank1, mAP=mAP, cmc=cmc)]
-    for path in paths:
-        results.append(_measure(path, digest, reference, inputs, len(ds.query), pids, cams, results[0]))
+    opened = []
+    try:
+        for path in paths:  # every variant is opened and matched to the checkpoint before the data is read
+            opened.append((path, _variant(path)))
+            model_id = opened[-1][1][0]
+            if model_id != digest:
+                raise IAUnetError(f"{path} was exported from another checkpoint (sha256 {model_id[:12]}..., "
+                                  f"expected {digest[:12]}...)")
+        ds = open_dataset(data)
+        require_same_variant(config.variant, ds.video, checkpoint, data)
+        samples = ds.query + ds.gallery
+        pids = np.array([s.pid for s in samples])
+        cams = np.array([s.camid for s in samples])
+        sources = [s.paths if ds.video else s.paths[0] for s in samples]
+        inputs = load_inputs(sources, preprocess_spec(config), "reading query+gallery")
+        reference = TorchRunner(model, config).infer_batches(inputs, 32)
+        rank1, mAP, cmc = _retrieval(reference, len(ds.query), pids, cams)
+        results = [VariantResult("pytorch", str(checkpoint), "fp32", "pytorch", rank1=rank1, mAP=mAP, cmc=cmc)]
+        for path, variant in opened:
+            results.append(_measure(path, variant, reference, inputs, len(ds.query), pids, cams, results[0]))
+    finally:
+        for _, variant in opened:
+            variant[-1].close()
     write_reports(results, out, data)
     return results, out
 
@@ -126,12 +138,9 @@ def _variant(path: Path):
             OnnxRuntimeRunner(path))
 
 
-def _measure(path, digest, reference, inputs, nq, pids, cams, base) -> VariantResult:
-    model_id, precision, mode, normalized, runner = _variant(path)
-    if model_id != digest:
-        runner.close()
-        raise IAUnetError(f"{path} was exported from another checkpoint (sha256 {model_id[:12]}..., "
-                          f"expected {digest[:12]}...)")
+def _measure(path, variant, reference, inputs, nq, pids, cams, base) -> VariantResult:
+    """Run one variant (the tuple ``_variant`` returned) on the inputs and judge it."""
+    _, precision, mode, normalized, runner = variant
     log.info("parity: %s (%s, %s)", path.name, precision, mode)
     with runner:
         emb = runner.infer_batches(inputs, min(32, runner.max_batch or 32))

@@ -122,6 +122,12 @@ def _cache_key(variant: Variant, arch: int, ptx_version: int) -> str:
     return hashlib.sha256(payload.encode()).hexdigest()[:24]
 
 
+def check_arch(arch: int) -> None:
+    """Refuse a compute capability the toolchain does not compile for."""
+    if arch not in SUPPORTED_ARCHS:
+        raise IAUnetError(f"compute capability {arch} is not supported; expected one of {list(SUPPORTED_ARCHS)}")
+
+
 def ptx_version_for(arch: int, requested: int | None = None) -> int:
     """The PTX ISA to write (e.g. 85 for 8.5): the architecture's floor unless asked for more."""
     floor = MIN_PTX_VERSION[arch]
@@ -229,8 +235,7 @@ def compile_kernels(arch: int, out_dir, variants=None, cache_dir=None, ptx_versi
         raise IAUnetError("cannot compile PTX in a process running Triton's interpreter (TRITON_INTERPRET is set); "
                           "run 'iaunet plugins compile' in a separate process")
     import triton
-    if arch not in SUPPORTED_ARCHS:
-        raise IAUnetError(f"compute capability {arch} is not supported; expected one of {list(SUPPORTED_ARCHS)}")
+    check_arch(arch)
     ptx_version = ptx_version_for(arch, ptx_version)
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)

@@ -16,6 +16,7 @@ import statistics
 from pathlib import Path
 
 from iaunet.core.errors import IAUnetError
+from iaunet.core.files import check_report_folder
 from iaunet.core.progress import Progress
 
 SHAPES = [(512, 512), (1024, 128), (2048, 512), (4096, 128)]  # (K, L): image r50 blocks, video T=4
@@ -87,6 +88,7 @@ def _compile_for_this_gpu(out: Path):
 
 def run(out_dir, repeats: int = 50, peak: float | None = None) -> list[dict]:
     import torch
+    check_report_folder(out_dir)
     if not torch.cuda.is_available():
         raise IAUnetError("the kernel benchmark needs a CUDA GPU; none is visible")
     from iaunet.engines.kernels.channel_affinity import channel_affinity
@@ -174,6 +176,7 @@ def sweep(out_dir, repeats: int = 20, batch: int = 32) -> list[dict]:
     shape, the default's and the best candidate's time and configuration."""
     import torch
     import triton
+    check_report_folder(out_dir)
     if not torch.cuda.is_available():
         raise IAUnetError("the kernel sweep needs a CUDA GPU; none is visible")
     from iaunet.engines.kernels.channel_affinity import channel_affinity, channel_affinity_kernel

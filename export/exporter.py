@@ -28,7 +28,7 @@ from iaunet.core.files import atomic_output, check_output_path, sha256_file
 from iaunet.core.graph_io import DEFAULT_OPSET, INPUT_NAME, OPSET_RANGE, OUTPUT_NAME
 from iaunet.core.log import get_logger
 from iaunet.core.preprocess import to_model_array
-from iaunet.core.validate import require_same_variant
+from iaunet.core.validate import require_memory, require_same_variant
 from iaunet.runtime.runners import OnnxRuntimeRunner
 from iaunet.train.checkpoint import load_checkpoint
 from iaunet.train.iau import affinity_ops
@@ -137,6 +137,9 @@ def export_checkpoint(checkpoint, output, mode: str = "plugin", opset: int = DEF
             raise IAUnetError(f"--frames applies to video models; {checkpoint} is an image model")
         config = dataclasses.replace(config, frames=frames)
         model.config = config
+        batch = max(parity_batches)
+        require_memory(f"the export check's inputs ({batch} clips x {frames} frames x 3 x {config.height} x "
+                       f"{config.width}; --frames)", batch * frames * 3 * config.height * config.width * 4)
     wrapper = ExportWrapper(model, normalize_embeddings).eval()
     inputs = parity_inputs(config, max(parity_batches), data)
     log.info("exporting %s (%s, %s mode, opset %d)", checkpoint, config.name, mode, opset)

@@ -66,6 +66,8 @@ def load_onnx(path, weights: bool = True):
     """Load an ONNX file; a missing or unreadable file is one IAUnetError naming it."""
     import onnx
     path = Path(path)
+    if path.is_dir():
+        raise IAUnetError(f"ONNX file {path} is a folder; expected a file written by 'iaunet export'")
     if not path.is_file():
         raise IAUnetError(f"ONNX file {path} not found")
     try:

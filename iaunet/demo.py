@@ -19,7 +19,7 @@ import tempfile
 from pathlib import Path
 
 from iaunet.core.errors import IAUnetError
-from iaunet.core.files import write_json
+from iaunet.core.files import check_parent_folder, write_json
 from iaunet.core.log import get_logger
 
 DEFAULT_OUTPUT = "iaunet-demo"
@@ -60,8 +60,7 @@ def _working_dir(path: Path):
 def run_demo(output=DEFAULT_OUTPUT, identities: int = 120, epochs: int = 20, seed: int = 0) -> int:
     out = Path(output).absolute()
     check_replaceable(out)
-    if not out.parent.is_dir():
-        raise IAUnetError(f"output folder {out.parent} does not exist")
+    check_parent_folder(out)  # the demo is built beside its destination
     build = Path(tempfile.mkdtemp(dir=out.parent, prefix=f".{out.name}.", suffix=".tmp"))
     try:
         with _working_dir(build):

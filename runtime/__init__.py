@@ -15,6 +15,13 @@ Imports the core only, and with numpy alone (Pillow for images); onnxruntime, te
 pycuda and faiss are imported inside the functions that use them. Never torch, never
 onnx. Every other stage may import this one (it sits directly on the core).
 """
-from iaunet.runtime.embedder import Embedder
+import importlib
 
-__all__ = ["Embedder"]
+_PUBLIC = {"Embedder": "iaunet.runtime.embedder", "Gallery": "iaunet.runtime.gallery"}
+__all__ = sorted(_PUBLIC)
+
+
+def __getattr__(name):  # lazily, so `iaunet --help` and doctor start with numpy alone
+    if name not in _PUBLIC:
+        raise AttributeError(f"module 'iaunet.runtime' has no attribute {name!r}")
+    return getattr(importlib.import_module(_PUBLIC[name]), name)

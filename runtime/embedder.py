@@ -18,8 +18,8 @@ from iaunet.core.errors import IAUnetError
 from iaunet.runtime.engine_card import sidecar_path
 from iaunet.runtime.images import DEFAULT_READ_THREADS, read_batches
 from iaunet.runtime.model_card import ModelCard
+from iaunet.runtime.runners import BACKENDS
 
-BACKENDS = ("auto", "tensorrt", "onnxruntime", "onnxruntime-cpu", "onnxruntime-cuda", "onnxruntime-tensorrt")
 ENGINE_SUFFIXES = (".engine", ".plan", ".trt")
 DEFAULT_BATCH = 16
 

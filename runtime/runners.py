@@ -20,6 +20,7 @@ import numpy as np
 from iaunet.core.errors import IAUnetError
 from iaunet.core.graph_io import INPUT_NAME, OUTPUT_NAME
 
+BACKENDS = ("auto", "tensorrt", "onnxruntime", "onnxruntime-cpu", "onnxruntime-cuda", "onnxruntime-tensorrt")
 ORT_PROVIDERS = {"cpu": "CPUExecutionProvider", "cuda": "CUDAExecutionProvider",
                  "tensorrt": "TensorrtExecutionProvider"}
 

@@ -45,6 +45,8 @@ def save_checkpoint(path, model, extra: dict | None = None) -> Path:
 def read_checkpoint(path) -> dict:
     """Load and validate the raw payload; one-line IAUnetError on any problem."""
     path = Path(path)
+    if path.is_dir():
+        raise IAUnetError(f"checkpoint {path} is a folder; expected a file written by 'iaunet train'")
     if not path.is_file():
         raise IAUnetError(f"checkpoint {path} not found; expected a file written by 'iaunet train'")
     try:

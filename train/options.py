@@ -10,8 +10,12 @@ import dataclasses
 from dataclasses import dataclass, field
 
 from iaunet.core.errors import IAUnetError
-from iaunet.core.validate import (COUNT, FRACTION, NON_NEGATIVE, NON_NEGATIVE_FLOAT, POSITIVE, SEED, Bounded,
-                                  check)
+from iaunet.core.validate import (COUNT, FRACTION, NON_NEGATIVE, NON_NEGATIVE_FLOAT, POSITIVE, SEED, WORKERS, Bounded,
+                                  check, require_memory)
+
+# A ResNet keeps at least this many times its input's floats for the backward pass (the stem
+# alone: 64 channels at half resolution = 16 x H x W per image, before and after BatchNorm).
+ACTIVATION_FACTOR = 16
 
 
 def option(default, help: str, rule: Bounded | None = None, **extra):
@@ -46,7 +50,7 @@ class TrainOptions:
                                     metavar="PTH")
     resume: str | None = option(None, "last.pt of an interrupted run, to continue it", metavar="PT")
     seed: int = option(0, "random seed", SEED)
-    workers: int = option(0, "data-loading worker processes (0: load in the main process)", NON_NEGATIVE)
+    workers: int = option(0, "data-loading worker processes (0: load in the main process)", WORKERS)
     eval_every: int = option(0, "evaluate on query/gallery every N epochs (0: never)", NON_NEGATIVE)
     amp: bool = option(True, "mixed precision on CUDA", flag="--no-amp")
     progress: bool = field(default=True, metadata={"cli": False})
@@ -69,6 +73,15 @@ class TrainOptions:
         if self.batch_size % self.num_instances:
             raise IAUnetError(f"--batch-size {self.batch_size} is not divisible by --num-instances "
                               f"{self.num_instances}; a P x K batch needs it")
+        self.require_memory()
+
+    def require_memory(self, frames: int = 1) -> None:
+        """Refuse sizes whose training batch cannot fit in this machine's memory (``frames``
+        per sample for video data), before anything is read or built."""
+        clips = f" x {frames} frames" if frames > 1 else ""
+        require_memory(f"training batches of {self.batch_size}{clips} x 3 x {self.height} x {self.width} "
+                       f"(--batch-size{' x --frames' if clips else ''} x 3 x --height x --width)",
+                       self.batch_size * frames * 3 * self.height * self.width * 4 * ACTIVATION_FACTOR)
 
 
 def cli_fields() -> list:

@@ -18,6 +18,7 @@ import torch
 from torch import nn
 
 from iaunet.core.errors import IAUnetError
+from iaunet.core.files import check_output_folder, check_report_folder
 from iaunet.core.log import get_logger
 from iaunet.core.progress import Progress
 from iaunet.core.validate import require_same_variant
@@ -141,26 +142,28 @@ def main(opts: TrainOptions) -> Path:
     seed_everything(opts.seed + rank)
     device = torch.device(f"cuda:{local or 0}" if torch.cuda.is_available() else "cpu")
     require_model(opts.model)  # before reading the data
+    out = check_run_folder(opts)
+    resumed = _read_resume(opts.resume) if opts.resume else None
     data = open_dataset(opts.data)
+    if data.video:
+        opts.require_memory(opts.frames)
+    model = _build(opts, data).to(device)
+    config = model.config
     needed = opts.batch_size // opts.num_instances
     if data.num_train_pids < needed * world:
         raise IAUnetError(f"{data.root} has {data.num_train_pids} training identities ({len(data.train)} "
                           f"samples); one P x K batch of --batch-size {opts.batch_size} with --num-instances "
                           f"{opts.num_instances} needs {needed * world} identities"
                           + (f" across {world} processes" if world > 1 else ""))
-    model = _build(opts, data).to(device)
-    config = model.config
-    out = Path(opts.output)
-    if rank == 0:
-        out.mkdir(parents=True, exist_ok=True)
+    optimizer = torch.optim.Adam(model.parameters(), lr=opts.lr, weight_decay=opts.weight_decay)
+    scaler = torch.amp.GradScaler("cuda", enabled=opts.amp and device.type == "cuda")
+    start_epoch, history = _resume(opts, resumed, model, optimizer, scaler) if resumed else (0, [])
+    if rank == 0:  # the run folder itself is made by the first checkpoint
         log.info("%s; model %s (%s, %d classes)", data.summary(), config.name, config.backbone, config.num_classes)
     loader = train_loader(data, config, opts.batch_size, opts.num_instances, opts.workers, opts.seed, world, rank)
     net = nn.parallel.DistributedDataParallel(model, device_ids=[local] if device.type == "cuda" else None) \
         if world > 1 else model
-    optimizer = torch.optim.Adam(model.parameters(), lr=opts.lr, weight_decay=opts.weight_decay)
-    scaler = torch.amp.GradScaler("cuda", enabled=opts.amp and device.type == "cuda")
     criteria = (LabelSmoothCrossEntropy(opts.label_smooth), BatchHardTriplet(opts.margin), PartMaskLoss())
-    start_epoch, history = _resume(opts, model, optimizer, scaler) if opts.resume else (0, [])
     bar = Progress(opts.epochs - start_epoch, "training", "img", enabled=opts.progress and rank == 0)
     for epoch in range(start_epoch, opts.epochs):
         for group in optimizer.param_groups:
@@ -185,10 +188,23 @@ def main(opts: TrainOptions) -> Path:
     return out / "model.pt"
 
 
-def _resume(opts, model, optimizer, scaler):
-    payload = read_checkpoint(opts.resume)
+def check_run_folder(opts: TrainOptions) -> Path:
+    """The run folder must be new or empty, so a finished run's model.pt is never replaced;
+    resuming may continue in the folder of the last.pt it resumes from."""
+    out = Path(opts.output)
+    if opts.resume and out.is_dir() and Path(opts.resume).parent.resolve() == out.resolve():
+        return check_report_folder(out)
+    return check_output_folder(out)
+
+
+def _read_resume(path) -> dict:
+    payload = read_checkpoint(path)
     if "optimizer" not in payload:
-        raise IAUnetError(f"{opts.resume} has no optimizer state; expected a 'last.pt' written during training")
+        raise IAUnetError(f"{path} has no optimizer state; expected a 'last.pt' written during training")
+    return payload
+
+
+def _resume(opts, payload, model, optimizer, scaler):
     try:
         model.load_state_dict(payload["state_dict"])
     except RuntimeError:

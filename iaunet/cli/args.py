@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import argparse
 
-from iaunet.core.validate import NON_NEGATIVE, SEED, Bounded
+from iaunet.core.validate import SEED, WORKERS, Bounded
 
 
 class Parser(argparse.ArgumentParser):
@@ -61,7 +61,7 @@ def seed(p, default: int = 0) -> None:
 
 
 def workers(p) -> None:
-    p.add_argument("--workers", type=NON_NEGATIVE, default=0,
+    p.add_argument("--workers", type=WORKERS, default=0,
                    help="data-loading worker processes (0: load in the main process)")
 
 

@@ -27,14 +27,22 @@ def add_commands(sub):
     p.add_argument("checkpoint", help="model.pt the variants were exported from")
     p.add_argument("variants", nargs="*", help="ONNX files (default: those exported from CHECKPOINT beside it)")
     common.data(p, "data set with query and gallery splits")
-    common.output(p, "report folder (default: CHECKPOINT's folder/parity)", required=False)
+    common.output(p, "report folder (default: CHECKPOINT's folder/parity); parity.json, parity.md and the plots in it "
+                     "are replaced", required=False)
     p.set_defaults(func=run_parity_cmd)
 
 
 def run_calib(args):
+    from iaunet.core.errors import IAUnetError
     from iaunet.core.files import check_output_path, write_json
-    output = Path(args.output)
-    record_path = check_output_path(output.with_suffix(".json"), inputs=[args.model])
+    output = check_output_path(args.output, inputs=[args.model])
+    beside = {".json": "its .json record"} | ({".calib": "its .calib cache"} if args.precision == "int8" else {})
+    for suffix, what in beside.items():
+        if output.suffix == suffix:
+            raise IAUnetError(f"output {output} is where {what} goes; expected an ONNX path such as "
+                              f"{output.with_suffix('.onnx')}")
+        check_output_path(output.with_suffix(suffix), inputs=[args.model])
+    record_path = output.with_suffix(".json")
     if args.precision == "fp16":
         from iaunet.calib.fp16 import convert_fp16
         record = convert_fp16(args.model, output, args.data, args.samples or 16, args.seed)

@@ -45,7 +45,8 @@ def run_compile(args):
 
     os.environ.pop("TRITON_INTERPRET", None)  # compiling, not interpreting: before triton is imported
 
-    from iaunet.engines.aot import DEFAULT_HW, DEFAULT_NODES, compile_kernels, default_variants
+    from iaunet.engines.aot import (DEFAULT_HW, DEFAULT_NODES, check_arch, compile_kernels, default_variants,
+                                    ptx_version_for)
     from iaunet.core.errors import IAUnetError
     from iaunet.core.files import atomic_folder, cache_folder
     ptx_version = None
@@ -55,8 +56,12 @@ def run_compile(args):
             raise IAUnetError(f"--ptx-version {args.ptx_version!r} is not a PTX ISA version; expected e.g. 8.5")
         ptx_version = int(major) * 10 + int(minor)
     cache_folder("ptx", args.cache_dir)  # refused now if it is a file, not after compiling
+    archs = list(dict.fromkeys(args.arch))
+    for arch in archs:  # every architecture is checked before the first is compiled
+        check_arch(arch)
+        ptx_version_for(arch, ptx_version)
     with atomic_folder(args.output) as tmp:  # an interrupt leaves no folder without its manifest
-        manifests, archs = {}, list(dict.fromkeys(args.arch))
+        manifests = {}
         for arch in archs:
             out = tmp if len(archs) == 1 else tmp / f"sm{arch}"
             variants = default_variants(args.hw or DEFAULT_HW, args.nodes or DEFAULT_NODES, arch)

@@ -15,7 +15,7 @@ BACKEND_HELP = ("auto: an engine on TensorRT, an ONNX file on ONNX Runtime CUDA 
 
 
 def _model_options(p) -> None:
-    from iaunet.runtime.embedder import BACKENDS
+    from iaunet.runtime.runners import BACKENDS
     p.add_argument("-m", "--model", required=True, metavar="MODEL",
                    help="an .onnx file from 'iaunet export'/'calib', or a TensorRT engine with its sidecar")
     p.add_argument("--backend", choices=BACKENDS, default="auto", help=BACKEND_HELP)

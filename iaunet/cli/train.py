@@ -25,7 +25,8 @@ def add_commands(sub):
 
     p = common.command(sub, "train", "train IAUnet on a data folder")
     common.data(p)
-    common.output(p, "run folder: model.pt, last.pt and history.json are written there")
+    common.output(p, "run folder, new or empty (or, with --resume, the folder of the last.pt it continues): "
+                     "model.pt, last.pt and history.json are written there")
     _add_training_options(p)
     p.set_defaults(func=run_train)
 
@@ -36,7 +37,7 @@ def add_commands(sub):
     p.add_argument("--flip", action="store_true", help="average embeddings with the mirrored image")
     p.add_argument("--rerank", action="store_true", help="k-reciprocal re-ranking")
     common.workers(p)
-    p.add_argument("--json", metavar="PATH", help="also write the metrics to this JSON file")
+    p.add_argument("--json", metavar="PATH", help="also write the metrics to this JSON file (replaced if it exists)")
     p.set_defaults(func=run_eval)
 
 

@@ -27,15 +27,20 @@ def check_output_path(path, inputs=()) -> Path:
     path = Path(path)
     if path.is_dir():
         raise IAUnetError(f"output {path} is a folder; expected a file path")
-    _check_parent(path)
-    for source in inputs:
-        if source is not None and _same_file(path, Path(source)):
-            raise IAUnetError(f"output {path} is the input {source}; expected a different output path")
+    check_parent_folder(path)
+    _check_not_input(path, inputs)
     return path
 
 
-def _check_parent(path: Path) -> None:
+def _check_not_input(path: Path, inputs) -> None:
+    for source in inputs:
+        if source is not None and _same_file(path, Path(source)):
+            raise IAUnetError(f"output {path} is the input {source}; expected a different output path")
+
+
+def check_parent_folder(path) -> None:
     """The folder an output goes into exists, is a folder and can be written."""
+    path = Path(path)
     parent = path.parent
     if parent.exists() and not parent.is_dir():
         raise IAUnetError(f"output {path}: {parent} is a file, not a folder")
@@ -97,16 +102,18 @@ def atomic_output(path):
             os.remove(tmp)
 
 
-def check_report_folder(path) -> Path:
-    """Refuse, before any work, a report folder that is a file or cannot be made or written
-    (an existing folder is fine: the report's own files in it are replaced)."""
+def check_report_folder(path, inputs=()) -> Path:
+    """Refuse, before any work, a report folder that is a file, is one of the command's
+    ``inputs`` (a data folder), or cannot be made or written (an existing folder is fine:
+    the report's own files in it are replaced)."""
     path = Path(path)
     if path.exists() and not path.is_dir():
         raise IAUnetError(f"report folder {path} is a file; expected a folder")
+    _check_not_input(path, inputs)
     if path.is_dir():
         _check_writable(path)
     else:
-        _check_parent(path)
+        check_parent_folder(path)
     return path
 
 
@@ -118,7 +125,7 @@ def check_output_folder(path) -> Path:
         raise IAUnetError(f"output {path} is a file; expected a new or empty folder")
     if path.is_dir() and any(path.iterdir()):
         raise IAUnetError(f"output folder {path} is not empty; expected a new or empty folder")
-    _check_parent(path)
+    check_parent_folder(path)
     return path
 
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import math
+import os
 from dataclasses import dataclass
 
 from iaunet.core.errors import IAUnetError
@@ -71,6 +72,7 @@ NON_NEGATIVE_FLOAT = Bounded(float, 0)        # a finite weight, 0 turns the ter
 FRACTION = Bounded(float, 0, 1)               # a factor in [0, 1]
 PERCENTILE = Bounded(float, 0, 100, low_open=True)
 SEED = Bounded(int, 0, SEED_MAX)
+WORKERS = Bounded(int, 0, 256)                # data-loading processes: more only costs start-up time and memory
 
 
 def check(name: str, value, rule: Bounded):
@@ -81,9 +83,31 @@ def check(name: str, value, rule: Bounded):
         raise BadValue(f"{name}: {exc}") from None
 
 
+def physical_memory() -> int | None:
+    """This machine's total physical memory in bytes, or None where the OS does not say."""
+    try:
+        return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+    except (AttributeError, ValueError, OSError):
+        return None
+
+
+def require_memory(what: str, needed: int) -> None:
+    """Refuse, before any work, a job whose estimated memory (``needed`` bytes, a lower
+    bound) exceeds this machine's physical memory: it could only fail or swap for hours."""
+    total = physical_memory()
+    if total and needed > total:
+        raise IAUnetError(f"{what} would need at least {_gib(needed)} of memory, more than this machine's "
+                          f"{_gib(total)}; expected smaller sizes")
+
+
+def _gib(size: int) -> str:
+    return f"{size / 2 ** 30:,.1f} GiB" if size < 2 ** 60 else f"{size / 2 ** 30:.3g} GiB"
+
+
 def require_same_variant(model_variant: str, data_is_video: bool, model_desc: str, data_desc) -> None:
     """Refuse video data for an image model and the reverse (every stage that pairs them)."""
     data_variant = "video" if data_is_video else "image"
     if model_variant != data_variant:
-        raise IAUnetError(f"{model_desc} is a {model_variant} model but {data_desc} holds {data_variant} data; "
+        article = "an" if model_variant == "image" else "a"
+        raise IAUnetError(f"{model_desc} is {article} {model_variant} model but {data_desc} holds {data_variant} data; "
                           "expected matching data")

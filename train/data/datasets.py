@@ -164,6 +164,8 @@ READERS = {"market1501": read_market1501, "dukemtmc": read_dukemtmc, "msmt17": r
 def open_dataset(root, name: str = "auto") -> ReIDData:
     """Read a data set folder; ``auto`` recognises the layout from its folders."""
     root = Path(root)
+    if root.exists() and not root.is_dir():
+        raise IAUnetError(f"data folder {root} is a file; expected a data set folder")
     if not root.is_dir():
         raise IAUnetError(f"data folder {root} not found; expected one of the layouts: "
                           f"Market-1501/Duke {MARKET_LAYOUT}; MSMT17 {MSMT_LAYOUT}; MARS {MARS_LAYOUT}")
