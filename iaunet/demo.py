@@ -85,6 +85,14 @@ def _swap_into_place(build: Path, out: Path) -> None:
         os.replace(build, out)
 
 
+# INT8 calibration of the demo's small model. Measured on it (parity against PyTorch, query +
+# gallery): entropy (TensorRT's KL threshold) mean cosine 0.977, min 0.792, mAP -1.88 points;
+# percentile 99.99: min 0.949; minmax: mean 0.993, min 0.979, mAP -0.14. The KL threshold clips
+# activations this model's embedding depends on; choosing layers to keep out of INT8 is the
+# sensitivity fallback's job (open issue), so the demo calibrates with minmax and says so.
+DEMO_INT8_METHOD = "minmax"
+
+
 def _pipeline(out: Path, identities: int, epochs: int, seed: int) -> tuple:
     """Run the stages in ``out``; returns (exit code, the summary for the manifest)."""
     import torch
@@ -114,9 +122,10 @@ def _pipeline(out: Path, identities: int, epochs: int, seed: int) -> tuple:
     trained = evaluate(model, dataset, device, config)
     log.info("4/6 export (plugin mode)")
     report = export_checkpoint(checkpoint, out / "model.onnx", "plugin", data=data)
-    log.info("5/6 fp16 and int8 variants (calibration on the training split)")
+    log.info("5/6 fp16 and int8 variants (%s calibration on the training split)", DEMO_INT8_METHOD)
     records = {"fp16": convert_fp16(report.path, out / "model.fp16.onnx", data),
-               "int8": quantize_int8(report.path, out / "model.int8.onnx", data, cache_dir=out / "calib-cache")}
+               "int8": quantize_int8(report.path, out / "model.int8.onnx", data, method=DEMO_INT8_METHOD,
+                                     cache_dir=out / "calib-cache")}
     for name, record in records.items():
         write_json(out / f"model.{name}.json", record)
     log.info("6/6 parity of every variant against PyTorch")
