@@ -21,8 +21,8 @@ from iaunet.core.errors import IAUnetError
 from iaunet.core.files import atomic_output, cache_folder, check_output_path, sha256_file, write_json
 from iaunet.core.graph_io import INPUT_NAME
 from iaunet.core.log import get_logger
-from iaunet.core.plugin_contract import DOMAIN, PLUGIN_OPS, TRT_MIN_VERSION
-from iaunet.engines.plan import BuildOptions, Plan, plan_build
+from iaunet.core.plugin_contract import DOMAIN, PLUGIN_OPS
+from iaunet.engines.plan import BuildOptions, Plan, check_options, plan_build
 from iaunet.runtime.engine_card import Machine, sidecar_path
 from iaunet.runtime.model_card import ModelCard
 from iaunet.runtime.trt_runner import import_tensorrt
@@ -108,8 +108,8 @@ def _register(plan: Plan) -> None:
         register_aot_plugins(plan.options.ptx_dir)
 
 
-def check_options(onnx_path, output, options: BuildOptions) -> Path:
-    """Everything that can be refused without TensorRT, before anything is built."""
+def check_paths(onnx_path, output, options: BuildOptions) -> Path:
+    """The paths the build reads and writes, refused before anything is read or built."""
     output = check_output_path(output, inputs=[onnx_path, options.calib, options.timing_cache])
     check_output_path(sidecar_path(output), inputs=[onnx_path])
     if options.calib and not Path(options.calib).is_file():
@@ -124,11 +124,10 @@ def check_options(onnx_path, output, options: BuildOptions) -> Path:
 def build_engine(onnx_path, output, options: BuildOptions = BuildOptions(), cache_dir=None) -> dict:
     """Build (or take from the cache) ``output`` and ``output.json``; returns the sidecar
     with ``cache_hit`` and the paths."""
-    output = check_options(onnx_path, output, options)
+    output = check_paths(onnx_path, output, options)
     data, card, has_plugins = read_onnx(onnx_path)
+    check_options(options, has_plugins)
     trt = import_tensorrt()
-    if tuple(int(p) for p in trt.__version__.split(".")[:2]) < TRT_MIN_VERSION:
-        raise IAUnetError(f"TensorRT {trt.__version__} is older than the toolkit supports (10.3)")
     plan = plan_build(card, sha256_file(onnx_path), has_plugins, this_machine(trt), options)
     key = plan.cache_key(sha256_file(options.calib) if options.calib else "")
     cached = cache_folder("engines", cache_dir) / f"{key}.engine"

@@ -92,19 +92,17 @@ def build_bundle(artifacts, target: str, kind: str, output, cache_dir=None) -> d
         raise IAUnetError(f"unknown target {target!r}; expected one of {', '.join(TARGETS)}")
     if kind not in KINDS:
         raise IAUnetError(f"unknown bundle kind {kind!r}; expected one of {', '.join(KINDS)}")
-    artifacts, output = Path(artifacts), check_output_folder(output)
-    if output.resolve() == artifacts.resolve():
-        raise IAUnetError(f"output {output} is the artifacts folder; expected a new folder")
+    artifacts, output = Path(artifacts), check_output_folder(output)  # a non-empty folder, the artifacts too, is refused
     variants = find_variants(artifacts)
-    spec = TARGETS[target]
-    route = choose_route(version_tuple(spec["tensorrt"]), "auto", any(p for _, _, p in variants))
+    spec, has_plugins = TARGETS[target], any(p for _, _, p in variants)
+    route = choose_route(version_tuple(spec["tensorrt"]), "auto", has_plugins)
     with atomic_folder(output) as tmp:
         files = _models(artifacts, variants, tmp, kind, spec, route)
-        if any(p for _, _, p in variants) and kind != "triton":
+        if has_plugins and kind != "triton":
             for arch in spec["archs"]:
                 _ptx(artifacts, arch, tmp / "ptx" / (f"sm{arch}" if len(spec["archs"]) > 1 else ""), cache_dir)
         wheel = _wheel(tmp)
-        manifest = _manifest(tmp, variants, target, kind, route, wheel, files)
+        manifest = _manifest(tmp, variants, target, kind, route, has_plugins, wheel, files)
         write_json(tmp / "manifest.json", manifest)
         (tmp / "README.md").write_text(_readme(manifest, spec))
     return manifest
@@ -166,13 +164,13 @@ def _triton(variants, tmp: Path) -> dict:
     return copied
 
 
-def _manifest(tmp: Path, variants, target: str, kind: str, route: str, wheel, files: dict) -> dict:
+def _manifest(tmp: Path, variants, target: str, kind: str, route: str, has_plugins: bool, wheel, files: dict) -> dict:
     card = variants[0][1]
     hashes = {str(p.relative_to(tmp)): sha256_file(p) for p in sorted(tmp.rglob("*")) if p.is_file()}
     return {"format": 1, "toolkit_version": __version__, "target": target, "kind": kind,
             "model": json.loads(card.props["iaunet.config"]), "preprocess": json.loads(card.props["iaunet.preprocess"]),
             "model_id": card.model_id, "variants": files, "plugin_route_on_target": route,
-            "plugin_routes": routes_by_version(any(p for _, _, p in variants)),
+            "plugin_routes": routes_by_version(has_plugins),
             "tensorrt_checked_against": list(CHECKED_TENSORRT), "wheel": wheel, "sha256": hashes}
 
 

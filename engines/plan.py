@@ -15,7 +15,7 @@ from iaunet import __version__
 from iaunet.core.errors import IAUnetError
 from iaunet.core.graph_io import INPUT_NAME
 from iaunet.core.plugin_contract import IPLUGINV3_MIN_VERSION, PLUGIN_NAMESPACE, PLUGIN_OPS
-from iaunet.runtime.engine_card import FORMAT, Machine
+from iaunet.runtime.engine_card import FORMAT, Machine, version_tuple
 from iaunet.runtime.model_card import ModelCard
 
 ROUTES = ("auto", "aot", "python", "native")
@@ -26,14 +26,6 @@ DEFAULT_BATCH = (1, 8, 32)
 CHECKED_TENSORRT = ("10.3", "11.4")   # binding wheels every TensorRT name is checked against (tests)
 SUPPORTED_TENSORRT = ("10.3", "10.13", "10.14", "10.15", "10.16", "11.0")  # JetPack 6, JetPack 7, datacenter 11.x
 OPT_LEVELS = (0, 5)
-
-
-def version_tuple(version: str) -> tuple:
-    parts = [p for p in str(version).split(".")[:2]]
-    try:
-        return tuple(int(p) for p in parts)
-    except ValueError:
-        raise IAUnetError(f"TensorRT version {version!r} is not MAJOR.MINOR[...]") from None
 
 
 def parse_batch(text) -> tuple:
@@ -57,15 +49,9 @@ def profile_shapes(card: ModelCard, batch: tuple) -> dict:
 def choose_route(trt_version: tuple, asked: str, has_plugins: bool) -> str:
     """The plugin route for this TensorRT: AOT plugins from 10.9, the Python IPluginV3 from
     10.3, or the native graph (plain ops, the only route for a graph without plugin nodes)."""
-    if asked not in ROUTES:
-        raise IAUnetError(f"unknown plugin route {asked!r}; expected one of {', '.join(ROUTES)}")
+    check_route_for_graph(asked, has_plugins)
     if not has_plugins:
-        if asked in ("aot", "python"):
-            raise IAUnetError("this ONNX file has no IAU plugin nodes (a native export); build it with "
-                              "--plugins native or export with --mode plugin")
         return "native"
-    if asked == "native":
-        raise IAUnetError("this ONNX file has IAU plugin nodes; for the native route export with --mode native")
     dotted = ".".join(map(str, trt_version))
     if asked == "aot" and trt_version < AOT_MIN_VERSION:
         raise IAUnetError(f"TensorRT {dotted} has no AOT plugins (from 10.9); use --plugins python")
@@ -76,6 +62,27 @@ def choose_route(trt_version: tuple, asked: str, has_plugins: bool) -> str:
             raise IAUnetError(f"TensorRT {dotted} is too old for the IAU plugins; export with --mode native")
         return "aot" if trt_version >= AOT_MIN_VERSION else "python"
     return asked
+
+
+def check_route_for_graph(asked: str, has_plugins: bool) -> None:
+    """What the graph alone rules out (no TensorRT needed): a plugin route for a native
+    export, the native route for a graph with plugin nodes."""
+    if asked not in ROUTES:
+        raise IAUnetError(f"unknown plugin route {asked!r}; expected one of {', '.join(ROUTES)}")
+    if not has_plugins and asked in ("aot", "python"):
+        raise IAUnetError("this ONNX file has no IAU plugin nodes (a native export); build it with "
+                          "--plugins native or export with --mode plugin")
+    if has_plugins and asked == "native":
+        raise IAUnetError("this ONNX file has IAU plugin nodes; for the native route export with --mode native")
+
+
+def check_options(options: "BuildOptions", has_plugins: bool) -> None:
+    """Every option check that needs no TensorRT, run before it is imported."""
+    check_route_for_graph(options.plugins, has_plugins)
+    if options.legacy_int8 and not options.calib:
+        raise IAUnetError("--legacy-int8 needs --calib FILE (the .calib 'iaunet calib --precision int8' writes)")
+    if options.opt_level is not None and not OPT_LEVELS[0] <= options.opt_level <= OPT_LEVELS[1]:
+        raise IAUnetError(f"--opt-level {options.opt_level} is outside {OPT_LEVELS[0]}..{OPT_LEVELS[1]}")
 
 
 def strip_functions_for_parser(trt_version: tuple, route: str) -> bool:
@@ -147,13 +154,10 @@ class Plan:
 
 def plan_build(card: ModelCard, onnx_sha256: str, has_plugins: bool, machine: Machine,
                options: BuildOptions) -> Plan:
+    check_options(options, has_plugins)
     version = version_tuple(machine.tensorrt_version)
     route = choose_route(version, options.plugins, has_plugins)
     if options.legacy_int8:
         check_legacy_int8(version)
-        if not options.calib:
-            raise IAUnetError("--legacy-int8 needs --calib FILE (the .calib 'iaunet calib --precision int8' writes)")
-    if options.opt_level is not None and not OPT_LEVELS[0] <= options.opt_level <= OPT_LEVELS[1]:
-        raise IAUnetError(f"--opt-level {options.opt_level} is outside {OPT_LEVELS[0]}..{OPT_LEVELS[1]}")
     plugins = [f"{PLUGIN_NAMESPACE}::{name}" for name in PLUGIN_OPS] if route in ("aot", "python") else []
     return Plan(card, onnx_sha256, machine, options, route, strip_functions_for_parser(version, route), plugins)

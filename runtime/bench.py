@@ -51,8 +51,9 @@ def time_calls(fn, repeats: int = DEFAULT_REPEATS, warmup: int = DEFAULT_WARMUP)
 
 
 def measure(fn, backend: str, batch: int, kind: str, flops_per_sample: float | None = None,
-            repeats: int = DEFAULT_REPEATS, warmup: int = DEFAULT_WARMUP) -> Timing:
-    seconds = time_calls(fn, repeats, warmup)
+            repeats: int = DEFAULT_REPEATS, warmup: int = DEFAULT_WARMUP, batches_per_call: int = 1) -> Timing:
+    """Time ``fn`` (which runs ``batches_per_call`` batches of ``batch``); latency is per batch."""
+    seconds = time_calls(fn, repeats, warmup) / batches_per_call
     p50 = float(np.median(seconds))
     gflops = flops_per_sample * batch / p50 / 1e9 if flops_per_sample else None
     return Timing(backend, batch, kind, 1e3 * p50, 1e3 * float(np.percentile(seconds, 99)), batch / p50,
@@ -112,10 +113,8 @@ def bench_runner(runner, label: str, card, batches, repeats: int, jpegs=(), flop
         if len(jpegs) and card.variant == "image":
             files = list(jpegs[:batch * E2E_BATCHES_PER_CALL])
             embedder = Embedder(runner, card, batch)
-            t = measure(lambda: embedder.embed(files), label, len(files), "end-to-end", flops,
-                        max(3, repeats // E2E_BATCHES_PER_CALL), 1)
-            t.batch, t.p50_ms, t.p99_ms = batch, t.p50_ms / E2E_BATCHES_PER_CALL, t.p99_ms / E2E_BATCHES_PER_CALL
-            out.append(t)
+            out.append(measure(lambda: embedder.embed(files), label, batch, "end-to-end", flops,
+                               max(3, repeats // E2E_BATCHES_PER_CALL), 1, E2E_BATCHES_PER_CALL))
     return out
 
 

@@ -72,7 +72,6 @@ class Embedder:
         if not runner.accepts(card.sample_shape):
             raise IAUnetError(f"the model takes {runner.sample_shape} but its metadata says {card.sample_shape}")
         self.runner, self.card, self.batch, self.read_threads = runner, card, batch, read_threads
-        self.pad = limit is not None
 
     @classmethod
     def open(cls, path, backend: str = "auto", batch: int | None = None, threads: int | None = None,
@@ -106,7 +105,7 @@ class Embedder:
         outs = []
         for batch in self._batches(items, on_error):
             n = len(batch)
-            if self.pad and n < self.batch:
+            if self.runner.max_batch and n < self.batch:  # a profile-bound engine: keep its shapes
                 batch = np.concatenate([batch, np.zeros((self.batch - n, *batch.shape[1:]), np.float32)])
             outs.append(self.runner.infer(batch)[:n])
             if progress:

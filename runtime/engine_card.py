@@ -53,8 +53,12 @@ def read_sidecar(engine) -> dict:
     return card
 
 
-def _release(version: str) -> tuple:
-    return tuple(int(p) for p in str(version).split(".")[:3] if p.isdigit())
+def version_tuple(version: str, parts: int = 2) -> tuple:
+    """'10.3.0.26' -> (10, 3) (or the first ``parts`` numbers): what TensorRT versions compare by."""
+    try:
+        return tuple(int(p) for p in str(version).split(".")[:parts])
+    except ValueError:
+        raise IAUnetError(f"TensorRT version {version!r} is not MAJOR.MINOR[...]") from None
 
 
 def refusal(card: dict, machine: Machine, expect_model: str | None = None) -> str | None:
@@ -64,7 +68,7 @@ def refusal(card: dict, machine: Machine, expect_model: str | None = None) -> st
     if cc != machine.compute_capability:
         return (f"the engine was built for sm_{cc} ({card['gpu_name']}) but this GPU is "
                 f"sm_{machine.compute_capability} ({machine.gpu_name}); rebuild it here with 'iaunet build'")
-    if _release(card["tensorrt_version"]) != _release(machine.tensorrt_version):
+    if version_tuple(card["tensorrt_version"], 3) != version_tuple(machine.tensorrt_version, 3):
         return (f"the engine was built with TensorRT {card['tensorrt_version']} but this machine has "
                 f"{machine.tensorrt_version}; rebuild it here with 'iaunet build'")
     built_from = card["metadata"].get("iaunet.checkpoint_sha256", "")

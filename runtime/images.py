@@ -17,6 +17,7 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import numpy as np
+from PIL import Image
 
 from iaunet.core.errors import IAUnetError
 from iaunet.core.preprocess import clip_frame_indices, load_image, to_model_array, to_rgb
@@ -26,7 +27,6 @@ DEFAULT_READ_THREADS = 4
 
 
 def _frame(item, card: ModelCard, what: str) -> np.ndarray:
-    from PIL import Image
     size = (card.height, card.width, card.resize_filter)
     if isinstance(item, (str, Path)):
         return to_model_array(load_image(item), *size)

@@ -55,7 +55,8 @@ def embed_paths(embedder: Embedder, paths, what: str, skip_bad: bool = False):
     bar.close()
     if bad:
         log.info("%d unreadable image(s) skipped (first: %s)", len(bad), paths[bad[0]])
-    return emb, [i for i in range(len(paths)) if i not in set(bad)]
+    skipped_indices = set(bad)
+    return emb, [i for i in range(len(paths)) if i not in skipped_indices]
 
 
 def embed_files(model, paths, output, backend="auto", batch=None, threads=None, skip_bad=False) -> dict:

@@ -33,13 +33,16 @@ from iaunet.runtime.runners import Runner
 
 def import_tensorrt():
     """tensorrt, or one line saying it is not installed (the bindings may be present without
-    the libraries: that, too, is 'not installed' for a build)."""
+    the libraries: that, too, is 'not installed') or older than the toolkit supports."""
     try:
         import tensorrt
-        return tensorrt
     except (ImportError, OSError) as exc:
         raise IAUnetError(f"TensorRT is not installed ({type(exc).__name__}: {str(exc).splitlines()[0][:120]}); "
                           "on Jetson it comes with JetPack, elsewhere from NVIDIA's tensorrt wheels") from None
+    if tensorrt_version(tensorrt) < TRT_MIN_VERSION:
+        raise IAUnetError(f"TensorRT {tensorrt.__version__} is older than the toolkit supports "
+                          f"({'.'.join(map(str, TRT_MIN_VERSION))} and later)")
+    return tensorrt
 
 
 def machine_facts(device: int = 0) -> Machine:
@@ -71,9 +74,6 @@ class TensorRTRunner(Runner):
             raise IAUnetError(f"{engine}: {reason}")
         import pycuda.driver as cuda
         trt = import_tensorrt()
-        if tensorrt_version(trt) < TRT_MIN_VERSION:
-            raise IAUnetError(f"TensorRT {trt.__version__} is older than the toolkit supports "
-                              f"({'.'.join(map(str, TRT_MIN_VERSION))} and later)")
         self.card = ModelCard.from_props(self.sidecar["metadata"], engine)
         self.name, self._cuda, self._graphs = "tensorrt", cuda, {}
         self._context = cuda.Device(device).retain_primary_context()

@@ -24,6 +24,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
 
+import numpy as np
 import pytest
 
 PROC_OUT = "/proc/iaunet-bad-output"  # root can stat /proc but create nothing there
@@ -81,6 +82,19 @@ FP16 = "{onnx} --precision fp16 -o out.onnx"
 INT8 = "{onnx} --precision int8 --data {data} -o out.onnx --cache-dir cache"
 PARITY = "{ckpt} {onnx} --data {data} -o report"
 COMPILE = "--arch 87 -o ptx --cache-dir ptx-cache"
+EMBED = "{data}/query -m {onnx} -o g.npz"
+SEARCH = "{data}/query -m {onnx} --gallery {other_gallery}"
+BUILD = "{onnx} -o m.engine"
+BUNDLE = "{fx}/model --target orin -o bundle"
+# a checkpoint argument that is not a usable checkpoint (eval and export read it alike)
+BAD_CHECKPOINTS = [
+    ("checkpoint-missing", "nowhere.pt", "nowhere.pt not found"),
+    ("checkpoint-is-folder", "{empty}", "is a folder"),
+    ("checkpoint-is-text", "{text}", "not a readable checkpoint"),
+    ("checkpoint-truncated", "{truncated_ckpt}", "not a readable checkpoint"),
+    ("checkpoint-corrupt-weights", "{tampered_ckpt}", "is corrupted"),
+    ("checkpoint-is-onnx", "{onnx}", "not a readable checkpoint"),
+]
 
 
 def cases() -> list[Case]:
@@ -169,13 +183,7 @@ def cases() -> list[Case]:
     ])
     add("train", "", [("data-option-missing", "-o run", "the following arguments are required: --data")])
 
-    add("eval", "--data {data}", [
-        ("checkpoint-missing", "nowhere.pt", "nowhere.pt not found"),
-        ("checkpoint-is-folder", "{empty}", "is a folder"),
-        ("checkpoint-is-text", "{text}", "not a readable checkpoint"),
-        ("checkpoint-truncated", "{truncated_ckpt}", "not a readable checkpoint"),
-        ("checkpoint-corrupt-weights", "{tampered_ckpt}", "is corrupted"),
-        ("checkpoint-is-onnx", "{onnx}", "not a readable checkpoint"),
+    add("eval", "--data {data}", BAD_CHECKPOINTS + [
         ("video-checkpoint-on-image-data", "{video_ckpt}", "is a video model but"),
     ])
     add("eval", EVAL, [
@@ -191,13 +199,7 @@ def cases() -> list[Case]:
         ("json-under-proc", f"--json {PROC_OUT}", "not writable"),
     ])
 
-    add("export", "-o out.onnx", [
-        ("checkpoint-missing", "nowhere.pt", "nowhere.pt not found"),
-        ("checkpoint-is-folder", "{empty}", "is a folder"),
-        ("checkpoint-is-text", "{text}", "not a readable checkpoint"),
-        ("checkpoint-truncated", "{truncated_ckpt}", "not a readable checkpoint"),
-        ("checkpoint-corrupt-weights", "{tampered_ckpt}", "is corrupted"),
-        ("checkpoint-is-onnx", "{onnx}", "not a readable checkpoint"),
+    add("export", "-o out.onnx", BAD_CHECKPOINTS + [
         ("frames-huge", f"{{video_ckpt}} --frames {10 ** 9}", "memory"),
     ])
     add("export", EXPORT, [
@@ -360,14 +362,70 @@ def cases() -> list[Case]:
         ("json-without-value", "--json", "expected one argument"),
         ("unknown-option", "--gpu 0", "unrecognized arguments: --gpu 0"),
     ])
+    add("embed", EMBED, [
+        ("folder-without-images", "{empty}", "holds no images"),
+        ("input-missing", "nowhere", "nowhere not found"),
+        ("corrupt-image", "{corrupt}/query", "corrupt image"),
+        ("model-is-text", "-m {text}", "ONNX Runtime can load"),
+        ("model-missing", "-m nowhere.onnx", "nowhere.onnx not found"),
+        ("output-is-model", "-o {onnx}", "is the input"),
+        ("output-parent-missing", "-o nowhere/g.npz", "does not exist"),
+        ("batch-zero", "--batch 0", "--batch: expected an integer in [1, 4096], got 0"),
+        ("threads-negative", "--threads -2", "--threads"),
+        ("backend-unknown", "--backend openvino", "invalid choice: 'openvino'"),
+    ])
+    add("search", SEARCH, [
+        ("gallery-of-another-model", "", "but model cdcdcdcdcdcd was expected"),
+        ("gallery-missing", "--gallery nowhere.npz", "nowhere.npz not found"),
+        ("gallery-is-text", "--gallery {text}", "notes.txt"),
+        ("top-k-zero", "--top-k 0", "--top-k: expected an integer in [1, 1000], got 0"),
+        ("threshold-above-one", "--threshold 2", "--threshold"),
+        ("grid-is-the-gallery", "--grid {other_gallery}", "is the input"),
+        ("json-parent-missing", "--json nowhere/m.json", "does not exist"),
+    ])
+    add("bench", "{onnx} -o bench", [
+        ("batch-zero", "--batch 0", "batch sizes must lie in 1..4096"),
+        ("batch-text", "--batch a,b", "not a comma-separated list"),
+        ("repeats-two", "--repeats 2", "--repeats: expected an integer in [3, 10000], got 2"),
+        ("output-is-file", "-o {text}", "is a file"),
+    ])
+    add("bench", "-o bench", [("model-missing", "nowhere.onnx", "nowhere.onnx not found")])
+    add("build", "-o m.engine", [
+        ("onnx-missing", "nowhere.onnx", "nowhere.onnx not found"),
+        ("onnx-is-text", "{text}", "not an ONNX file"),
+    ])
+    add("build", BUILD, [
+        ("output-is-input", "-o {onnx}", "is the input"),
+        ("batch-zero", "--batch 0,1,2", "1 <= MIN <= OPT <= MAX"),
+        ("batch-descending", "--batch 8,4,2", "1 <= MIN <= OPT <= MAX"),
+        ("batch-text", "--batch a,b,c", "is not MIN,OPT,MAX integers"),
+        ("workspace-zero", "--workspace 0", "--workspace: expected an integer in [16, 1048576], got 0"),
+        ("opt-level-high", "--opt-level 9", "--opt-level: expected an integer in [0, 5], got 9"),
+        ("legacy-int8-without-calib", "--legacy-int8", "--legacy-int8 needs --calib"),
+        ("calib-missing", "--legacy-int8 --calib nowhere.calib", "nowhere.calib not found"),
+        ("native-route-for-plugin-graph", "--plugins native", "has IAU plugin nodes"),
+        ("timing-cache-is-folder", "--timing-cache {empty}", "is a folder"),
+        ("no-tensorrt", "", "TensorRT is not installed"),
+    ])
+    add("bundle", "--target orin -o bundle", [
+        ("artifacts-missing", "nowhere", "nowhere not found"),
+        ("artifacts-without-models", "{empty}", "holds no ONNX file"),
+    ])
+    add("bundle", BUNDLE, [
+        ("output-is-artifacts", "-o {fx}/model", "is not empty"),
+        ("output-not-empty", "-o {data}", "is not empty"),
+        ("target-unknown", "--target xavier", "invalid choice: 'xavier'"),
+        ("deepstream-on-orin-without-native-graph", "--for deepstream", "needs the native graph"),
+    ])
     add("iaunet", "", [("command-unknown", "fly", "invalid choice: 'fly'")])
     return out
 
 
 CASES = cases()
 
-# the commands every case must name (the CLI's own, except the runtime's embed/search/bench)
-COMMANDS = {"synth", "train", "eval", "export", "calib", "parity", "plugins compile", "plugins bench", "demo", "doctor"}
+# the commands every case must name: all of the CLI's
+COMMANDS = {"synth", "train", "eval", "export", "calib", "parity", "plugins compile", "plugins bench", "embed",
+            "search", "bench", "build", "bundle", "demo", "doctor"}
 
 
 def test_the_table_covers_every_command_with_enough_cases():
@@ -439,6 +497,10 @@ def fx(tmp_path_factory, market_synth, image_checkpoint, video_checkpoint):
     for image in sorted((p["corrupt"] / "bounding_box_train").glob("*.jpg")) + \
             sorted((p["corrupt"] / "query").glob("*.jpg"))[:1]:
         image.write_bytes(image.read_bytes()[:200])  # truncated JPEGs
+    from iaunet.runtime.gallery import Gallery
+    gallery = Gallery(512, "cd" * 32)  # another model's embedding space
+    gallery.add(np.ones((2, 512), np.float32), ids=[1, 2])
+    p["other_gallery"] = gallery.save(root / "other" / "gallery.npz")
     p["mars"] = root / "mars"
     generate_mars(p["mars"], identities=4, cameras=2, seed=1, tracklet_len=(2, 3))
     return p

@@ -3,7 +3,8 @@ version its modules claim (10.3: JetPack 6; 11.4: datacenter).
 
 The wheels (about 1 MB each, no dependencies) are fetched with pip once and cached in
 $IAUNET_TRT_WHEELS or ~/.cache/iaunet/trt-wheels. A module that uses TensorRT declares
-``TRT_MIN_VERSION``: its guard, checked at run time before any of its names are used.
+``TRT_MIN_VERSION``: its guard, checked at run time before any of its names are used (or
+gets tensorrt from ``import_tensorrt``, which checks the core's).
 """
 import ast
 import os
@@ -21,6 +22,10 @@ WHEELS = {(10, 3): "tensorrt-cu12-bindings==10.3.0", (11, 4): "tensorrt-cu13-bin
 # modules that import tensorrt, or take the imported module as a ``trt`` parameter
 TRT_MODULES = sorted(p for pkg in ("engines", "runtime", "calib", "export", "iaunet") for p in (ROOT / pkg).rglob("*.py")
                      if re.search(r"^\s*import tensorrt|^def \w+\(trt\b", p.read_text(), re.M))
+
+
+# runtime.trt_runner.import_tensorrt refuses versions below the core's TRT_MIN_VERSION
+GUARDED_IMPORT = "import_tensorrt"
 
 
 def _cache() -> Path:
@@ -139,6 +144,11 @@ def _used_names(path: Path) -> tuple:
                     aliases[a.asname or a.name] = "trtp" if a.name.endswith("plugin") else "trt"
     if isinstance(minimum, ast.Name):  # TRT_MIN_VERSION = SOME_TUPLE, here or imported from the core
         minimum = _resolve(tree, minimum.id)
+    if minimum is None and GUARDED_IMPORT in path.read_text():  # the module gets tensorrt from the guard
+        contract = ast.parse((ROOT / "iaunet/core/plugin_contract.py").read_text())
+        minimum = _resolve(contract, "TRT_MIN_VERSION")
+        while isinstance(minimum, ast.Name):  # TRT_MIN_VERSION = IPLUGINV3_MIN_VERSION
+            minimum = _resolve(contract, minimum.id)
     used = {(aliases[n.value.id], n.attr) for n in ast.walk(tree)
             if isinstance(n, ast.Attribute) and isinstance(n.value, ast.Name) and n.value.id in aliases}
     used |= {(aliases[n.value.value.id], n.attr) for n in ast.walk(tree)  # trt.DataType.HALF: HALF too
@@ -166,7 +176,9 @@ def wheel_names():
 
 @pytest.mark.parametrize("module", TRT_MODULES, ids=lambda p: p.name)
 def test_every_tensorrt_name_exists_in_the_versions_the_module_supports(module, wheel_names):
-    assert "TRT_MIN_VERSION" in module.read_text(), f"{module.name} imports tensorrt but declares no TRT_MIN_VERSION"
+    text = module.read_text()
+    assert "TRT_MIN_VERSION" in text or f"{GUARDED_IMPORT}(" in text, \
+        f"{module.name} uses tensorrt but declares no TRT_MIN_VERSION (nor imports it through {GUARDED_IMPORT})"
     minimum, used = _used_names(module)
     assert used, f"{module.name} imports tensorrt but uses no names from it"
     checked = 0

@@ -97,7 +97,7 @@ def test_other_models_and_bad_embeddings_are_refused():
         g.add(np.ones((1, 16)), ids=[0, 1])
     with pytest.raises(IAUnetError, match="empty"):
         Gallery(16, MODEL).search(emb[:1])
-    with pytest.raises(IAUnetError, match="faiss|unknown search backend"):
+    with pytest.raises(IAUnetError, match="unknown search backend"):
         g.search(emb[:1], backend="annoy")
 
 
