@@ -20,6 +20,7 @@ from torch import nn
 from torch.nn import functional as F
 
 from iaunet.export import checks
+from iaunet.export.cleanup import clean_graph
 from iaunet.export.metadata import ExportMetadata, preprocess_spec, write_metadata
 from iaunet.export.plugin_nodes import attach_local_functions, plugin_nodes, traced_channel_affinity, traced_part_affinity
 from iaunet import __version__
@@ -59,6 +60,7 @@ class ExportReport:
     path: Path
     metadata: ExportMetadata
     nodes: dict
+    traced_nodes: int  # before the cleanup
     plugin_nodes: int
     size_bytes: int
     parity: dict = field(default_factory=dict)  # batch size -> checks.Parity
@@ -66,8 +68,10 @@ class ExportReport:
     def summary(self) -> str:
         ops = ", ".join(f"{k} {v}" for k, v in sorted(self.nodes.items(), key=lambda kv: (-kv[1], kv[0])))
         lines = [f"wrote {self.path} ({self.size_bytes / 2 ** 20:.1f} MiB, opset {self.metadata.opset}, "
-                 f"{self.metadata.mode} mode, {sum(self.nodes.values())} nodes, {self.plugin_nodes} plugin nodes)",
-                 f"nodes: {ops}"]
+                 f"{self.metadata.mode} mode, {self.plugin_nodes} plugin nodes)",
+                 f"nodes: {self.traced_nodes} traced, {sum(self.nodes.values())} after cleanup "
+                 f"({sum(self.nodes.values()) / self.traced_nodes:.0%})",
+                 f"node types: {ops}"]
         lines += [f"ONNX Runtime vs PyTorch, batch {b}: {p.describe()}" for b, p in self.parity.items()]
         return "\n".join(lines)
 
@@ -143,7 +147,8 @@ def export_checkpoint(checkpoint, output, mode: str = "plugin", opset: int = DEF
     wrapper = ExportWrapper(model, normalize_embeddings).eval()
     inputs = parity_inputs(config, max(parity_batches), data)
     log.info("exporting %s (%s, %s mode, opset %d)", checkpoint, config.name, mode, opset)
-    onnx_model = _trace(wrapper, torch.from_numpy(inputs[:2]), opset, mode)
+    traced = _trace(wrapper, torch.from_numpy(inputs[:2]), opset, mode)
+    onnx_model = clean_graph(traced)
     meta = ExportMetadata(config, preprocess_spec(config), mode, opset, sha256_file(checkpoint), __version__,
                           normalize_embeddings)
     write_metadata(onnx_model, meta)
@@ -166,5 +171,5 @@ def export_checkpoint(checkpoint, output, mode: str = "plugin", opset: int = DEF
                               f">= {checks.COSINE_GATE} and max abs error <= {checks.REL_ERROR_GATE} x max |embedding| "
                               f"(for scale: PyTorch FP32 against float64 on these inputs has relative error "
                               f"{floor.relative_error:.2g})")
-    return ExportReport(output, meta, dict(checks.node_summary(onnx_model)), len(plugin_nodes(onnx_model)),
-                        output.stat().st_size, parity)
+    return ExportReport(output, meta, dict(checks.node_summary(onnx_model)), len(traced.graph.node),
+                        len(plugin_nodes(onnx_model)), output.stat().st_size, parity)

@@ -103,17 +103,20 @@ class PartRelation(nn.Module):
         self.update = nn.Sequential(nn.Conv2d(channels * 2, channels, 1), nn.BatchNorm2d(channels),
                                     nn.ReLU(inplace=True))
 
-    def relation_logits(self, nodes: torch.Tensor, global_node: torch.Tensor) -> torch.Tensor:
-        """(B, N, C) nodes and (B, C) global node -> (B, N, N) relation logits."""
-        b, n, c = nodes.shape
+    def relation_logits(self, nodes: torch.Tensor, global_node: torch.Tensor, n: int) -> torch.Tensor:
+        """(B, N, C) nodes and (B, C) global node -> (B, N, N) relation logits.
+
+        ``n`` is N as a Python int (frames * parts), so that export writes the repeat and
+        the reshape with constant shapes instead of reading them from ``nodes`` at run time.
+        """
         diff = (nodes.unsqueeze(2) - nodes.unsqueeze(1)).abs()            # B, N, N, C
         diff = diff.permute(0, 3, 1, 2)                                     # B, C, N, N
-        glob = global_node.view(b, c, 1, 1).expand_as(diff)
-        return self.relation(torch.cat((diff, glob), 1)).view(b, n, n)
+        glob = global_node[:, :, None, None].repeat(1, 1, n, n)
+        return self.relation(torch.cat((diff, glob), 1)).reshape(-1, n, n)
 
     def forward(self, nodes: torch.Tensor, global_node: torch.Tensor, frames: int, parts: int):
         b, n, c = nodes.shape
-        weights = _ACTIVE_OPS["part"](self.relation_logits(nodes, global_node), frames, parts)
+        weights = _ACTIVE_OPS["part"](self.relation_logits(nodes, global_node, frames * parts), frames, parts)
         neighbours = torch.matmul(weights, nodes)
         joined = torch.cat((nodes, neighbours), 2).reshape(b * n, 2 * c, 1, 1)
         return self.update(joined).view(b, n, c)
@@ -174,7 +177,7 @@ class IAUBlock(nn.Module):
         part_nodes, global_node = nodes[:, :-1], nodes[:, -1]                # B, T*P, C/2 ; B, C/2
         related = self.relate(part_nodes, global_node, frames, self.parts)  # B, T*P, C/2
         per_frame = related.reshape(b, frames, self.parts, c // 2).mean(2)   # B, T, C/2
-        joined = torch.cat((per_frame, global_node.unsqueeze(1).expand_as(per_frame)), 2)
+        joined = torch.cat((per_frame, global_node.unsqueeze(1).repeat(1, frames, 1)), 2)
         update = self.part_update(joined.reshape(bt, c, 1, 1))
         return x + update, maps
 
