@@ -26,8 +26,6 @@ log = get_logger("calib")
 
 def convert_fp16(src, dst, data=None, samples: int = 16, seed: int = 0) -> dict:
     """Write ``dst`` (FP16 with FP32 islands) and return the record of how it was made."""
-    from onnxconverter_common import float16
-
     src, dst = Path(src), check_output_path(dst, inputs=[src])
     model = load_onnx(src)
     meta = metadata_of(model, src)
@@ -40,17 +38,7 @@ def convert_fp16(src, dst, data=None, samples: int = 16, seed: int = 0) -> dict:
     blocked = graph.native_affinity_nodes(model) | set(overflow)
     log.info("fp16: keeping %d plugin nodes, %d native affinity nodes and %d overflow nodes in FP32",
              len(graph.plugin_node_names(model)), len(graph.native_affinity_nodes(model)), len(overflow))
-    with warnings.catch_warnings(record=True) as caught:
-        warnings.simplefilter("always")
-        converted = float16.convert_float_to_float16(
-            model, keep_io_types=True, op_block_list=list(float16.DEFAULT_OP_BLOCK_LIST) + list(PLUGIN_OPS),
-            node_block_list=sorted(blocked))
-    clamped = summarise_clamping(caught)
-    removed = drop_fp16_round_trips(converted)
-    restore_float32_outputs(converted)
-    before = [(f.name, f.SerializeToString()) for f in model.functions]
-    if [(f.name, f.SerializeToString()) for f in converted.functions] != before:
-        raise IAUnetError("the FP16 converter changed the plugin ops' local functions; refusing to write")
+    converted, clamped, removed = half_precision(model, blocked)
     record = {"precision": "fp16", "source": str(src), "source_sha256": sha256_file(src),
               "converter": "onnxconverter-common float16 (keep_io_types)",
               "fp32_plugin_nodes": sorted(graph.plugin_node_names(model)),
@@ -64,6 +52,29 @@ def convert_fp16(src, dst, data=None, samples: int = 16, seed: int = 0) -> dict:
         parity = compare(run_onnxruntime(src, inputs, 8), run_onnxruntime(dst, inputs, 8))
         record["parity_vs_fp32_onnx"] = vars(parity)
     return record
+
+
+def half_precision(model, blocked_nodes) -> tuple:
+    """FP16 everywhere but the plugin ops, ``blocked_nodes`` (names) and the graph I/O,
+    with onnxconverter-common. Returns (converted model, clamped weights by target value,
+    FP16 round trips removed). The plugin ops' local functions must come out unchanged."""
+    from onnxconverter_common import float16
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        converted = float16.convert_float_to_float16(
+            model, keep_io_types=True, op_block_list=list(float16.DEFAULT_OP_BLOCK_LIST) + list(PLUGIN_OPS),
+            node_block_list=sorted(blocked_nodes))
+    clamped = summarise_clamping(caught)
+    removed = drop_fp16_round_trips(converted)
+    restore_float32_outputs(converted)
+    used = {t for n in converted.graph.node for t in list(n.input) + list(n.output)}
+    kept = [v for v in converted.graph.value_info if v.name in used]  # the removed Casts' tensors go
+    del converted.graph.value_info[:]
+    converted.graph.value_info.extend(kept)
+    before = [(f.name, f.SerializeToString()) for f in model.functions]
+    if [(f.name, f.SerializeToString()) for f in converted.functions] != before:
+        raise IAUnetError("the FP16 converter changed the plugin ops' local functions; refusing to write")
+    return converted, clamped, removed
 
 
 _CLAMP = re.compile(r"the float32 number (\S+) will be truncated to (\S+)")

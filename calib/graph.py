@@ -130,6 +130,11 @@ def get_prop(model, key: str, default=None):
     return next((p.value for p in model.metadata_props if p.key == METADATA_PREFIX + key), default)
 
 
+def variant_record(model) -> dict:
+    """The record ``iaunet calib`` stored in the variant's metadata ({} for an export)."""
+    return json.loads(get_prop(model, "variant", "{}"))
+
+
 def save_atomically(model, path) -> None:
     with atomic_output(path) as tmp:
         onnx.save(model, tmp)

@@ -1,13 +1,18 @@
-"""INT8 graphs with explicit, symmetric Q/DQ (ONNX Runtime's quantization tooling),
-and a TensorRT calibration cache from the same scales.
+"""INT8 graphs with explicit, symmetric Q/DQ (ONNX Runtime's quantization tooling), FP16
+outside the Q/DQ pairs, an optional per-layer fallback to FP16 that meets a target, and a
+TensorRT calibration cache from the same scales.
 
 Placement for TensorRT: inputs of Conv, Gemm, MatMul and both inputs of Add are
 quantized (per-channel weights, per-tensor activations, zero points 0); no bias
 quantization; no Q/DQ on op outputs or graph outputs; the IAU affinity ops and the
-MatMuls that feed or consume them are excluded. Results are cached under a key of
-everything that decides them (``calibration_key``): the source's hash, the method and
-its settings, the seed, the quantization settings and every calibration image's path,
-size and modification time.
+MatMuls that feed or consume them are excluded. Everything outside the Q/DQ pairs is
+then FP16 but the FP32 islands (``iaunet.calib.mixed``). With a target mean cosine, the
+most sensitive layers leave INT8 until held-out training images reach it
+(``iaunet.calib.sensitivity``).
+
+Activation ranges are cached under a key of everything that decides them
+(``calibration_key``): the source's hash, the method and its settings, the seed, the
+quantized op types and every calibration image's path, size and modification time.
 """
 from __future__ import annotations
 
@@ -16,7 +21,6 @@ import hashlib
 import json
 import io
 import os
-import shutil
 import struct
 import tempfile
 from pathlib import Path
@@ -27,17 +31,23 @@ from onnx import numpy_helper
 
 from iaunet.calib import METHODS, graph
 from iaunet.calib.data import calibration_sources, load_inputs, pick
+from iaunet.calib.sensitivity import DEFAULT_MAX_FP16_LAYERS, fall_back, plot
 from iaunet.export.checks import compare, run_onnxruntime
+from iaunet.export.flops import node_flops
 from iaunet.export.metadata import load_onnx, metadata_of
 from iaunet.core.errors import IAUnetError
 from iaunet.core.files import atomic_output, cache_folder, check_output_path, sha256_file
 from iaunet.core.graph_io import INPUT_NAME
 from iaunet.core.log import get_logger
 from iaunet.core.progress import Progress
+from iaunet.core.validate import COSINE_TARGET, COUNT, check
 
 log = get_logger("calib")
 QUANTIZED_OPS = ["Conv", "Gemm", "MatMul", "Add"]
 ENTROPY_BINS, ENTROPY_QUANTIZED_BINS = 2048, 128  # TensorRT's entropy calibrator histogram
+HELD_OUT = 32        # training images kept out of calibration to judge the variant
+MIN_HELD_OUT = 8     # fewer cannot steer the fallback
+PROBE_FALLBACK = 16  # calibration images that stand in when none can be held out
 
 
 def trt_version_code(version: str) -> int:
@@ -156,68 +166,164 @@ def _quantize(src: Path, out: Path, ranges_json: Path, method: str, exclude: set
                                    "OpTypesToExcludeOutputQuantization": QUANTIZED_OPS})
 
 
-def calibration_key(source_sha256: str, sources, method: str, percentile: float, seed: int, exclude) -> str:
-    """What decides a calibration: the ONNX content, the method and its settings, the seed,
-    the quantization settings, and each calibration image with its size and modification
-    time. Any change is a cache miss."""
+def calibration_key(source_sha256: str, sources, method: str, percentile: float, seed: int) -> str:
+    """What decides the activation ranges: the ONNX content, the method and its settings,
+    the seed, the quantized op types, and each calibration image with its size and
+    modification time. Any change is a cache miss."""
     files = [str(f) for s in sources for f in (s if isinstance(s, (tuple, list)) else (s,))]
     stamp = [(f, os.stat(f).st_size, os.stat(f).st_mtime_ns) for f in files]
     payload = {"onnx": source_sha256, "method": method, "seed": seed, "images": stamp,
-               "calibrator": _calibrator_options(method, percentile), "ops": QUANTIZED_OPS,
-               "exclude": sorted(exclude)}
+               "calibrator": _calibrator_options(method, percentile), "ops": QUANTIZED_OPS}
     digest = hashlib.sha256(json.dumps(payload, sort_keys=True).encode()).hexdigest()[:24]
     return f"{method}-{len(sources)}-{digest}"
 
 
+def split_sources(sources: list, samples: int, held_out: int, seed: int) -> tuple[list, list]:
+    """``samples`` calibration sources and up to ``held_out`` others, disjoint, both
+    deterministic. Held-out images judge the variant; they never set a range."""
+    calibration = pick(sources, samples, seed)
+    chosen = {id(s) for s in calibration}
+    rest = [s for s in sources if id(s) not in chosen]
+    return calibration, pick(rest, held_out, seed + 1)
+
+
+def quantized_layers(model: onnx.ModelProto) -> list[str]:
+    """Names of the nodes with a dequantised input: the layers that run in INT8."""
+    dequantised = {n.output[0] for n in model.graph.node if n.op_type == "DequantizeLinear"}
+    return [n.name for n in model.graph.node
+            if n.op_type in QUANTIZED_OPS and any(i in dequantised for i in n.input)]
+
+
+class _Quantizer:
+    """Q/DQ graphs of one FP32 source from one set of activation ranges, as serialized
+    bytes: any subset of layers quantized, FP32 elsewhere (for sensitivity), or the INT8
+    variant with FP16 outside the Q/DQ and some layers kept out."""
+
+    def __init__(self, src: Path, ranges: Path, method: str, exclude: set, overflow: dict, folder: Path):
+        self.src, self.ranges, self.method, self.exclude, self.overflow = src, ranges, method, exclude, overflow
+        self.path = folder / "q.onnx"
+        self.layers = quantized_layers(self.qdq(set()))
+
+    def qdq(self, kept_out: set) -> onnx.ModelProto:
+        _quantize(self.src, self.path, self.ranges, self.method, self.exclude | kept_out)
+        return load_onnx(self.path)
+
+    def alone(self, layer: str) -> bytes:
+        """The Q/DQ graph (FP32 elsewhere) with only ``layer`` quantized."""
+        return self.qdq(set(self.layers) - {layer}).SerializeToString()
+
+    def variant(self, kept_out: set) -> tuple[onnx.ModelProto, dict]:
+        from iaunet.calib.mixed import fp16_outside_qdq
+        return fp16_outside_qdq(self.qdq(kept_out), set(self.overflow))
+
+
+def _ranges(src: Path, sources: list, meta, method: str, percentile: float, key: str, cache: Path) -> tuple:
+    """The activation ranges file for ``key`` (computed and cached on a miss), and whether
+    it came from the cache."""
+    cached = cache / f"{key}.ranges.json"
+    if cached.is_file():
+        log.info("int8: reusing cached activation ranges %s", cached)
+        return cached, True
+    inputs = load_inputs(sources, meta.preprocess, "reading calibration images")
+    cache.mkdir(parents=True, exist_ok=True)
+    with atomic_output(cached) as tmp:  # a unique name: parallel runs do not collide
+        calibrate_ranges(src, inputs, method, percentile, Path(tmp))
+    return cached, False
+
+
+def check_fallback_options(target_cosine, max_fp16_layers) -> None:
+    if target_cosine is not None:
+        check("--target-cosine", target_cosine, COSINE_TARGET)
+    check("--max-fp16-layers", max_fp16_layers, COUNT)
+
+
 def quantize_int8(src, dst, data, method: str = "entropy", samples: int = 128, percentile: float = 99.99,
-                  trt_version: str = "10.3.0", cache_dir=None, seed: int = 0) -> dict:
-    """Write ``dst`` (Q/DQ INT8), ``dst.calib`` (TensorRT cache) and return the record."""
+                  trt_version: str = "10.3.0", cache_dir=None, seed: int = 0, target_cosine: float | None = None,
+                  max_fp16_layers: int = DEFAULT_MAX_FP16_LAYERS) -> dict:
+    """Write ``dst`` (Q/DQ INT8, FP16 outside the Q/DQ), ``dst.calib`` (TensorRT cache) and,
+    with ``target_cosine``, ``dst``'s ``.sensitivity.png``; return the record. If the target
+    is not met within ``max_fp16_layers``, raise and write nothing."""
     if method not in METHODS:
         raise IAUnetError(f"unknown calibration method {method!r}; expected one of {list(METHODS)}")
     if data is None:
         raise IAUnetError("INT8 needs calibration images: pass --data (a training split or a folder of crops)")
     trt_version_code(trt_version)  # refused before anything is written
+    check_fallback_options(target_cosine, max_fp16_layers)
     src, dst = Path(src), check_output_path(dst, inputs=[src])
     model = load_onnx(src)
     meta = metadata_of(model, src)
     if graph.get_prop(model, "precision", "fp32") != "fp32":
         raise IAUnetError(f"{src} is already a {graph.get_prop(model, 'precision')} variant; expected an FP32 export")
-    sources = pick(calibration_sources(data, meta.config.variant == "video"), samples, seed)
+    sources, held_out = split_sources(calibration_sources(data, meta.config.variant == "video"), samples,
+                                      HELD_OUT, seed)
+    if target_cosine is not None and len(held_out) < MIN_HELD_OUT:
+        raise IAUnetError(f"--target-cosine needs at least {MIN_HELD_OUT} training images beside the {len(sources)} "
+                          f"used for calibration, found {len(held_out)}; lower --samples or add images")
     exclude = graph.native_affinity_nodes(model) | graph.affinity_neighbour_matmuls(model)
     source_sha256 = sha256_file(src)
-    key = calibration_key(source_sha256, sources, method, percentile, seed, exclude)
-    cache = cache_folder("calib", cache_dir)
-    cached = cache / f"{key}.onnx"
-    from_cache = cached.is_file()
-    if from_cache:
-        log.info("int8: reusing cached calibration %s", cached)
-    else:
-        inputs = load_inputs(sources, meta.preprocess, "reading calibration images")
-        cache.mkdir(parents=True, exist_ok=True)
-        with tempfile.TemporaryDirectory() as tmp:
-            out, ranges = Path(tmp) / "q.onnx", Path(tmp) / "ranges.json"
-            calibrate_ranges(src, inputs, method, percentile, ranges)
-            _quantize(src, out, ranges, method, exclude)
-            with atomic_output(cached) as tmp_cached:  # a unique name: parallel runs do not collide
-                shutil.copyfile(out, tmp_cached)
-    quantized = load_onnx(cached)
-    problems = check_qdq(quantized)
+    key = calibration_key(source_sha256, sources, method, percentile, seed)
+    ranges, from_cache = _ranges(src, sources, meta, method, percentile, key, cache_folder("calib", cache_dir))
+    probe = load_inputs(held_out or pick(sources, PROBE_FALLBACK, seed + 1), meta.preprocess, "held-out images",
+                        progress=False)
+    overflow = graph.fp16_overflow_nodes(model, probe)
+    reference = run_onnxruntime(src, probe, 8)
+
+    def score(candidate: onnx.ModelProto | bytes) -> float:
+        serialized = candidate if isinstance(candidate, bytes) else candidate.SerializeToString()
+        return compare(reference, run_onnxruntime(serialized, probe, 8)).mean_cosine
+
+    def scored_variant(kept_out: set) -> tuple:
+        made = quantizer.variant(kept_out)
+        return score(made[0]), made
+
+    with tempfile.TemporaryDirectory() as tmp:
+        quantizer = _Quantizer(src, ranges, method, exclude, overflow, Path(tmp))
+        scales = activation_scales(quantizer.qdq(set()))
+        baseline, (variant, mixed) = scored_variant(set())
+        fallback = None
+        if target_cosine is not None and baseline < target_cosine:
+            log.info("int8: mean cosine %.6f on %d held-out images is below the target %s; measuring sensitivity",
+                     baseline, len(probe), target_cosine)
+            fallback = fall_back(quantizer.layers, baseline, target_cosine, max_fp16_layers,
+                                 lambda layer: score(quantizer.alone(layer)), scored_variant)
+            if not fallback.met:
+                raise IAUnetError(
+                    f"INT8 reaches mean cosine {fallback.reached:.6f} to FP32 on {len(probe)} held-out images with the "
+                    f"{min(max_fp16_layers, len(quantizer.layers))} most sensitive of {len(quantizer.layers)} layers "
+                    f"in FP16, short of --target-cosine {target_cosine}; no variant written (raise --max-fp16-layers "
+                    "or lower the target)")
+            variant, mixed = fallback.model
+        layers = len(quantizer.layers)
+    problems = check_qdq(variant)
     if problems:
         raise IAUnetError(f"the INT8 graph breaks TensorRT's Q/DQ rules: {problems[0]} (+{len(problems) - 1} more)")
-    scales = activation_scales(quantized)
+    flops = node_flops(model)
     record = {"precision": "int8", "source": str(src), "source_sha256": source_sha256,
               "tool": "onnxruntime.quantization.quantize_static (QDQ, QInt8, per-channel, symmetric)",
               "method": method, "percentile": percentile if method == "percentile" else None,
               "calibrator": _calibrator_options(method, percentile),
-              "calibration": {"data": str(data), "samples": len(sources), "cache_key": key,
-                              "from_cache": from_cache},
-              "quantized_op_types": QUANTIZED_OPS, "excluded_nodes": sorted(exclude),
-              "quantize_linear_nodes": sum(n.op_type == "QuantizeLinear" for n in quantized.graph.node),
+              "calibration": {"data": str(data), "samples": len(sources), "held_out": len(held_out),
+                              "cache_key": key, "from_cache": from_cache},
+              "quantized_op_types": QUANTIZED_OPS, "excluded_nodes": sorted(exclude), "int8_layers": layers,
+              "fp16_outside_qdq": mixed, "fp32_overflow_nodes": {k: round(v, 1) for k, v in sorted(overflow.items())},
+              "quantize_linear_nodes": sum(n.op_type == "QuantizeLinear" for n in variant.graph.node),
               "activation_scales": len(scales), "trt_cache": str(dst.with_suffix(".calib")),
-              "trt_cache_header_version": trt_version}
-    graph.set_props(quantized, precision="int8", variant=record)
-    graph.save_atomically(quantized, dst)
+              "trt_cache_header_version": trt_version,
+              "mean_cosine_vs_fp32": baseline if fallback is None else fallback.steps[-1][1],
+              "judged_on": f"{len(probe)} held-out training images" if held_out else
+                           f"{len(probe)} calibration images (none left to hold out)",
+              "fallback": fallback.record(flops) if fallback else None}
+    if fallback is not None:
+        record["int8_layers"] = layers - len(fallback.fp16_layers)
+        plot(fallback, flops, sensitivity_plot_path(dst))
+        record["sensitivity_plot"] = str(sensitivity_plot_path(dst))
+    graph.set_props(variant, precision="int8", variant=record)
+    graph.save_atomically(variant, dst)
     write_trt_cache(scales, dst.with_suffix(".calib"), trt_version)
-    probe = load_inputs(pick(sources, 16, seed + 1), meta.preprocess, "parity probe", progress=False)
-    record["parity_vs_fp32_onnx"] = vars(compare(run_onnxruntime(src, probe, 8), run_onnxruntime(dst, probe, 8)))
+    record["parity_vs_fp32_onnx"] = vars(compare(reference, run_onnxruntime(dst, probe, 8)))
     return record
+
+
+def sensitivity_plot_path(dst) -> Path:
+    """Where the sensitivity plot of the INT8 variant ``dst`` goes: beside it."""
+    return Path(dst).with_suffix(".sensitivity.png")

@@ -15,6 +15,8 @@ from iaunet.export.metadata import load_onnx
 
 def _shapes(model) -> dict:
     import onnx
+    model, original = onnx.ModelProto(), model
+    model.CopyFrom(original)  # the batch is set to 1 on a copy
     graph_input = model.graph.input[0].type.tensor_type.shape.dim
     graph_input[0].Clear()
     graph_input[0].dim_value = 1
@@ -28,18 +30,23 @@ def _shapes(model) -> dict:
     return shapes
 
 
-def count_flops(path) -> float:
-    """FLOPs of one sample (one clip for video models) through the ONNX file at ``path``."""
-    model = load_onnx(path)
-    shapes, total = _shapes(model), 0.0
+def node_flops(model) -> dict:
+    """{node name: FLOPs of one sample} for the nodes that do the arithmetic (see the
+    module docstring); ``model`` is an ONNX ModelProto."""
+    shapes, flops = _shapes(model), {}
     for node in model.graph.node:
         out = shapes.get(node.output[0]) if node.output else None
         if node.op_type == "Conv" and out and node.input[1] in shapes:
             weight = shapes[node.input[1]]
-            total += 2 * np.prod(out) * np.prod(weight[1:])
+            flops[node.name] = 2 * np.prod(out) * np.prod(weight[1:])
         elif node.op_type in ("MatMul", "Gemm") and out and node.input[0] in shapes:
-            total += 2 * np.prod(out) * shapes[node.input[0]][-1]
+            flops[node.name] = 2 * np.prod(out) * shapes[node.input[0]][-1]
         elif node.op_type == CHANNEL_OP and node.input[0] in shapes:
             b, k, l = shapes[node.input[0]]
-            total += 4 * b * k * k * l
-    return float(total)
+            flops[node.name] = 4 * b * k * k * l
+    return {name: float(f) for name, f in flops.items()}
+
+
+def count_flops(path) -> float:
+    """FLOPs of one sample (one clip for video models) through the ONNX file at ``path``."""
+    return float(sum(node_flops(load_onnx(path)).values()))

@@ -59,6 +59,27 @@ def randomised_model(name, **kw):
     return model.eval()
 
 
+def noise_statistics_model(name, height=64, width=32, batches=3, **kw):
+    """Random BatchNorm affine parameters and running statistics from a few batches of
+    uniform noise: a model whose INT8 variant loses accuracy in a few layers, like an
+    iaunet_r50 built this way at 256x128 (mean cosine 0.88 to FP32)."""
+    import torch
+    from iaunet.train import create_model
+    torch.manual_seed(0)
+    model = create_model(name, num_classes=8, height=height, width=width, **kw)
+    for m in model.modules():
+        if isinstance(m, (torch.nn.BatchNorm1d, torch.nn.BatchNorm2d)):
+            torch.nn.init.uniform_(m.weight, 0.5, 1.5)
+            torch.nn.init.uniform_(m.bias, -0.5, 0.5)
+            m.momentum = None  # running statistics: the plain average over the batches
+            m.reset_running_stats()
+    model.train()
+    with torch.no_grad():
+        for _ in range(batches):
+            model(torch.rand(8, 3, height, width) * 2 - 1)
+    return model.eval()
+
+
 @pytest.fixture(scope="session")
 def image_checkpoint(tmp_path_factory):
     from iaunet.train import save_checkpoint

@@ -4,11 +4,12 @@ from __future__ import annotations
 from pathlib import Path
 
 from iaunet.cli import args as common
-from iaunet.core.validate import COUNT, PERCENTILE
+from iaunet.core.validate import COUNT, COSINE_TARGET, PERCENTILE
 
 
 def add_commands(sub):
     from iaunet.calib import METHODS
+    from iaunet.calib.sensitivity import DEFAULT_MAX_FP16_LAYERS
     p = common.command(sub, "calib", "make an FP16 or INT8 variant of an exported ONNX")
     p.add_argument("model", help="FP32 ONNX written by 'iaunet export'")
     p.add_argument("--precision", choices=("fp16", "int8"), required=True, help="the variant to make")
@@ -19,6 +20,12 @@ def add_commands(sub):
     p.add_argument("--samples", type=COUNT, help="calibration images (default: int8 128, fp16 probe 16)")
     p.add_argument("--percentile", type=PERCENTILE, default=99.99, help="int8 --method percentile: the percentile")
     p.add_argument("--trt-version", default="10.3.0", help="TensorRT version written in the .calib header")
+    p.add_argument("--target-cosine", type=COSINE_TARGET, help="int8: move the most sensitive layers to FP16 until "
+                   "the mean cosine to FP32 on held-out training images reaches this (e.g. 0.99); writes a "
+                   "sensitivity plot beside the variant")
+    p.add_argument("--max-fp16-layers", type=COUNT, default=DEFAULT_MAX_FP16_LAYERS,
+                   help="int8 --target-cosine: at most this many layers leave INT8; fail (and write nothing) if the "
+                        "target needs more (default: %(default)s)")
     common.seed(p)
     common.cache_dir(p, "calib")
     p.set_defaults(func=run_calib)
@@ -36,12 +43,18 @@ def run_calib(args):
     from iaunet.core.errors import IAUnetError
     from iaunet.core.files import check_output_path, write_json
     output = check_output_path(args.output, inputs=[args.model])
-    beside = {".json": "its .json record"} | ({".calib": "its .calib cache"} if args.precision == "int8" else {})
+    beside = {".json": "its .json record"}
+    if args.precision == "int8":
+        beside[".calib"] = "its .calib cache"
+        if args.target_cosine is not None:
+            beside[".png"] = "its sensitivity plot"
+    elif args.target_cosine is not None:
+        raise IAUnetError("--target-cosine applies to --precision int8; an FP16 variant has no INT8 layers to move")
     for suffix, what in beside.items():
         if output.suffix == suffix:
             raise IAUnetError(f"output {output} is where {what} goes; expected an ONNX path such as "
                               f"{output.with_suffix('.onnx')}")
-        check_output_path(output.with_suffix(suffix), inputs=[args.model])
+        check_output_path(output.with_suffix(".sensitivity.png" if suffix == ".png" else suffix), inputs=[args.model])
     record_path = output.with_suffix(".json")
     if args.precision == "fp16":
         from iaunet.calib.fp16 import convert_fp16
@@ -49,7 +62,8 @@ def run_calib(args):
     else:
         from iaunet.calib.int8 import quantize_int8
         record = quantize_int8(args.model, output, args.data, args.method, args.samples or 128,
-                               args.percentile, args.trt_version, args.cache_dir, args.seed)
+                               args.percentile, args.trt_version, args.cache_dir, args.seed, args.target_cosine,
+                               args.max_fp16_layers)
     write_json(record_path, record)
     parity = record.get("parity_vs_fp32_onnx")
     extra = f"; vs FP32 ONNX: min cosine {parity['min_cosine']:.6f}, mean {parity['mean_cosine']:.6f}" if parity else ""

@@ -71,6 +71,7 @@ POSITIVE = Bounded(float, 0, low_open=True)   # a finite number > 0 (learning ra
 NON_NEGATIVE_FLOAT = Bounded(float, 0)        # a finite weight, 0 turns the term off
 FRACTION = Bounded(float, 0, 1)               # a factor in [0, 1]
 PERCENTILE = Bounded(float, 0, 100, low_open=True)
+COSINE_TARGET = Bounded(float, 0, 1, low_open=True, high_open=True)  # a mean cosine to aim at; 1 is unreachable
 SEED = Bounded(int, 0, SEED_MAX)
 WORKERS = Bounded(int, 0, 256)                # data-loading processes: more only costs start-up time and memory
 

@@ -31,6 +31,8 @@ def test_plugin_graph_keeps_affinity_ops_fp32(trained_setup, tmp_path):
     conv_weights = [types[n.input[1]] for n in fp16.graph.node if n.op_type == "Conv"]
     assert conv_weights and all(t == TensorProto.FLOAT16 for t in conv_weights)
     assert record["parity_vs_fp32_onnx"]["min_cosine"] >= 0.999
+    from iaunet.calib.mixed import float32_tensors_outside_islands
+    assert float32_tensors_outside_islands(fp16) == []
     props = {p.key: p.value for p in fp16.metadata_props}
     assert props["iaunet.precision"] == "fp16" and "iaunet.config" in props
 
@@ -50,6 +52,8 @@ def test_native_graph_finds_the_affinity_subgraphs(trained_setup, tmp_path):
         if node.name in found:
             assert all(types.get(o) == TensorProto.FLOAT for o in node.output), node.name
     assert record["parity_vs_fp32_onnx"]["min_cosine"] >= 0.999
+    from iaunet.calib.mixed import float32_tensors_outside_islands
+    assert float32_tensors_outside_islands(fp16) == []
 
 
 def test_overflow_probe_flags_nodes_beyond_fp16_range():

@@ -41,7 +41,11 @@ def test_video_variants_on_a_mars_layout(video_checkpoint, tmp_path):
     assert model.graph.output[0].type.tensor_type.elem_type == onnx.TensorProto.FLOAT
     int8 = quantize_int8(src, tmp_path / "v.int8.onnx", tmp_path / "mars", samples=6, method="minmax",
                          cache_dir=tmp_path / "c")
-    assert check_qdq(onnx.load(str(tmp_path / "v.int8.onnx"))) == []
+    int8_model = onnx.load(str(tmp_path / "v.int8.onnx"))
+    assert check_qdq(int8_model) == []
+    from iaunet.calib.mixed import float32_tensors_outside_islands
+    assert float32_tensors_outside_islands(model) == [] and float32_tensors_outside_islands(int8_model) == []
+    assert any(n.op_type == "DequantizeLinear" for n in int8_model.graph.node)
     from iaunet.train.data.datasets import open_dataset
     train_tracklets = len(open_dataset(tmp_path / "mars").train)
     assert int8["calibration"]["samples"] == min(6, train_tracklets) and train_tracklets > 3
