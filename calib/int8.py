@@ -281,10 +281,10 @@ def quantize_int8(src, dst, data, method: str = "entropy", samples: int = 128, p
         scales = activation_scales(quantizer.qdq(set()))
         baseline, (variant, mixed) = scored_variant(set())
         fallback = None
-        if target_cosine is not None and baseline < target_cosine:
-            log.info("int8: mean cosine %.6f on %d held-out images is below the target %s; measuring sensitivity",
+        if target_cosine is not None:
+            log.info("int8: mean cosine %.6f on %d held-out images (target %s); measuring each layer's sensitivity",
                      baseline, len(probe), target_cosine)
-            fallback = fall_back(quantizer.layers, baseline, target_cosine, max_fp16_layers,
+            fallback = fall_back(quantizer.layers, (baseline, (variant, mixed)), target_cosine, max_fp16_layers,
                                  lambda layer: score(quantizer.alone(layer)), scored_variant)
             if not fallback.met:
                 raise IAUnetError(
@@ -309,7 +309,7 @@ def quantize_int8(src, dst, data, method: str = "entropy", samples: int = 128, p
               "quantize_linear_nodes": sum(n.op_type == "QuantizeLinear" for n in variant.graph.node),
               "activation_scales": len(scales), "trt_cache": str(dst.with_suffix(".calib")),
               "trt_cache_header_version": trt_version,
-              "mean_cosine_vs_fp32": baseline if fallback is None else fallback.steps[-1][1],
+              "mean_cosine_vs_fp32": fallback.steps[-1][1] if fallback and fallback.steps else baseline,
               "judged_on": f"{len(probe)} held-out training images" if held_out else
                            f"{len(probe)} calibration images (none left to hold out)",
               "fallback": fallback.record(flops) if fallback else None}

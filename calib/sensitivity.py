@@ -5,7 +5,8 @@ sensitivity is what quantizing it *alone* costs the embedding: 1 - mean cosine, 
 held-out calibration images, between the FP32 graph and the graph where only that layer
 has Q/DQ. The fallback moves the most sensitive layers out of INT8 (into FP16), one at a
 time, until the variant's mean cosine to FP32 on the same held-out images reaches the
-target, or the budget of FP16 layers is spent. Query and gallery images are never used:
+target, or the budget of FP16 layers is spent. Sensitivity is measured (and plotted)
+whenever a target is given, also when the all-INT8 variant already meets it. Query and gallery images are never used:
 the parity gates stay an independent check.
 
 The caller supplies the two measurements, which run ONNX Runtime's quantizer and the
@@ -67,12 +68,16 @@ def measure_sensitivity(layers: list, alone: Callable[[str], float]) -> dict:
     return result
 
 
-def fall_back(layers: list, baseline: float, target: float, budget: int, alone: Callable[[str], float],
+def fall_back(layers: list, baseline: tuple, target: float, budget: int, alone: Callable[[str], float],
               variant: Callable[[set], tuple]) -> Fallback:
-    """Measure every layer's sensitivity, then move the most sensitive ones to FP16 until
-    the variant reaches ``target`` or ``budget`` layers are out. ``variant(kept_out)``
-    returns (mean cosine to FP32, the variant); the one that met the target is kept."""
-    result = Fallback(target, budget, baseline, measure_sensitivity(layers, alone))
+    """Measure every layer's sensitivity, then, if the all-INT8 ``baseline`` (mean cosine,
+    variant) misses ``target``, move the most sensitive layers to FP16 until the variant
+    reaches it or ``budget`` layers are out. ``variant(kept_out)`` returns (mean cosine to
+    FP32, the variant); the one that met the target is kept."""
+    result = Fallback(target, budget, baseline[0], measure_sensitivity(layers, alone))
+    if baseline[0] >= target:
+        result.model = baseline[1]
+        return result
     ranked = sorted(result.sensitivity, key=lambda k: -result.sensitivity[k])
     for count in range(1, min(budget, len(ranked)) + 1):
         kept_out = ranked[:count]

@@ -85,12 +85,16 @@ def _swap_into_place(build: Path, out: Path) -> None:
         os.replace(build, out)
 
 
-# INT8 calibration of the demo's small model. Measured on it (parity against PyTorch, query +
-# gallery): entropy (TensorRT's KL threshold) mean cosine 0.977, min 0.792, mAP -1.88 points;
-# percentile 99.99: min 0.949; minmax: mean 0.993, min 0.979, mAP -0.14. The KL threshold clips
-# activations this model's embedding depends on; choosing layers to keep out of INT8 is the
-# sensitivity fallback's job (open issue), so the demo calibrates with minmax and says so.
+# INT8 of the demo's small model: FP16 outside the Q/DQ, each layer's sensitivity measured,
+# and the most sensitive layers moved to FP16 if held-out training images need it to reach
+# the target. Calibration: minmax. Measured on this model (parity on query + gallery, FP16
+# outside the Q/DQ, `iaunet calib` then `iaunet parity`): minmax mean cosine 0.9927, min
+# 0.9753, mAP -0.25 (held-out mean 0.9929: no layer moved); percentile 99.99 with the
+# fallback: min 0.9501, a hair above the gate; entropy (TensorRT's KL threshold): even with
+# 14 layers in FP16 (held-out mean 0.9955) the min cosine stays 0.92: its clipping hurts a
+# few query images that no mean over held-out images sees.
 DEMO_INT8_METHOD = "minmax"
+DEMO_INT8_TARGET = 0.99
 
 
 def _pipeline(out: Path, identities: int, epochs: int, seed: int) -> tuple:
@@ -122,10 +126,11 @@ def _pipeline(out: Path, identities: int, epochs: int, seed: int) -> tuple:
     trained = evaluate(model, dataset, device, config)
     log.info("4/6 export (plugin mode)")
     report = export_checkpoint(checkpoint, out / "model.onnx", "plugin", data=data)
-    log.info("5/6 fp16 and int8 variants (%s calibration on the training split)", DEMO_INT8_METHOD)
+    log.info("5/6 fp16 and int8 variants (%s calibration on the training split, target mean cosine %s)",
+             DEMO_INT8_METHOD, DEMO_INT8_TARGET)
     records = {"fp16": convert_fp16(report.path, out / "model.fp16.onnx", data),
                "int8": quantize_int8(report.path, out / "model.int8.onnx", data, method=DEMO_INT8_METHOD,
-                                     cache_dir=out / "calib-cache")}
+                                     cache_dir=out / "calib-cache", target_cosine=DEMO_INT8_TARGET)}
     for name, record in records.items():
         write_json(out / f"model.{name}.json", record)
     log.info("6/6 parity of every variant against PyTorch")

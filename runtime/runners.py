@@ -18,7 +18,7 @@ from pathlib import Path
 import numpy as np
 
 from iaunet.core.errors import IAUnetError
-from iaunet.core.graph_io import INPUT_NAME, OUTPUT_NAME
+from iaunet.core.graph_io import INPUT_NAME, METADATA_PREFIX, OUTPUT_NAME, QDQ_SCALES
 
 BACKENDS = ("auto", "tensorrt", "onnxruntime", "onnxruntime-cpu", "onnxruntime-cuda", "onnxruntime-tensorrt")
 ORT_PROVIDERS = {"cpu": "CPUExecutionProvider", "cuda": "CUDAExecutionProvider",
@@ -74,6 +74,16 @@ class Runner:
         self.close()
 
 
+# ONNX Runtime's WeightBiasQuantization turns the float bias of a DQ -> Conv -> Q unit into
+# int32: bias / (x_scale * w_scale), rounded. With FP16 scales (our INT8 variants, opset 19)
+# the quotient is rounded in FP16, overflows for small scales, and the embeddings come out
+# wrong (measured on onnxruntime 1.32: mean cosine 0.52 to FP32 instead of 0.997; a test
+# keeps the case). With FP16 scales no QLinearConv fusion follows anyway, so such graphs
+# (metadata ``qdq_scales`` = float16) run without it; FP32-scale graphs keep it.
+FP16_SCALE_DISABLED_OPTIMIZERS = ["WeightBiasQuantization"]
+QDQ_SCALES_KEY = METADATA_PREFIX + QDQ_SCALES
+
+
 def usable_cores() -> int:
     """Cores this process may run on: the intra-op pool's size. ONNX Runtime's own default
     pool was slower than one thread on the 2-core VM this was measured on (iaunet_r50,
@@ -119,13 +129,9 @@ class OnnxRuntimeRunner(Runner):
         options.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL  # one request at a time: latency
         options.inter_op_num_threads = 1
         options.intra_op_num_threads = int(threads or usable_cores())
-        try:
-            self.session = ort.InferenceSession(model, options, providers=ort_providers(device))
-        except IAUnetError:
-            raise
-        except Exception as exc:
-            first = (str(exc).strip().splitlines() or [type(exc).__name__])[0][:200]
-            raise IAUnetError(f"{self.source} is not a model ONNX Runtime can load: {first}") from None
+        self.session = self._session(model, options, device)
+        if self.metadata.get(QDQ_SCALES_KEY) == "float16":
+            self.session = self._session(model, options, device, FP16_SCALE_DISABLED_OPTIMIZERS)
         self.device = device
         self.name = f"onnxruntime-{device}"
         inputs, outputs = self.session.get_inputs(), self.session.get_outputs()
@@ -134,6 +140,17 @@ class OnnxRuntimeRunner(Runner):
                               f"{[o.name for o in outputs]}; expected '{INPUT_NAME}' in and '{OUTPUT_NAME}' out")
         out = next(o for o in outputs if o.name == OUTPUT_NAME).shape
         super().__init__(tuple(inputs[0].shape[1:]), out[-1] if isinstance(out[-1], int) else None)
+
+    def _session(self, model, options, device: str, disabled=()):
+        import onnxruntime as ort
+        try:
+            return ort.InferenceSession(model, options, providers=ort_providers(device),
+                                        disabled_optimizers=list(disabled))
+        except IAUnetError:
+            raise
+        except Exception as exc:
+            first = (str(exc).strip().splitlines() or [type(exc).__name__])[0][:200]
+            raise IAUnetError(f"{self.source} is not a model ONNX Runtime can load: {first}") from None
 
     @property
     def metadata(self) -> dict:

@@ -106,3 +106,13 @@ def test_too_few_images_to_hold_out_is_refused(hard_model, tmp_path):
         quantize_int8(hard_model, tmp_path / "q.onnx", crops, samples=8, cache_dir=tmp_path / "cache",
                       target_cosine=TARGET)
     assert not (tmp_path / "q.onnx").exists()
+
+
+def test_a_target_the_all_int8_variant_meets_still_measures_and_plots(hard_model, market_synth, tmp_path):
+    record = quantize_int8(hard_model, tmp_path / "q.int8.onnx", market_synth, method="minmax", samples=24,
+                           cache_dir=tmp_path / "cache", target_cosine=0.5)
+    fallback = record["fallback"]
+    assert fallback["met"] and fallback["steps"] == [] and fallback["fp16_layers"] == []
+    assert len(fallback["sensitivity"]) == record["int8_layers"] > 20
+    assert record["mean_cosine_vs_fp32"] == fallback["mean_cosine_all_int8"] >= 0.5
+    assert sensitivity_plot_path(tmp_path / "q.int8.onnx").is_file()

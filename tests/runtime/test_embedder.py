@@ -84,3 +84,54 @@ def test_runtime_map_equals_training_evaluation(image_checkpoint, image_onnx, ma
     ours = rank_metrics(distance_matrix(q, g), pid(data.query), pid(data.gallery), cam(data.query), cam(data.gallery))
     assert abs(100 * ours["mAP"] - 100 * trained["mAP"]) < 0.1
     assert abs(float(ours["cmc"][0]) - trained["rank1"]) < 1e-9
+
+
+def _int8_conv_with_fp16_scales(path):
+    """images (N,2,6,6) -> Q/DQ with FP16 scales -> Conv with an FP16 bias -> embeddings (N,18):
+    the pattern of every INT8 Conv in our variants (opset 19)."""
+    import onnx
+    from onnx import TensorProto, helper, numpy_helper
+    rng = np.random.default_rng(0)
+    w_q = rng.integers(-127, 128, size=(2, 2, 3, 3)).astype(np.int8)
+    w_scale = np.array([2e-4, 3e-4], np.float16)  # x_scale * w_scale = 2e-6: bias / it overflows FP16
+    bias = np.array([0.5, -0.25], np.float16)
+    inits = [numpy_helper.from_array(w_q, "wq"), numpy_helper.from_array(w_scale, "ws"),
+             numpy_helper.from_array(bias, "b"), numpy_helper.from_array(np.array(1e-2, np.float16), "xs"),
+             numpy_helper.from_array(np.array(2e-2, np.float16), "cs"),
+             numpy_helper.from_array(np.array(0, np.int8), "zp"), numpy_helper.from_array(np.array([-1, 18], np.int64), "shape")]
+    nodes = [helper.make_node("Cast", ["images"], ["x16"], to=TensorProto.FLOAT16),
+             helper.make_node("QuantizeLinear", ["x16", "xs", "zp"], ["xq"]),
+             helper.make_node("DequantizeLinear", ["xq", "xs", "zp"], ["xd"]),
+             helper.make_node("DequantizeLinear", ["wq", "ws"], ["wd"], axis=0),
+             helper.make_node("Conv", ["xd", "wd", "b"], ["c16"]),
+             helper.make_node("QuantizeLinear", ["c16", "cs", "zp"], ["cq"]),  # as before a residual Add
+             helper.make_node("DequantizeLinear", ["cq", "cs", "zp"], ["y16"]),
+             helper.make_node("Cast", ["y16"], ["y"], to=TensorProto.FLOAT),
+             helper.make_node("Reshape", ["y", "shape"], ["embeddings"])]
+    graph = helper.make_graph(nodes, "g", [helper.make_tensor_value_info("images", TensorProto.FLOAT, ["N", 2, 5, 5])],
+                              [helper.make_tensor_value_info("embeddings", TensorProto.FLOAT, ["N", 18])], inits)
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 19)])
+    model.metadata_props.add(key="iaunet.qdq_scales", value="float16")
+    onnx.save(model, str(path))
+    x_scale, c_scale = 1e-2, float(np.float16(2e-2))
+    def reference(images):
+        xd = np.clip(np.round(images / x_scale), -128, 127) * x_scale
+        w = w_q.astype(np.float64) * w_scale.astype(np.float64)[:, None, None, None]
+        out = np.zeros((len(images), 2, 3, 3))
+        for i in range(3):
+            for j in range(3):
+                out[:, :, i, j] = np.einsum("nchw,ochw->no", xd[:, :, i:i + 3, j:j + 3], w)
+        out = out + bias.astype(np.float64)[None, :, None, None]
+        return (np.clip(np.round(out / c_scale), -128, 127) * c_scale).reshape(len(images), 18)
+    return reference
+
+
+def test_onnxruntime_runner_runs_int8_convs_with_fp16_scales_correctly(tmp_path):
+    """ONNX Runtime's WeightBiasQuantization computes the int32 bias with FP16 scales and
+    wrecks such Convs; the runner turns it off for graphs whose metadata says their scales are
+    FP16."""
+    reference = _int8_conv_with_fp16_scales(tmp_path / "q.onnx")
+    images = np.random.default_rng(1).uniform(-1, 1, size=(4, 2, 5, 5)).astype(np.float32)
+    with OnnxRuntimeRunner(tmp_path / "q.onnx") as runner:
+        out = runner.infer(images)
+    np.testing.assert_allclose(out, reference(images), atol=2.5e-2)  # one output step (c_scale) at most
