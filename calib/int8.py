@@ -32,7 +32,7 @@ from onnx import numpy_helper
 from iaunet.calib import METHODS, graph
 from iaunet.calib.data import calibration_sources, load_inputs, pick
 from iaunet.calib.sensitivity import DEFAULT_MAX_FP16_LAYERS, fall_back, plot
-from iaunet.export.checks import compare, run_onnxruntime
+from iaunet.export.checks import compare, run_onnxruntime, tensorrt_lint
 from iaunet.export.flops import node_flops
 from iaunet.export.metadata import load_onnx, metadata_of
 from iaunet.core.errors import IAUnetError
@@ -294,9 +294,9 @@ def quantize_int8(src, dst, data, method: str = "entropy", samples: int = 128, p
                     "or lower the target)")
             variant, mixed = fallback.model
         layers = len(quantizer.layers)
-    problems = check_qdq(variant)
+    problems = check_qdq(variant) + tensorrt_lint(variant)
     if problems:
-        raise IAUnetError(f"the INT8 graph breaks TensorRT's Q/DQ rules: {problems[0]} (+{len(problems) - 1} more)")
+        raise IAUnetError(f"the INT8 graph would not suit TensorRT 10.3: {problems[0]} (+{len(problems) - 1} more)")
     flops = node_flops(model)
     record = {"precision": "int8", "source": str(src), "source_sha256": source_sha256,
               "tool": "onnxruntime.quantization.quantize_static (QDQ, QInt8, per-channel, symmetric)",

@@ -271,7 +271,16 @@ def cases() -> list[Case]:
         ("int8-cache-dir-is-file", "--cache-dir {text}", "cache folder"),
         ("int8-trt-version-bogus", "--trt-version ten", "is not MAJOR.MINOR"),
         ("int8-data-empty-folder", "--data {empty}", "holds no images"),
+        ("int8-target-one", "--target-cosine 1", "--target-cosine: expected a number in (0, 1), got 1"),
+        ("int8-target-zero", "--target-cosine 0", "--target-cosine"),
+        ("int8-target-nan", "--target-cosine nan", "--target-cosine"),
+        ("int8-target-percent", "--target-cosine 99", "--target-cosine"),
+        ("int8-max-fp16-layers-zero", "--target-cosine 0.99 --max-fp16-layers 0", "--max-fp16-layers"),
+        ("int8-output-is-its-plot", "--target-cosine 0.99 -o out.png", "is where its sensitivity plot goes"),
+        ("int8-target-too-few-held-out", "--target-cosine 0.99 --samples 100000",
+         "needs at least 8 training images beside"),
     ])
+    add("calib", FP16, [("fp16-with-target", "--target-cosine 0.99", "--target-cosine applies to --precision int8")])
     add("calib", "{onnx} --precision int8 -o out.onnx", [("int8-without-data", "", "INT8 needs calibration images")])
 
     add("parity", "--data {data} -o report", [
