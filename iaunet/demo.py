@@ -16,6 +16,7 @@ import json
 import os
 import shutil
 import tempfile
+import time
 from pathlib import Path
 
 from iaunet.core.errors import IAUnetError
@@ -71,7 +72,7 @@ def run_demo(output=DEFAULT_OUTPUT, identities: int = 120, epochs: int = 20, see
     finally:
         if build.exists():
             shutil.rmtree(build)
-    print(f"outputs in {output}/ (data/, train/model.pt, model*.onnx, model.int8.calib, parity/, {MANIFEST})")
+    print(f"outputs in {output}/: report.html (open it in a browser), report.md, {MANIFEST}, and every stage's files")
     return code
 
 
@@ -97,14 +98,39 @@ DEMO_INT8_METHOD = "minmax"
 DEMO_INT8_TARGET = 0.99
 
 
+class _Stages:
+    """Each stage's time and output files, for the report's pipeline picture."""
+
+    def __init__(self):
+        self.done = []
+
+    @contextlib.contextmanager
+    def run(self, number: int, name: str, what: str, *outputs: str):
+        log.info("%d/%d %s: %s", number, STAGE_COUNT, name, what)
+        start = time.perf_counter()
+        yield
+        self.done.append({"stage": name, "seconds": round(time.perf_counter() - start, 1),
+                          "outputs": [_size_of(Path(o)) for o in outputs if Path(o).exists()]})
+
+
+def _size_of(path: Path) -> dict:
+    files = [path] if path.is_file() else [p for p in path.rglob("*") if p.is_file()]
+    return {"path": str(path) + ("/" if path.is_dir() else ""), "files": len(files),
+            "bytes": sum(f.stat().st_size for f in files)}
+
+
+STAGE_COUNT = 11
+BENCH_BATCHES, BENCH_REPEATS = [1, 8], 10
+SEARCH_TOP_K, REPORT_QUERIES = 5, 8
+
+
 def _pipeline(out: Path, identities: int, epochs: int, seed: int) -> tuple:
     """Run the stages in ``out``; returns (exit code, the summary for the manifest)."""
     import torch
 
     from iaunet.calib.fp16 import convert_fp16
-    from iaunet.calib.int8 import quantize_int8
+    from iaunet.calib.int8 import HELD_OUT, quantize_int8
     from iaunet.calib.parity import run_parity
-    from iaunet.cli.train import format_metrics
     from iaunet.export.exporter import export_checkpoint
     from iaunet.train.checkpoint import load_checkpoint
     from iaunet.train.data.datasets import open_dataset
@@ -112,41 +138,160 @@ def _pipeline(out: Path, identities: int, epochs: int, seed: int) -> tuple:
     from iaunet.train.options import TrainOptions
     from iaunet.train.trainer import evaluate, main
 
-    data = out / "data"
-    log.info("1/6 synth: %d identities -> data/", identities)
-    generate_market(data, identities=identities, cameras=4, seed=seed)
-    log.info("2/6 train: iaunet_r18 at 64x32 for %d epochs", epochs)
-    checkpoint = main(TrainOptions(**demo_train_options(out, epochs, seed)))
-    log.info("3/6 eval: untrained baseline and trained model")
-    model, config = load_checkpoint(checkpoint)
-    dataset = open_dataset(data)
-    device = torch.device("cpu")
-    torch.manual_seed(seed)
-    baseline = evaluate(untrained_copy(config), dataset, device, config)
-    trained = evaluate(model, dataset, device, config)
-    log.info("4/6 export (plugin mode)")
-    report = export_checkpoint(checkpoint, out / "model.onnx", "plugin", data=data)
-    log.info("5/6 fp16 and int8 variants (%s calibration on the training split, target mean cosine %s)",
-             DEMO_INT8_METHOD, DEMO_INT8_TARGET)
-    records = {"fp16": convert_fp16(report.path, out / "model.fp16.onnx", data),
-               "int8": quantize_int8(report.path, out / "model.int8.onnx", data, method=DEMO_INT8_METHOD,
-                                     cache_dir=out / "calib-cache", target_cosine=DEMO_INT8_TARGET)}
-    for name, record in records.items():
-        write_json(out / f"model.{name}.json", record)
-    log.info("6/6 parity of every variant against PyTorch")
+    stages, data, summary = _Stages(), out / "data", {"machine": _machine()}
+    with stages.run(1, "synth", f"{identities} identities", "data"):
+        generate_market(data, identities=identities, cameras=4, seed=seed)
+    with stages.run(2, "train", f"iaunet_r18 at 64x32 for {epochs} epochs", "train"):
+        checkpoint = main(TrainOptions(**demo_train_options(out, epochs, seed)))
+    with stages.run(3, "eval", "untrained baseline and trained model"):
+        model, config = load_checkpoint(checkpoint)
+        dataset = open_dataset(data)
+        torch.manual_seed(seed)
+        summary["untrained"] = _short(evaluate(untrained_copy(config), dataset, torch.device("cpu"), config))
+        summary["trained"] = _short(evaluate(model, dataset, torch.device("cpu"), config))
+    summary["history"] = json.loads((out / "train" / "history.json").read_text())
+    with stages.run(4, "export", "plugin mode, checked against PyTorch", "model.onnx"):
+        report = export_checkpoint(checkpoint, out / "model.onnx", "plugin", data=data)
+    summary["export"] = {"nodes_traced": report.traced_nodes, "nodes": sum(report.nodes.values()),
+                         "plugin_nodes": report.plugin_nodes, "parity": {str(b): vars(p) for b, p in report.parity.items()}}
+    samples = max(8, min(128, len(dataset.train) - HELD_OUT))
+    with stages.run(5, "fp16 + int8", f"{DEMO_INT8_METHOD} calibration, target mean cosine {DEMO_INT8_TARGET}",
+                    "model.fp16.onnx", "model.int8.onnx", "model.int8.calib", "model.int8.sensitivity.png"):
+        records = {"fp16": convert_fp16(report.path, out / "model.fp16.onnx", data),
+                   "int8": quantize_int8(report.path, out / "model.int8.onnx", data, method=DEMO_INT8_METHOD,
+                                         samples=samples, cache_dir=out / "calib-cache", target_cosine=DEMO_INT8_TARGET)}
+        for name, record in records.items():
+            write_json(out / f"model.{name}.json", record)
+    summary["int8"] = _int8_summary(records["int8"])
     variants = [report.path, out / "model.fp16.onnx", out / "model.int8.onnx"]
-    results, _ = run_parity(checkpoint, data, variants, out / "parity")
-    summary = {"checkpoint": str(checkpoint), "untrained": _short(baseline), "trained": _short(trained),
-               "onnx": str(report.path), "onnx_parity": {str(b): vars(p) for b, p in report.parity.items()},
-               "parity": [{k: getattr(r, k) for k in ("name", "precision", "mean_cosine", "min_cosine", "rank1",
-                                                       "mAP", "delta_map", "passed")} for r in results]}
-    print(f"untrained: {format_metrics(baseline)}")
-    print(f"trained:   {format_metrics(trained)}")
-    print(report.summary())
-    for r in results[1:]:
-        print(f"parity {r.name:18s} cos mean {r.mean_cosine:.6f} min {r.min_cosine:.6f}  rank-1 {r.rank1:.2f} "
-              f"({r.delta_rank1:+.2f})  mAP {r.mAP:.2f} ({r.delta_map:+.2f})  {'pass' if r.passed else 'FAIL'}")
+    with stages.run(6, "parity", "every variant against PyTorch on query + gallery", "parity"):
+        results, _ = run_parity(checkpoint, data, variants, out / "parity")
+    summary["parity"] = [_parity_row(r) for r in results]
+    with stages.run(7, "engines", "TensorRT engines where TensorRT is present", "engines"):
+        summary["engines"] = _engines(out, variants[1:])
+    with stages.run(8, "embed + search", "gallery and queries through the runtime", "search"):
+        summary["runtime"] = _search(out, data, summary["engines"])
+    with stages.run(9, "bench", "ONNX Runtime against PyTorch eager", "bench"):
+        summary["bench"] = _bench(out, checkpoint)
+    with stages.run(10, "bundle", "a Jetson Orin bundle (TensorRT 10.3, JetPack 6)", "bundle-orin"):
+        summary["bundle"] = _bundle(out)
+    with stages.run(11, "report", "report.html and report.md", "report.html", "report.md"):
+        summary["stages"] = stages.done
+        summary["not_run"] = _not_run(summary)
+        from iaunet.report import write_report
+        write_report(out, summary)
+    _print_summary(summary, report)
     return (0 if all(r.passed for r in results) else 2), summary
+
+
+def _machine() -> dict:
+    import platform
+    from iaunet.runtime.runners import usable_cores
+    return {"cpu": platform.processor() or platform.machine(), "cores": usable_cores(),
+            "python": platform.python_version(), "tensorrt": _tensorrt_version()}
+
+
+def _tensorrt_version() -> str | None:
+    from iaunet.runtime.trt_runner import import_tensorrt
+    try:
+        return import_tensorrt().__version__
+    except IAUnetError:
+        return None
+
+
+def _int8_summary(record: dict) -> dict:
+    fallback = record.get("fallback") or {}
+    return {"method": record["method"], "target": fallback.get("target_mean_cosine"),
+            "held_out_mean_cosine": record["mean_cosine_vs_fp32"], "int8_layers": record["int8_layers"],
+            "fp16_layers": fallback.get("fp16_layers", []), "fp16_flops_share": fallback.get("fp16_flops_share", 0.0),
+            "most_sensitive": [e["layer"] for e in fallback.get("sensitivity", [])[:3]]}
+
+
+def _parity_row(r) -> dict:
+    return {"name": r.name, "precision": r.precision, "mean_cosine": r.mean_cosine, "min_cosine": r.min_cosine,
+            "rank1": r.rank1, "mAP": r.mAP, "delta_rank1": r.delta_rank1, "delta_map": r.delta_map,
+            "passed": r.passed, "failures": r.failures, "gate": r.gate}
+
+
+def _engines(out: Path, variants) -> dict:
+    """Build FP16 and INT8 engines when TensorRT is here; otherwise say what a Jetson user runs."""
+    jetson = "cd bundle-orin && iaunet build model.int8.onnx -o model.engine --ptx ptx"
+    version = _tensorrt_version()
+    if version is None:
+        log.info("TensorRT is not installed here: no engines built. On a Jetson: %s", jetson)
+        return {"built": [], "tensorrt": None, "why": "TensorRT is not installed on this machine",
+                "command": jetson}
+    from iaunet.engines.builder import build_engine
+    built = []
+    (out / "engines").mkdir()
+    for variant in variants:
+        engine = out / "engines" / (variant.stem + ".engine")
+        build_engine(variant, engine)
+        built.append(str(engine))
+    return {"built": built, "tensorrt": version, "why": None, "command": jetson}
+
+
+def _search(out: Path, data: Path, engines: dict) -> dict:
+    """Embed the gallery split and search it with the query split, on the best backend present."""
+    from iaunet.runtime.tasks import draw_grid, embed_files, search_files
+    model = engines["built"][0] if engines["built"] else out / "model.onnx"
+    (out / "search").mkdir()
+    gallery = sorted((data / "bounding_box_test").glob("*.jpg"))
+    queries = sorted((data / "query").glob("*.jpg"))
+    embedded = embed_files(model, gallery, out / "search" / "gallery.npz")
+    log.info("runtime: %s on %s", Path(model).name, embedded["backend"])
+    results = search_files(model, out / "search" / "gallery.npz", queries, k=SEARCH_TOP_K,
+                           json_path=out / "search" / "search.json")
+    draw_grid(results[:REPORT_QUERIES], out / "search" / "grid.png")
+    top1 = [r["matches"][0]["id"] == r["id"] for r in results if r["matches"]]
+    return {"model": Path(model).name, "backend": embedded["backend"], "gallery": embedded["images"],
+            "queries": len(results), "top1_same_id": sum(top1) / max(len(top1), 1), "k": SEARCH_TOP_K,
+            "grid_queries": min(REPORT_QUERIES, len(results))}
+
+
+def _bench(out: Path, checkpoint: Path) -> dict:
+    from iaunet.cli.runtime import benchmark
+    result = benchmark([out / "model.onnx"], out / "bench", BENCH_BATCHES, BENCH_REPEATS, checkpoint, quiet=True)
+    model = {(t["backend"].startswith("pytorch"), t["batch"]): t for t in result["timings"] if t["kind"] == "model"}
+    result["repeats"] = BENCH_REPEATS
+    result["vs_pytorch"] = {str(b): model[(False, b)]["samples_per_s"] / model[(True, b)]["samples_per_s"]
+                            for b in BENCH_BATCHES if (False, b) in model and (True, b) in model}
+    return result
+
+
+def _bundle(out: Path) -> dict:
+    from iaunet.engines.bundle import build_bundle
+    manifest = build_bundle(out, "orin", "jetson", out / "bundle-orin", cache_dir=out / "kernel-cache")
+    return {"target": "orin", "path": "bundle-orin/", "route": manifest["plugin_route_on_target"],
+            "files": len(manifest["sha256"]), "variants": manifest["variants"]}
+
+
+def _not_run(summary: dict) -> list:
+    rows = []
+    if not summary["engines"]["built"]:
+        rows.append({"what": "TensorRT engines and engine parity", "why": summary["engines"]["why"],
+                     "run": "on the Jetson, in bundle-orin/: " + summary["engines"]["command"]})
+    if not summary["machine"]["tensorrt"]:
+        rows.append({"what": "GPU latency and throughput", "why": "no GPU or TensorRT on this machine",
+                     "run": "iaunet bench model.int8.engine model.onnx --checkpoint train/model.pt -o bench-gpu/"})
+    return rows
+
+
+def _print_summary(summary: dict, report) -> None:
+    from iaunet.cli.train import format_metrics
+    print(f"untrained: {format_metrics(summary['untrained'])}")
+    print(f"trained:   {format_metrics(summary['trained'])}")
+    print(report.summary().splitlines()[0])
+    print(report.summary().splitlines()[1])
+    for r in summary["parity"][1:]:
+        print(f"parity {r['name']:18s} cos mean {r['mean_cosine']:.6f} min {r['min_cosine']:.6f}  "
+              f"rank-1 {r['rank1']:.2f} ({r['delta_rank1']:+.2f})  mAP {r['mAP']:.2f} ({r['delta_map']:+.2f})  "
+              f"{'pass' if r['passed'] else 'FAIL'}")
+    rt = summary["runtime"]
+    print(f"search: {rt['queries']} queries against {rt['gallery']} gallery images on {rt['backend']}, "
+          f"top-1 same id {rt['top1_same_id']:.1%}")
+    ratios = ", ".join(f"batch {b} {r:.2f}x" for b, r in summary["bench"]["vs_pytorch"].items())
+    print(f"bench: ONNX Runtime against PyTorch eager, samples/s: {ratios}")
 
 
 def untrained_copy(config):
@@ -160,7 +305,7 @@ def demo_train_options(out: Path, epochs: int, seed: int) -> dict:
     scratch (no download), so a higher learning rate than the pretrained recipe's 3.5e-4."""
     return dict(data=str(out / "data"), output=str(out / "train"), model="iaunet_r18", epochs=epochs,
                 height=64, width=32, batch_size=32, num_instances=4, lr=1e-3, warmup_epochs=2,
-                milestones=[max(1, int(epochs * 0.75))], seed=seed)
+                milestones=[max(1, int(epochs * 0.75))], seed=seed, eval_every=max(1, epochs // 4))
 
 
 def _short(result: dict) -> dict:

@@ -1,0 +1,86 @@
+"""The demo's report in a real headless browser: it opens from disk with no server and no
+network, every image loads, nothing is logged as an error, and every number cell holds the
+value of ``demo.json`` it names."""
+import json
+import re
+from pathlib import Path
+
+import pytest
+
+CHROMIUM = Path("/usr/bin/chromium")
+CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+                 "--disable-background-networking", "--disable-component-update", "--disable-sync"]
+pytestmark = pytest.mark.skipif(not CHROMIUM.exists(), reason="needs Debian's chromium (apt-get install chromium)")
+
+
+@pytest.fixture(scope="module")
+def demo(tmp_path_factory):
+    """A small demo run (16 identities, 2 epochs): the report's layout is the same at any size."""
+    from iaunet.demo import run_demo
+    out = tmp_path_factory.mktemp("demo") / "demo"
+    run_demo(out, identities=16, epochs=2)
+    return out
+
+
+@pytest.fixture(scope="module")
+def page(demo):
+    playwright = pytest.importorskip("playwright.sync_api", reason="pip install playwright (the test extra)")
+    with playwright.sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_ARGS)
+        page = browser.new_page(viewport={"width": 1200, "height": 900})
+        seen = {"errors": [], "requests": []}
+        page.on("console", lambda m: seen["errors"].append(m.text) if m.type == "error" else None)
+        page.on("pageerror", lambda e: seen["errors"].append(str(e)))
+        page.on("request", lambda r: seen["requests"].append(r.url))
+        page.goto((demo / "report.html").as_uri(), wait_until="load")
+        yield page, seen
+        browser.close()
+
+
+def test_report_opens_offline_with_every_image_loaded_and_no_errors(page):
+    page, seen = page
+    images = page.evaluate("Array.from(document.images).map(i => [i.alt, i.complete, i.naturalWidth, "
+                           "i.src.slice(0, 22)])")
+    assert len(images) >= 7
+    assert all(complete and width > 0 and src == "data:image/png;base64," for _, complete, width, src in images), images
+    assert seen["errors"] == []
+    assert all(url.startswith(("file:", "data:")) for url in seen["requests"]), seen["requests"]
+
+
+def _value(summary, key: str):
+    for part in key.split("."):
+        summary = summary[int(part)] if isinstance(summary, list) else summary[part]
+    return summary
+
+
+def test_every_number_cell_holds_its_demo_json_value(page, demo):
+    page, _ = page
+    summary = json.loads((demo / "demo.json").read_text())
+    cells = page.evaluate("Array.from(document.querySelectorAll('td[data-key]')).map(c => [c.dataset.key, "
+                          "c.textContent])")
+    keys = {k for k, _ in cells}
+    assert {"trained.mAP", "untrained.rank1", "parity.3.min_cosine", "bench.timings.0.p50_ms"} <= keys
+    assert len(cells) > 40
+    for key, text in cells:
+        decimals = len(text.split(".")[1]) if "." in text else 0
+        assert abs(float(text) - _value(summary, key)) <= 0.5 * 10 ** -decimals + 1e-12, (key, text)
+
+
+def test_the_report_says_what_was_not_run_and_how_to_run_it(page, demo):
+    page, _ = page
+    summary = json.loads((demo / "demo.json").read_text())
+    text = page.inner_text("body")
+    if summary["engines"]["built"]:
+        pytest.skip("TensorRT is present: engines were built")
+    assert "Not run on this machine" in text and "iaunet build model.int8.onnx" in text
+
+
+def test_markdown_holds_the_same_tables_and_its_pictures_exist(demo):
+    md = (demo / "report.md").read_text()
+    html = (demo / "report.html").read_text()
+    pictures = re.findall(r"!\[[^\]]*\]\(([^)]+)\)", md)
+    assert len(pictures) >= 7 and all((demo / p).is_file() for p in pictures)
+    summary = json.loads((demo / "demo.json").read_text())
+    for row in summary["parity"]:
+        assert f"{row['min_cosine']:.6f}" in md and f"{row['min_cosine']:.6f}" in html
+    assert f"{summary['trained']['mAP']:.4f}" in md
