@@ -1,8 +1,12 @@
-"""``iaunet demo``: the main job end to end on CPU with no arguments.
+"""``iaunet demo``: the whole pipeline on the machine it finds, with no arguments.
 
-synth -> train (small configuration) -> eval -> export (plugin mode, checked against
-PyTorch) -> FP16 and INT8 variants -> accuracy parity of every variant, all outputs in
-one folder. Top layer: imports every stage.
+synth -> train (small configuration, evaluated along the way) -> eval -> export (plugin
+mode, checked against PyTorch) -> FP16 and INT8 variants (sensitivity measured) -> parity
+of every variant -> TensorRT engines where TensorRT loads (else the command a Jetson user
+runs) -> embed + search through the runtime on the best backend present -> bench against
+PyTorch eager -> a Jetson Orin bundle -> ``report.html`` / ``report.md``
+(``iaunet.report``), all in one folder, every figure in ``demo.json``. Top layer: imports
+every stage.
 
 The folder is built under a temporary name beside the destination and renamed into
 place when complete, so an error or Ctrl-C leaves the destination as it was. An existing
