@@ -32,18 +32,19 @@ def _shapes(model) -> dict:
 
 def node_flops(model) -> dict:
     """{node name: FLOPs of one sample} for the nodes that do the arithmetic (see the
-    module docstring); ``model`` is an ONNX ModelProto."""
+    module docstring); ``model`` is an ONNX ModelProto. An unnamed node is keyed ``#<index>``."""
     shapes, flops = _shapes(model), {}
-    for node in model.graph.node:
+    for index, node in enumerate(model.graph.node):
+        name = node.name or f"#{index}"
         out = shapes.get(node.output[0]) if node.output else None
         if node.op_type == "Conv" and out and node.input[1] in shapes:
             weight = shapes[node.input[1]]
-            flops[node.name] = 2 * np.prod(out) * np.prod(weight[1:])
+            flops[name] = 2 * np.prod(out) * np.prod(weight[1:])
         elif node.op_type in ("MatMul", "Gemm") and out and node.input[0] in shapes:
-            flops[node.name] = 2 * np.prod(out) * shapes[node.input[0]][-1]
+            flops[name] = 2 * np.prod(out) * shapes[node.input[0]][-1]
         elif node.op_type == CHANNEL_OP and node.input[0] in shapes:
             b, k, l = shapes[node.input[0]]
-            flops[node.name] = 4 * b * k * k * l
+            flops[name] = 4 * b * k * k * l
     return {name: float(f) for name, f in flops.items()}
 
 

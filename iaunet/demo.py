@@ -226,13 +226,17 @@ def _engines(out: Path, variants) -> dict:
         return {"built": [], "tensorrt": None, "why": "TensorRT is not installed on this machine",
                 "command": jetson}
     from iaunet.engines.builder import build_engine
-    built = []
+    built, failed = [], []
     (out / "engines").mkdir()
     for variant in variants:
         engine = out / "engines" / (variant.stem + ".engine")
-        build_engine(variant, engine)
-        built.append(str(engine))
-    return {"built": built, "tensorrt": version, "why": None, "command": jetson}
+        try:
+            build_engine(variant, engine, cache_dir=out / "engine-cache")
+            built.append(str(engine))
+        except IAUnetError as exc:  # one variant the builder refuses does not stop the demo
+            log.info("engine for %s not built: %s", variant.name, exc)
+            failed.append(f"{variant.name}: {exc}")
+    return {"built": built, "tensorrt": version, "why": "; ".join(failed) or None, "command": jetson}
 
 
 def _search(out: Path, data: Path, engines: dict) -> dict:

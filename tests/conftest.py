@@ -59,6 +59,17 @@ def randomised_model(name, **kw):
     return model.eval()
 
 
+@pytest.fixture(scope="session")
+def demo_run(tmp_path_factory):
+    """``iaunet demo`` as a user runs it, once per session: (folder, CompletedProcess)."""
+    import subprocess
+    import sys
+    out = tmp_path_factory.mktemp("demo") / "demo"
+    result = subprocess.run([sys.executable, "-m", "iaunet.cli", "demo", "-o", str(out)],
+                            capture_output=True, text=True, timeout=900)
+    return out, result
+
+
 def noise_statistics_model(name, height=64, width=32, batches=3, **kw):
     """Random BatchNorm affine parameters and running statistics from a few batches of
     uniform noise: a model whose INT8 variant loses accuracy in a few layers, like an

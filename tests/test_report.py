@@ -14,11 +14,10 @@ pytestmark = pytest.mark.skipif(not CHROMIUM.exists(), reason="needs Debian's ch
 
 
 @pytest.fixture(scope="module")
-def demo(tmp_path_factory):
-    """A small demo run (16 identities, 2 epochs): the report's layout is the same at any size."""
-    from iaunet.demo import run_demo
-    out = tmp_path_factory.mktemp("demo") / "demo"
-    run_demo(out, identities=16, epochs=2)
+def demo(demo_run):
+    """The folder of the session's ``iaunet demo`` run (tests/conftest.py)."""
+    out, result = demo_run
+    assert result.returncode == 0, result.stderr[-2000:]
     return out
 
 

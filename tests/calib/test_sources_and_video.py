@@ -33,14 +33,14 @@ def test_plain_folder_of_crops(tmp_path):
 def test_video_variants_on_a_mars_layout(video_checkpoint, tmp_path):
     from iaunet.export.exporter import export_checkpoint
     from iaunet.train.data.synth import generate_mars
-    generate_mars(tmp_path / "mars", identities=6, cameras=2, seed=4, tracklet_len=(3, 5))
+    generate_mars(tmp_path / "mars", identities=16, cameras=2, seed=4, tracklet_len=(3, 5))  # 16 training clips
     src = export_checkpoint(video_checkpoint, tmp_path / "v.onnx", "plugin").path
     fp16 = convert_fp16(src, tmp_path / "v.fp16.onnx", tmp_path / "mars", samples=4)
     assert fp16["parity_vs_fp32_onnx"]["min_cosine"] >= 0.999
     model = onnx.load(str(tmp_path / "v.fp16.onnx"))
     assert model.graph.output[0].type.tensor_type.elem_type == onnx.TensorProto.FLOAT
     int8 = quantize_int8(src, tmp_path / "v.int8.onnx", tmp_path / "mars", samples=6, method="minmax",
-                         cache_dir=tmp_path / "c")
+                         cache_dir=tmp_path / "c", target_cosine=0.5)  # sensitivity on clips too
     int8_model = onnx.load(str(tmp_path / "v.int8.onnx"))
     assert check_qdq(int8_model) == []
     from iaunet.calib.mixed import float32_tensors_outside_islands
@@ -49,3 +49,6 @@ def test_video_variants_on_a_mars_layout(video_checkpoint, tmp_path):
     from iaunet.train.data.datasets import open_dataset
     train_tracklets = len(open_dataset(tmp_path / "mars").train)
     assert int8["calibration"]["samples"] == min(6, train_tracklets) and train_tracklets > 3
+    sensitivity = int8["fallback"]["sensitivity"]
+    assert len(sensitivity) == int8["int8_layers"] > 20 and all(e["one_minus_cosine"] > -1e-6 for e in sensitivity)
+    assert int8["calibration"]["held_out"] >= 8 and (tmp_path / "v.int8.sensitivity.png").is_file()
