@@ -181,10 +181,10 @@ def calibration_key(source_sha256: str, sources, method: str, percentile: float,
 def split_sources(sources: list, samples: int, held_out: int, seed: int) -> tuple[list, list]:
     """``samples`` calibration sources and up to ``held_out`` others, disjoint, both
     deterministic. Held-out images judge the variant; they never set a range."""
-    calibration = pick(sources, samples, seed)
-    chosen = {id(s) for s in calibration}
-    rest = [s for s in sources if id(s) not in chosen]
-    return calibration, pick(rest, held_out, seed + 1)
+    chosen = pick(list(range(len(sources))), samples, seed)
+    taken = set(chosen)
+    rest = [i for i in range(len(sources)) if i not in taken]
+    return [sources[i] for i in chosen], [sources[i] for i in pick(rest, held_out, seed + 1)]
 
 
 def quantized_layers(model: onnx.ModelProto) -> list[str]:
@@ -241,8 +241,8 @@ def quantize_int8(src, dst, data, method: str = "entropy", samples: int = 128, p
                   trt_version: str = "10.3.0", cache_dir=None, seed: int = 0, target_cosine: float | None = None,
                   max_fp16_layers: int = DEFAULT_MAX_FP16_LAYERS) -> dict:
     """Write ``dst`` (Q/DQ INT8, FP16 outside the Q/DQ), ``dst.calib`` (TensorRT cache) and,
-    with ``target_cosine``, ``dst``'s ``.sensitivity.png``; return the record. If the target
-    is not met within ``max_fp16_layers``, raise and write nothing."""
+    with ``target_cosine``, ``dst``'s ``.sensitivity.png``; return the record. Everything is
+    computed before the first file is written; a missed target raises and writes nothing."""
     if method not in METHODS:
         raise IAUnetError(f"unknown calibration method {method!r}; expected one of {list(METHODS)}")
     if data is None:
@@ -266,62 +266,79 @@ def quantize_int8(src, dst, data, method: str = "entropy", samples: int = 128, p
     probe = load_inputs(held_out or pick(sources, PROBE_FALLBACK, seed + 1), meta.preprocess, "held-out images",
                         progress=False)
     overflow = graph.fp16_overflow_nodes(model, probe)
-    reference = run_onnxruntime(src, probe, 8)
-
-    def score(candidate: onnx.ModelProto | bytes) -> float:
-        serialized = candidate if isinstance(candidate, bytes) else candidate.SerializeToString()
-        return compare(reference, run_onnxruntime(serialized, probe, 8)).mean_cosine
-
-    def scored_variant(kept_out: set) -> tuple:
-        made = quantizer.variant(kept_out)
-        return score(made[0]), made
-
+    judge = _Judge(run_onnxruntime(src, probe, 8), probe)
     with tempfile.TemporaryDirectory() as tmp:
         quantizer = _Quantizer(src, ranges, method, exclude, overflow, Path(tmp))
-        scales = activation_scales(quantizer.qdq(set()))
-        baseline, (variant, mixed) = scored_variant(set())
-        fallback = None
-        if target_cosine is not None:
-            log.info("int8: mean cosine %.6f on %d held-out images (target %s); measuring each layer's sensitivity",
-                     baseline, len(probe), target_cosine)
-            fallback = fall_back(quantizer.layers, (baseline, (variant, mixed)), target_cosine, max_fp16_layers,
-                                 lambda layer: score(quantizer.alone(layer)), scored_variant)
-            if not fallback.met:
-                raise IAUnetError(
-                    f"INT8 reaches mean cosine {fallback.reached:.6f} to FP32 on {len(probe)} held-out images with the "
-                    f"{min(max_fp16_layers, len(quantizer.layers))} most sensitive of {len(quantizer.layers)} layers "
-                    f"in FP16, short of --target-cosine {target_cosine}; no variant written (raise --max-fp16-layers "
-                    "or lower the target)")
-            variant, mixed = fallback.model
-        layers = len(quantizer.layers)
+        if not quantizer.layers:
+            raise IAUnetError(f"{src} has no Conv, Gemm, MatMul or Add the quantizer could give INT8 inputs; "
+                              "nothing to make an INT8 variant of")
+        variant, mixed, fallback = _choose(quantizer, judge, target_cosine, max_fp16_layers)
+        kept_out = set(fallback.fp16_layers) if fallback else set()
+        scales = activation_scales(quantizer.qdq(kept_out))  # the .calib holds what the variant quantizes
     problems = check_qdq(variant) + tensorrt_lint(variant)
     if problems:
         raise IAUnetError(f"the INT8 graph would not suit TensorRT 10.3: {problems[0]} (+{len(problems) - 1} more)")
     flops = node_flops(model)
+    parity = compare(judge.reference, run_onnxruntime(variant.SerializeToString(), probe, 8))
     record = {"precision": "int8", "source": str(src), "source_sha256": source_sha256,
               "tool": "onnxruntime.quantization.quantize_static (QDQ, QInt8, per-channel, symmetric)",
               "method": method, "percentile": percentile if method == "percentile" else None,
               "calibrator": _calibrator_options(method, percentile),
               "calibration": {"data": str(data), "samples": len(sources), "held_out": len(held_out),
                               "cache_key": key, "from_cache": from_cache},
-              "quantized_op_types": QUANTIZED_OPS, "excluded_nodes": sorted(exclude), "int8_layers": layers,
+              "quantized_op_types": QUANTIZED_OPS, "excluded_nodes": sorted(exclude),
+              "int8_layers": len(quantizer.layers) - len(kept_out),
               "fp16_outside_qdq": mixed, "fp32_overflow_nodes": {k: round(v, 1) for k, v in sorted(overflow.items())},
               "quantize_linear_nodes": sum(n.op_type == "QuantizeLinear" for n in variant.graph.node),
               "activation_scales": len(scales), "trt_cache": str(dst.with_suffix(".calib")),
               "trt_cache_header_version": trt_version,
-              "mean_cosine_vs_fp32": fallback.steps[-1][1] if fallback and fallback.steps else baseline,
+              "mean_cosine_vs_fp32": parity.mean_cosine,
               "judged_on": f"{len(probe)} held-out training images" if held_out else
                            f"{len(probe)} calibration images (none left to hold out)",
-              "fallback": fallback.record(flops) if fallback else None}
-    if fallback is not None:
-        record["int8_layers"] = layers - len(fallback.fp16_layers)
-        plot(fallback, flops, sensitivity_plot_path(dst))
-        record["sensitivity_plot"] = str(sensitivity_plot_path(dst))
+              "fallback": fallback.record(flops) if fallback else None,
+              "sensitivity_plot": str(sensitivity_plot_path(dst)) if fallback else None}
     graph.set_props(variant, precision="int8", variant=record)
-    graph.save_atomically(variant, dst)
+    record["parity_vs_fp32_onnx"] = vars(parity)
+    if fallback is not None:
+        plot(fallback, flops, sensitivity_plot_path(dst))
     write_trt_cache(scales, dst.with_suffix(".calib"), trt_version)
-    record["parity_vs_fp32_onnx"] = vars(compare(reference, run_onnxruntime(dst, probe, 8)))
+    graph.save_atomically(variant, dst)
     return record
+
+
+class _Judge:
+    """Mean cosine to the FP32 graph's embeddings of the probe (held-out) images."""
+
+    def __init__(self, reference, probe):
+        self.reference, self.probe = reference, probe
+
+    def score(self, candidate: onnx.ModelProto | bytes) -> float:
+        serialized = candidate if isinstance(candidate, bytes) else candidate.SerializeToString()
+        return compare(self.reference, run_onnxruntime(serialized, self.probe, 8)).mean_cosine
+
+
+def _choose(quantizer: "_Quantizer", judge: _Judge, target: float | None, budget: int) -> tuple:
+    """(variant, its FP16 record, Fallback or None): every layer in INT8 without a target;
+    with one, the fallback's choice, or a one-line error when the budget cannot reach it."""
+    def scored_variant(kept_out: set) -> tuple:
+        made = quantizer.variant(kept_out)
+        return judge.score(made[0]), made
+
+    baseline, (variant, mixed) = scored_variant(set())
+    if target is None:
+        return variant, mixed, None
+    log.info("int8: mean cosine %.6f on %d held-out images (target %s); measuring each layer's sensitivity",
+             baseline, len(judge.probe), target)
+    fallback = fall_back(quantizer.layers, (baseline, (variant, mixed)), target, budget,
+                         lambda layer: judge.score(quantizer.alone(layer)), scored_variant)
+    if not fallback.met:
+        tried, total = min(budget, len(quantizer.layers)), len(quantizer.layers)
+        advice = "raise --max-fp16-layers or lower the target" if tried < total else "lower the target"
+        raise IAUnetError(f"INT8 reaches mean cosine {fallback.reached:.6f} to FP32 on {len(judge.probe)} held-out "
+                          f"images with the {tried} most sensitive of {total} layers in FP16, short of "
+                          f"--target-cosine {target}; no variant written ({advice})")
+    variant, mixed = fallback.model
+    return variant, mixed, fallback
 
 
 def sensitivity_plot_path(dst) -> Path:

@@ -26,7 +26,6 @@ from onnx import TensorProto, numpy_helper
 
 from iaunet.calib import graph
 from iaunet.core.errors import IAUnetError
-from iaunet.core.graph_io import QDQ_SCALES
 
 FP16_SCALE_OPSET = 19  # QuantizeLinear / DequantizeLinear take FP16 scales from here on
 FP16_MIN_NORMAL = float(np.finfo(np.float16).tiny)
@@ -41,7 +40,7 @@ def raise_opset(model: onnx.ModelProto, opset: int = FP16_SCALE_OPSET) -> onnx.M
     if current >= opset:
         return model
     from onnx import version_converter
-    from iaunet.export.plugin_nodes import attach_local_functions
+    from iaunet.export.functions import attach_local_functions
     try:
         converted = version_converter.convert_version(model, opset)
     except Exception as exc:  # the converter raises its own C++ error types
@@ -113,7 +112,6 @@ def fp16_outside_qdq(qdq: onnx.ModelProto, fp32_nodes: set) -> tuple[onnx.ModelP
     raised = fp16_safe_scales(model)
     islands = graph.native_affinity_nodes(model) | set(fp32_nodes)
     converted, clamped, removed = half_precision(model, islands | qdq_feeding(model, islands))
-    graph.set_props(converted, **{QDQ_SCALES: "float16"})  # tells runners (ONNX Runtime's optimiser) so
     return converted, {"opset": FP16_SCALE_OPSET, "scales_raised_to_fp16_min_normal": raised,
                        "clamped_weights": clamped, "fp16_round_trips_removed": removed}
 

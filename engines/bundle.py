@@ -174,17 +174,23 @@ def _manifest(tmp: Path, variants, target: str, kind: str, route: str, has_plugi
             "tensorrt_checked_against": list(CHECKED_TENSORRT), "wheel": wheel, "sha256": hashes}
 
 
-def _readme(manifest: dict, spec: dict) -> str:
+def device_commands(manifest: dict) -> tuple[str, str]:
+    """(build, bench): what to run in the bundle's folder on the device, for its leanest variant."""
     best = min(manifest["variants"], key=lambda v: PRECISION_ORDER.index(manifest["variants"][v]))
+    ptx = " --ptx ptx" if manifest["plugin_route_on_target"] == "python" else ""
+    return f"iaunet build {best} -o model.engine{ptx}", "iaunet bench model.engine --batch 1,8"
+
+
+def _readme(manifest: dict, spec: dict) -> str:
+    build, bench = device_commands(manifest)
     install = (f"python3 -m pip install './{manifest['wheel']}[trt]'" if manifest["wheel"]
                else "python3 -m pip install '<the toolkit's folder>[trt]'")
-    ptx = " --ptx ptx" if manifest["plugin_route_on_target"] == "python" else ""
     lines = [f"# IAUnet bundle for {manifest['target']} ({spec['what']})", "",
              f"Model {manifest['model']['name']} ({manifest['model_id'][:12]}), {manifest['kind']} bundle, "
              f"toolkit {manifest['toolkit_version']}. Engines are built on the device: they are tied to its GPU "
              "and TensorRT release.", "", "On the device (TensorRT and pycuda from JetPack / NVIDIA):", "", "```bash",
              f"{install}",
-             f"iaunet build {best} -o model.engine{ptx} && iaunet bench model.engine --batch 1,8",
+             f"{build} && {bench}",
              "```", "",
              f"Plugin route on TensorRT {spec['tensorrt']}: {manifest['plugin_route_on_target']}. "
              "Routes by TensorRT version: " + ", ".join(f"{v}: {r}" for v, r in manifest["plugin_routes"].items()) + ".",

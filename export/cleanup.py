@@ -52,7 +52,7 @@ def static_reshape_shapes(graph) -> int:
     dim (the shapes come from symbolic inference). Returns how many were replaced."""
     import onnx_graphsurgeon as gs
     replaced = 0
-    for node in graph.nodes:
+    for index, node in enumerate(graph.nodes):
         if node.op != "Reshape" or isinstance(node.inputs[1], gs.Constant):
             continue
         shape = node.outputs[0].shape
@@ -62,7 +62,7 @@ def static_reshape_shapes(graph) -> int:
         if len(dynamic) != 1:
             continue
         target = np.array([d if isinstance(d, int) else -1 for d in shape], np.int64)
-        node.inputs[1] = gs.Constant(f"{node.name}_shape", target)
+        node.inputs[1] = gs.Constant(f"iaunet_static_shape_{index}", target)  # unique, whatever the node names
         replaced += 1
     return replaced
 
@@ -94,15 +94,18 @@ def clean_graph(model: onnx.ModelProto) -> onnx.ModelProto:
         inferred = onnx.shape_inference.infer_shapes(model, strict_mode=True)
     except onnx.shape_inference.InferenceError as exc:
         raise IAUnetError(f"shape inference failed on the exported graph: {str(exc).splitlines()[0]}") from None
-    with _quiet_folding():
-        graph = gs.import_onnx(inferred)
-        graph.fold_constants(fold_shapes=True).cleanup()
-        folded = onnx.shape_inference.infer_shapes(gs.export_onnx(graph, do_type_check=True), data_prop=True)
-        graph = gs.import_onnx(folded)
-        static_reshape_shapes(graph)
-        drop_noop_expands(graph)
-        graph.cleanup().toposort()
-        cleaned = gs.export_onnx(graph)
+    try:
+        with _quiet_folding():
+            graph = gs.import_onnx(inferred)
+            graph.fold_constants(fold_shapes=True).cleanup()
+            folded = onnx.shape_inference.infer_shapes(gs.export_onnx(graph, do_type_check=True), data_prop=True)
+            graph = gs.import_onnx(folded)
+            static_reshape_shapes(graph)
+            drop_noop_expands(graph)
+            graph.cleanup().toposort()
+            cleaned = gs.export_onnx(graph)
+    except (onnx.shape_inference.InferenceError, gs.OnnxGraphSurgeonException) as exc:
+        raise IAUnetError(f"cleaning the exported graph failed: {str(exc).splitlines()[0]}") from None
     return _with_model_fields(cleaned, model)
 
 

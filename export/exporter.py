@@ -22,7 +22,8 @@ from torch.nn import functional as F
 from iaunet.export import checks
 from iaunet.export.cleanup import clean_graph
 from iaunet.export.metadata import ExportMetadata, preprocess_spec, write_metadata
-from iaunet.export.plugin_nodes import attach_local_functions, plugin_nodes, traced_channel_affinity, traced_part_affinity
+from iaunet.export.functions import attach_local_functions, plugin_nodes
+from iaunet.export.plugin_nodes import traced_channel_affinity, traced_part_affinity
 from iaunet import __version__
 from iaunet.core.errors import IAUnetError
 from iaunet.core.files import atomic_output, check_output_path, sha256_file

@@ -100,6 +100,7 @@ def _swap_into_place(build: Path, out: Path) -> None:
 # few query images that no mean over held-out images sees.
 DEMO_INT8_METHOD = "minmax"
 DEMO_INT8_TARGET = 0.99
+DEMO_MAX_FP16_LAYERS = 10 ** 6  # as many as the target needs: other --identities/--epochs/--seed must not fail it
 
 
 class _Stages:
@@ -163,7 +164,8 @@ def _pipeline(out: Path, identities: int, epochs: int, seed: int) -> tuple:
                     "model.fp16.onnx", "model.int8.onnx", "model.int8.calib", "model.int8.sensitivity.png"):
         records = {"fp16": convert_fp16(report.path, out / "model.fp16.onnx", data),
                    "int8": quantize_int8(report.path, out / "model.int8.onnx", data, method=DEMO_INT8_METHOD,
-                                         samples=samples, cache_dir=out / "calib-cache", target_cosine=DEMO_INT8_TARGET)}
+                                         samples=samples, cache_dir=out / "calib-cache", target_cosine=DEMO_INT8_TARGET,
+                                         max_fp16_layers=DEMO_MAX_FP16_LAYERS)}
         for name, record in records.items():
             write_json(out / f"model.{name}.json", record)
     summary["int8"] = _int8_summary(records["int8"])
@@ -219,12 +221,11 @@ def _parity_row(r) -> dict:
 
 def _engines(out: Path, variants) -> dict:
     """Build FP16 and INT8 engines when TensorRT is here; otherwise say what a Jetson user runs."""
-    jetson = "cd bundle-orin && iaunet build model.int8.onnx -o model.engine --ptx ptx"
     version = _tensorrt_version()
     if version is None:
-        log.info("TensorRT is not installed here: no engines built. On a Jetson: %s", jetson)
-        return {"built": [], "tensorrt": None, "why": "TensorRT is not installed on this machine",
-                "command": jetson}
+        log.info("TensorRT is not installed here: no engines built. A Jetson user builds them on the device from "
+                 "bundle-orin/ (stage 10; the commands are in its README.md)")
+        return {"built": [], "tensorrt": None, "why": "TensorRT is not installed on this machine"}
     from iaunet.engines.builder import build_engine
     built, failed = [], []
     (out / "engines").mkdir()
@@ -236,7 +237,7 @@ def _engines(out: Path, variants) -> dict:
         except IAUnetError as exc:  # one variant the builder refuses does not stop the demo
             log.info("engine for %s not built: %s", variant.name, exc)
             failed.append(f"{variant.name}: {exc}")
-    return {"built": built, "tensorrt": version, "why": "; ".join(failed) or None, "command": jetson}
+    return {"built": built, "tensorrt": version, "why": "; ".join(failed) or None}
 
 
 def _search(out: Path, data: Path, engines: dict) -> dict:
@@ -268,20 +269,22 @@ def _bench(out: Path, checkpoint: Path) -> dict:
 
 
 def _bundle(out: Path) -> dict:
-    from iaunet.engines.bundle import build_bundle
+    from iaunet.engines.bundle import build_bundle, device_commands
     manifest = build_bundle(out, "orin", "jetson", out / "bundle-orin", cache_dir=out / "kernel-cache")
+    build, bench = device_commands(manifest)
     return {"target": "orin", "path": "bundle-orin/", "route": manifest["plugin_route_on_target"],
-            "files": len(manifest["sha256"]), "variants": manifest["variants"]}
+            "files": len(manifest["sha256"]), "variants": manifest["variants"],
+            "build": f"cd bundle-orin && {build}", "bench": f"cd bundle-orin && {bench}"}
 
 
 def _not_run(summary: dict) -> list:
     rows = []
     if not summary["engines"]["built"]:
-        rows.append({"what": "TensorRT engines and engine parity", "why": summary["engines"]["why"],
-                     "run": "on the Jetson, in bundle-orin/: " + summary["engines"]["command"]})
+        rows.append({"what": "TensorRT engines, their parity and search on them", "why": summary["engines"]["why"],
+                     "run": "on the Jetson: " + summary["bundle"]["build"]})
     if not summary["machine"]["tensorrt"]:
         rows.append({"what": "GPU latency and throughput", "why": "no GPU or TensorRT on this machine",
-                     "run": "iaunet bench model.int8.engine model.onnx --checkpoint train/model.pt -o bench-gpu/"})
+                     "run": "on the Jetson: " + summary["bundle"]["bench"]})
     return rows
 
 

@@ -18,7 +18,7 @@ from pathlib import Path
 import numpy as np
 
 from iaunet.core.errors import IAUnetError
-from iaunet.core.graph_io import INPUT_NAME, METADATA_PREFIX, OUTPUT_NAME, QDQ_SCALES
+from iaunet.core.graph_io import INPUT_NAME, OUTPUT_NAME
 
 BACKENDS = ("auto", "tensorrt", "onnxruntime", "onnxruntime-cpu", "onnxruntime-cuda", "onnxruntime-tensorrt")
 ORT_PROVIDERS = {"cpu": "CPUExecutionProvider", "cuda": "CUDAExecutionProvider",
@@ -75,13 +75,13 @@ class Runner:
 
 
 # ONNX Runtime's WeightBiasQuantization turns the float bias of a DQ -> Conv -> Q unit into
-# int32: bias / (x_scale * w_scale), rounded. With FP16 scales (our INT8 variants, opset 19)
-# the quotient is rounded in FP16, overflows for small scales, and the embeddings come out
-# wrong (measured on onnxruntime 1.32: mean cosine 0.52 to FP32 instead of 0.997; a test
-# keeps the case). With FP16 scales no QLinearConv fusion follows anyway, so such graphs
-# (metadata ``qdq_scales`` = float16) run without it; FP32-scale graphs keep it.
-FP16_SCALE_DISABLED_OPTIMIZERS = ["WeightBiasQuantization"]
-QDQ_SCALES_KEY = METADATA_PREFIX + QDQ_SCALES
+# int32: bias / (x_scale * w_scale), rounded. With FP16 scales (every INT8 variant
+# ``iaunet calib`` writes: opset 19, FP16 outside the Q/DQ) the quotient is rounded in
+# FP16, overflows for small scales, and the embeddings come out wrong (measured on
+# onnxruntime 1.32: mean cosine 0.52 to FP32 instead of 0.997; a test keeps the case).
+# FP16 scales get no QLinearConv fusion, its purpose, anyway. It is off for every graph:
+# only Q/DQ graphs with FP32 scales (written by earlier versions) lose that CPU fusion.
+ORT_DISABLED_OPTIMIZERS = ["WeightBiasQuantization"]
 
 
 def usable_cores() -> int:
@@ -130,8 +130,6 @@ class OnnxRuntimeRunner(Runner):
         options.inter_op_num_threads = 1
         options.intra_op_num_threads = int(threads or usable_cores())
         self.session = self._session(model, options, device)
-        if self.metadata.get(QDQ_SCALES_KEY) == "float16":
-            self.session = self._session(model, options, device, FP16_SCALE_DISABLED_OPTIMIZERS)
         self.device = device
         self.name = f"onnxruntime-{device}"
         inputs, outputs = self.session.get_inputs(), self.session.get_outputs()
@@ -141,11 +139,11 @@ class OnnxRuntimeRunner(Runner):
         out = next(o for o in outputs if o.name == OUTPUT_NAME).shape
         super().__init__(tuple(inputs[0].shape[1:]), out[-1] if isinstance(out[-1], int) else None)
 
-    def _session(self, model, options, device: str, disabled=()):
+    def _session(self, model, options, device: str):
         import onnxruntime as ort
         try:
             return ort.InferenceSession(model, options, providers=ort_providers(device),
-                                        disabled_optimizers=list(disabled))
+                                        disabled_optimizers=ORT_DISABLED_OPTIMIZERS)
         except IAUnetError:
             raise
         except Exception as exc:

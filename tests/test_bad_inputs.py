@@ -276,6 +276,7 @@ def cases() -> list[Case]:
         ("int8-target-nan", "--target-cosine nan", "--target-cosine"),
         ("int8-target-percent", "--target-cosine 99", "--target-cosine"),
         ("int8-max-fp16-layers-zero", "--target-cosine 0.99 --max-fp16-layers 0", "--max-fp16-layers"),
+        ("int8-max-fp16-layers-without-target", "--max-fp16-layers 3", "pass --target-cosine too"),
         ("int8-output-is-its-plot", "--target-cosine 0.99 -o out.png", "is where its sensitivity plot goes"),
         ("int8-target-too-few-held-out", "--target-cosine 0.99 --samples 100000",
          "needs at least 8 training images beside"),

@@ -10,7 +10,8 @@ import pytest
 CHROMIUM = Path("/usr/bin/chromium")
 CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
                  "--disable-background-networking", "--disable-component-update", "--disable-sync"]
-pytestmark = pytest.mark.skipif(not CHROMIUM.exists(), reason="needs Debian's chromium (apt-get install chromium)")
+pytestmark = [pytest.mark.slow,
+              pytest.mark.skipif(not CHROMIUM.exists(), reason="needs Debian's chromium (apt-get install chromium)")]
 
 
 @pytest.fixture(scope="module")
@@ -65,13 +66,20 @@ def test_every_number_cell_holds_its_demo_json_value(page, demo):
         assert abs(float(text) - _value(summary, key)) <= 0.5 * 10 ** -decimals + 1e-12, (key, text)
 
 
-def test_the_report_says_what_was_not_run_and_how_to_run_it(page, demo):
+def test_the_report_says_what_was_not_run_and_the_commands_fit_the_bundle(page, demo):
     page, _ = page
     summary = json.loads((demo / "demo.json").read_text())
-    text = page.inner_text("body")
     if summary["engines"]["built"]:
         pytest.skip("TensorRT is present: engines were built")
-    assert "Not run on this machine" in text and "iaunet build model.int8.onnx" in text
+    text = page.inner_text("body")
+    build = summary["bundle"]["build"]
+    assert "Not run on this machine" in text and build in text and summary["bundle"]["bench"] in text
+    # the command names files that are in the bundle
+    words = build.split()
+    assert words[:4] == ["cd", "bundle-orin", "&&", "iaunet"] and words[4] == "build"
+    assert (demo / "bundle-orin" / words[5]).is_file()
+    if "--ptx" in words:
+        assert (demo / "bundle-orin" / words[words.index("--ptx") + 1] / "manifest.json").is_file()
 
 
 def test_markdown_holds_the_same_tables_and_its_pictures_exist(demo):

@@ -24,10 +24,8 @@ import math
 import torch
 from torch import nn
 
-# Finite in FP16 (exactly representable) and far enough below any relation logit that
-# exp(MASK_LOGIT - max) is exactly 0 in FP16 and FP32. The reference's ``- eye * 1e8``
-# is -inf in FP16 and turns the softmax into NaN.
-MASK_LOGIT = -30000.0
+from iaunet.core.plugin_contract import MASK_LOGIT
+from iaunet.core.plugin_contract import part_relation_mask as contract_mask
 
 
 def channel_affinity(tokens: torch.Tensor) -> torch.Tensor:
@@ -47,16 +45,9 @@ def channel_affinity(tokens: torch.Tensor) -> torch.Tensor:
 
 
 def part_relation_mask(frames: int, parts: int, device=None) -> torch.Tensor:
-    """Boolean (T*P, T*P) mask, True where a pair of part nodes may NOT interact.
-
-    Inside a frame a part relates to every other part; across frames only to the same
-    part (the reference STIAU's ``W_init``). For ``frames == 1`` it is the diagonal.
-    """
-    eye = torch.eye(parts, dtype=torch.bool, device=device)
-    same_frame = torch.eye(frames, dtype=torch.bool, device=device)
-    # same frame: mask the diagonal; other frames: mask every pair of different parts
-    return torch.where(same_frame[:, None, :, None], eye[None, :, None, :],
-                       ~eye[None, :, None, :]).reshape(frames * parts, frames * parts)
+    """The op contract's mask (``iaunet.core.plugin_contract.part_relation_mask``) as a
+    boolean tensor: True where a pair of part nodes may NOT interact."""
+    return torch.tensor(contract_mask(frames, parts), dtype=torch.bool, device=device)
 
 
 def part_affinity(logits: torch.Tensor, frames: int, parts: int) -> torch.Tensor:

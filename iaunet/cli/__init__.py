@@ -23,7 +23,8 @@ from iaunet.core.log import configure, get_logger, hidden_summary
 COMMAND_MODULES = ("iaunet.cli.train", "iaunet.cli.export", "iaunet.cli.calib", "iaunet.cli.plugins",
                    "iaunet.cli.runtime", "iaunet.cli.engines", "iaunet.cli.demo", "iaunet.cli.doctor")
 # optional packages -> the pyproject extra that installs them
-EXTRAS = {"scipy": "train", "onnx": "export", "onnxruntime": "export", "onnxconverter_common": "calib",
+EXTRAS = {"scipy": "train", "onnx": "export", "onnxruntime": "export", "onnx_graphsurgeon": "export",
+          "onnxconverter_common": "calib",
           "matplotlib": "calib", "triton": "kernels", "pycuda": "trt", "polygraphy": "trt", "faiss": "faiss"}
 OPTIONAL = {"torch": "pip install torch==2.13.0 (CPU) or your CUDA build",
             "tensorrt": "JetPack's TensorRT or NVIDIA's tensorrt wheels",

@@ -23,9 +23,9 @@ def add_commands(sub):
     p.add_argument("--target-cosine", type=COSINE_TARGET, help="int8: move the most sensitive layers to FP16 until "
                    "the mean cosine to FP32 on held-out training images reaches this (e.g. 0.99); writes a "
                    "sensitivity plot beside the variant")
-    p.add_argument("--max-fp16-layers", type=COUNT, default=DEFAULT_MAX_FP16_LAYERS,
+    p.add_argument("--max-fp16-layers", type=COUNT,
                    help="int8 --target-cosine: at most this many layers leave INT8; fail (and write nothing) if the "
-                        "target needs more (default: %(default)s)")
+                        f"target needs more (default: {DEFAULT_MAX_FP16_LAYERS})")
     common.seed(p)
     common.cache_dir(p, "calib")
     p.set_defaults(func=run_calib)
@@ -50,6 +50,8 @@ def run_calib(args):
             beside[".png"] = "its sensitivity plot"
     elif args.target_cosine is not None:
         raise IAUnetError("--target-cosine applies to --precision int8; an FP16 variant has no INT8 layers to move")
+    if args.max_fp16_layers is not None and args.target_cosine is None:
+        raise IAUnetError("--max-fp16-layers is the budget of --target-cosine's fallback; pass --target-cosine too")
     for suffix, what in beside.items():
         if output.suffix == suffix:
             raise IAUnetError(f"output {output} is where {what} goes; expected an ONNX path such as "
@@ -61,9 +63,10 @@ def run_calib(args):
         record = convert_fp16(args.model, output, args.data, args.samples or 16, args.seed)
     else:
         from iaunet.calib.int8 import quantize_int8
+        from iaunet.calib.sensitivity import DEFAULT_MAX_FP16_LAYERS
         record = quantize_int8(args.model, output, args.data, args.method, args.samples or 128,
                                args.percentile, args.trt_version, args.cache_dir, args.seed, args.target_cosine,
-                               args.max_fp16_layers)
+                               args.max_fp16_layers or DEFAULT_MAX_FP16_LAYERS)
     write_json(record_path, record)
     parity = record.get("parity_vs_fp32_onnx")
     extra = f"; vs FP32 ONNX: min cosine {parity['min_cosine']:.6f}, mean {parity['mean_cosine']:.6f}" if parity else ""

@@ -4,6 +4,5 @@ output tensor names and the prefix of the toolkit's metadata keys. Standard libr
 INPUT_NAME = "images"          # float32 RGB 0..255, N x 3 x H x W (video N x T x 3 x H x W), batch dynamic
 OUTPUT_NAME = "embeddings"     # float32 N x D
 METADATA_PREFIX = "iaunet."    # ONNX metadata_props keys written by export and calib
-QDQ_SCALES = "qdq_scales"      # metadata key (after the prefix): "float16" on INT8 variants with FP16 Q/DQ scales
 DEFAULT_OPSET = 17
 OPSET_RANGE = (13, 20)         # per-axis Q/DQ needs 13; TensorRT 10.3's parser stops at 20

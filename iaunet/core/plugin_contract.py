@@ -31,6 +31,18 @@ PLUGIN_OPS = (CHANNEL_OP, PART_OP)
 KERNEL_FORMAT = "iaunet-kernel-v1"
 ALIGN = 16                       # what an aligned variant assumes: 16-byte pointers, H*W % 16 == 0
 OP_ATTRIBUTES = {CHANNEL_OP: (), PART_OP: ("frames", "parts")}  # integer ONNX attributes of each op
+# IAUPartAffinity's masked entries: finite in FP16 (exactly representable) and far enough
+# below any shifted relation logit that exp(MASK_LOGIT - max) is exactly 0 in FP16 and FP32.
+# The reference's ``- eye * 1e8`` is -inf in FP16 and turns the softmax into NaN.
+MASK_LOGIT = -30000.0
+
+
+def part_relation_mask(frames: int, parts: int) -> list[list[bool]]:
+    """IAUPartAffinity's (T*P) x (T*P) mask, True where a pair of part nodes may NOT
+    interact: inside a frame a part relates to every other part; across frames only to the
+    same part (the reference STIAU's ``W_init``). For ``frames == 1`` it is the diagonal."""
+    n = frames * parts
+    return [[(i // parts == j // parts) == (i % parts == j % parts) for j in range(n)] for i in range(n)]
 _PTX_PARAM = re.compile(r"\.param\s+\.([usbf])(8|16|32|64)\b")
 
 

@@ -6,7 +6,7 @@ from onnx import TensorProto, helper, numpy_helper
 
 from iaunet.calib.fp16 import convert_fp16
 from iaunet.calib.graph import fp16_overflow_nodes, native_affinity_nodes
-from iaunet.export.plugin_nodes import DOMAIN
+from iaunet.core.plugin_contract import DOMAIN
 
 
 def _types(model):

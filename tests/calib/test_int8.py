@@ -214,3 +214,18 @@ def test_fp16_safe_scales_raise_tiny_scales_and_requantise_their_weights():
     assert np.abs(after - before).max() <= FP16_MIN_NORMAL / 2 + 1e-12   # within half the new step
     assert inits["w"][1].tolist() == [127, 50]                               # a normal scale leaves its weights
     assert np.all(np.isfinite(inits["s"].astype(np.float16))) and np.all(inits["s"].astype(np.float16) > 0)
+
+
+def test_int8_calibration_needs_no_torch(trained_setup, tmp_path):
+    """A plugin export calibrates where torch is absent (the local functions are rewritten
+    for opset 19 by iaunet.export.functions, which needs onnx only)."""
+    import subprocess
+    import sys
+    code = ("import sys; sys.modules['torch'] = None\n"
+            "from iaunet.calib.int8 import quantize_int8\n"
+            f"quantize_int8({str(trained_setup['plugin'])!r}, {str(tmp_path / 'q.onnx')!r}, "
+            f"{str(trained_setup['data'])!r}, method='minmax', samples=8, cache_dir={str(tmp_path / 'c')!r})\n"
+            "assert 'torch' not in [m for m in sys.modules if sys.modules[m] is not None and m == 'torch']\n")
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stderr[-1500:]
+    assert onnx.load(str(tmp_path / "q.onnx")).functions

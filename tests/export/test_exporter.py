@@ -9,7 +9,8 @@ from onnx import helper
 from iaunet.export import read_metadata
 from iaunet.export.checks import compare, run_onnxruntime, run_reference_evaluator
 from iaunet.export.exporter import export_checkpoint, parity_inputs
-from iaunet.export.plugin_nodes import CHANNEL_OP, DOMAIN, PART_OP, strip_local_functions
+from iaunet.core.plugin_contract import CHANNEL_OP, DOMAIN, PART_OP
+from iaunet.export.functions import strip_local_functions
 from iaunet.train import load_checkpoint
 from iaunet.train.trainer import normalize
 
@@ -145,7 +146,7 @@ def test_part_affinity_reference_body_is_exact_far_below_the_mask(opset):
     logits around -5e4, gives masked pairs no weight (as the authors' code does)."""
     from onnx import TensorProto
 
-    from iaunet.export.plugin_nodes import part_affinity_function
+    from iaunet.export.functions import part_affinity_function
     from iaunet.core.plugin_contract import PLUGIN_NAMESPACE, PLUGIN_VERSION
     from iaunet.train.iau import part_relation_mask
     frames, parts = 2, 4
