@@ -195,18 +195,23 @@ def quantized_layers(model: onnx.ModelProto) -> list[str]:
 
 
 class _Quantizer:
-    """Q/DQ graphs of one FP32 source from one set of activation ranges, as serialized
-    bytes: any subset of layers quantized, FP32 elsewhere (for sensitivity), or the INT8
-    variant with FP16 outside the Q/DQ and some layers kept out."""
+    """Q/DQ graphs of one FP32 source from one set of activation ranges: one layer alone
+    quantized, FP32 elsewhere (serialized, for sensitivity), or the INT8 variant with FP16
+    outside the Q/DQ and some layers kept out. Quantized graphs are reused per kept-out set."""
 
     def __init__(self, src: Path, ranges: Path, method: str, exclude: set, overflow: dict, folder: Path):
         self.src, self.ranges, self.method, self.exclude, self.overflow = src, ranges, method, exclude, overflow
-        self.path = folder / "q.onnx"
+        self.path, self._made = folder / "q.onnx", {}
         self.layers = quantized_layers(self.qdq(set()))
 
     def qdq(self, kept_out: set) -> onnx.ModelProto:
-        _quantize(self.src, self.path, self.ranges, self.method, self.exclude | kept_out)
-        return load_onnx(self.path)
+        key = frozenset(kept_out)
+        if key not in self._made:
+            _quantize(self.src, self.path, self.ranges, self.method, self.exclude | kept_out)
+            self._made = {key: load_onnx(self.path)}  # the latest only: each is the model's size
+        copy = onnx.ModelProto()
+        copy.CopyFrom(self._made[key])
+        return copy
 
     def alone(self, layer: str) -> bytes:
         """The Q/DQ graph (FP32 elsewhere) with only ``layer`` quantized."""

@@ -2,7 +2,7 @@
 
 A layer is a node the quantizer gave Q/DQ inputs (Conv, Gemm, MatMul, residual Add). Its
 sensitivity is what quantizing it *alone* costs the embedding: 1 - mean cosine, on
-held-out calibration images, between the FP32 graph and the graph where only that layer
+training images held out of calibration, between the FP32 graph and the graph where only that layer
 has Q/DQ. The fallback moves the most sensitive layers out of INT8 (into FP16), one at a
 time, until the variant's mean cosine to FP32 on the same held-out images reaches the
 target, or the budget of FP16 layers is spent. Sensitivity is measured (and plotted)

@@ -1,5 +1,6 @@
-"""Floating-point operations of one sample through an exported graph, for achieved
-GFLOP/s in ``iaunet bench``: 2 per multiply-accumulate in Conv, Gemm and MatMul, and
+"""Floating-point operations of one sample through an exported graph, per node and in
+all: achieved GFLOP/s in ``iaunet bench``, and each layer's share in the INT8
+sensitivity record: 2 per multiply-accumulate in Conv, Gemm and MatMul, and
 4·K²·L per ``IAUChannelAffinity`` (two K×K×L products; the part affinity's few parts are
 negligible). Shapes come from ONNX shape inference with the batch set to 1; the rest of
 the graph (BatchNorm, ReLU, softmax) is elementwise and left out, as FLOP counts of CNNs

@@ -134,7 +134,7 @@ def _pipeline(out: Path, identities: int, epochs: int, seed: int) -> tuple:
     import torch
 
     from iaunet.calib.fp16 import convert_fp16
-    from iaunet.calib.int8 import HELD_OUT, quantize_int8
+    from iaunet.calib.int8 import HELD_OUT, quantize_int8, sensitivity_plot_path
     from iaunet.calib.parity import run_parity
     from iaunet.export.exporter import export_checkpoint
     from iaunet.train.checkpoint import load_checkpoint
@@ -161,7 +161,8 @@ def _pipeline(out: Path, identities: int, epochs: int, seed: int) -> tuple:
                          "plugin_nodes": report.plugin_nodes, "parity": {str(b): vars(p) for b, p in report.parity.items()}}
     samples = max(8, min(128, len(dataset.train) - HELD_OUT))
     with stages.run(5, "fp16 + int8", f"{DEMO_INT8_METHOD} calibration, target mean cosine {DEMO_INT8_TARGET}",
-                    "model.fp16.onnx", "model.int8.onnx", "model.int8.calib", "model.int8.sensitivity.png"):
+                    "model.fp16.onnx", "model.int8.onnx", "model.int8.calib",
+                    str(sensitivity_plot_path(out / "model.int8.onnx"))):
         records = {"fp16": convert_fp16(report.path, out / "model.fp16.onnx", data),
                    "int8": quantize_int8(report.path, out / "model.int8.onnx", data, method=DEMO_INT8_METHOD,
                                          samples=samples, cache_dir=out / "calib-cache", target_cosine=DEMO_INT8_TARGET,
@@ -178,7 +179,7 @@ def _pipeline(out: Path, identities: int, epochs: int, seed: int) -> tuple:
     with stages.run(8, "embed + search", "gallery and queries through the runtime", "search"):
         summary["runtime"] = _search(out, data, summary["engines"])
     with stages.run(9, "bench", "ONNX Runtime against PyTorch eager", "bench"):
-        summary["bench"] = _bench(out, checkpoint)
+        summary["bench"] = _bench(out, checkpoint, summary["engines"]["built"])
     with stages.run(10, "bundle", "a Jetson Orin bundle (TensorRT 10.3, JetPack 6)", "bundle-orin"):
         summary["bundle"] = _bundle(out)
     with stages.run(11, "report", "report.html and report.md", "report.html", "report.md"):
@@ -258,13 +259,16 @@ def _search(out: Path, data: Path, engines: dict) -> dict:
             "grid_queries": min(REPORT_QUERIES, len(results))}
 
 
-def _bench(out: Path, checkpoint: Path) -> dict:
-    from iaunet.cli.runtime import benchmark
-    result = benchmark([out / "model.onnx"], out / "bench", BENCH_BATCHES, BENCH_REPEATS, checkpoint, quiet=True)
-    model = {(t["backend"].startswith("pytorch"), t["batch"]): t for t in result["timings"] if t["kind"] == "model"}
+def _bench(out: Path, checkpoint: Path, engines: list) -> dict:
+    """ONNX Runtime (and the engines, where built) against PyTorch eager; ratios per backend."""
+    from iaunet.benchmark import benchmark
+    result = benchmark([out / "model.onnx", *engines], out / "bench", BENCH_BATCHES, BENCH_REPEATS, checkpoint,
+                       quiet=True)
+    model = [t for t in result["timings"] if t["kind"] == "model"]
+    torch_rows = {t["batch"]: t for t in model if t["backend"].startswith("pytorch")}
     result["repeats"] = BENCH_REPEATS
-    result["vs_pytorch"] = {str(b): model[(False, b)]["samples_per_s"] / model[(True, b)]["samples_per_s"]
-                            for b in BENCH_BATCHES if (False, b) in model and (True, b) in model}
+    result["vs_pytorch"] = {f"{t['backend']} batch {t['batch']}": t["samples_per_s"] / torch_rows[t["batch"]]["samples_per_s"]
+                            for t in model if not t["backend"].startswith("pytorch") and t["batch"] in torch_rows}
     return result
 
 
@@ -282,6 +286,9 @@ def _not_run(summary: dict) -> list:
     if not summary["engines"]["built"]:
         rows.append({"what": "TensorRT engines, their parity and search on them", "why": summary["engines"]["why"],
                      "run": "on the Jetson: " + summary["bundle"]["build"]})
+    else:
+        rows.append({"what": "engine parity against PyTorch", "why": "the demo times the engines but does not gate them",
+                     "run": "iaunet parity train/model.pt " + " ".join(summary["engines"]["built"]) + " --data data"})
     if not summary["machine"]["tensorrt"]:
         rows.append({"what": "GPU latency and throughput", "why": "no GPU or TensorRT on this machine",
                      "run": "on the Jetson: " + summary["bundle"]["bench"]})
@@ -289,7 +296,7 @@ def _not_run(summary: dict) -> list:
 
 
 def _print_summary(summary: dict, report) -> None:
-    from iaunet.cli.train import format_metrics
+    from iaunet.train.metrics import format_metrics
     print(f"untrained: {format_metrics(summary['untrained'])}")
     print(f"trained:   {format_metrics(summary['trained'])}")
     print(report.summary().splitlines()[0])
@@ -301,8 +308,8 @@ def _print_summary(summary: dict, report) -> None:
     rt = summary["runtime"]
     print(f"search: {rt['queries']} queries against {rt['gallery']} gallery images on {rt['backend']}, "
           f"top-1 same id {rt['top1_same_id']:.1%}")
-    ratios = ", ".join(f"batch {b} {r:.2f}x" for b, r in summary["bench"]["vs_pytorch"].items())
-    print(f"bench: ONNX Runtime against PyTorch eager, samples/s: {ratios}")
+    ratios = ", ".join(f"{k} {r:.2f}x" for k, r in summary["bench"]["vs_pytorch"].items())
+    print(f"bench, samples/s against PyTorch eager: {ratios}")
 
 
 def untrained_copy(config):

@@ -28,7 +28,8 @@ EVAL_METRICS = ("rank1", "rank5", "rank10", "mAP", "mINP")
 
 
 def fmt(value, digits: int = 4) -> str:
-    """How the report writes a number (the browser test formats demo.json the same way)."""
+    """How the report writes a number: the browser test reads it back and checks it equals
+    the demo.json value to the digits shown."""
     if isinstance(value, bool) or value is None:
         return {True: "pass", False: "FAIL", None: "-"}[value]
     if isinstance(value, int):
@@ -72,8 +73,8 @@ def _sections(s: dict) -> list:
                     f"{rt['grid_queries']} queries:"], [], ["search/grid.png"]),
         ("Benchmark", [f"Medians over {bench['repeats']} calls per row, one run; CPU peak estimate: "
                        f"{fmt(bench['cpu_peak_gflops'], 0) if bench['cpu_peak_gflops'] else 'unknown'} GFLOP/s. "
-                       "ONNX Runtime against PyTorch eager, samples/s: " +
-                       ", ".join(f"batch {b} {r:.2f}x" for b, r in bench["vs_pytorch"].items()) + "."],
+                       "Samples/s against PyTorch eager: " +
+                       ", ".join(f"{k} {r:.2f}x" for k, r in bench["vs_pytorch"].items()) + "."],
          [_bench_table(bench)], ["bench/bench.png"]),
         ("Jetson bundle", [f"`{s['bundle']['path']}`: {s['bundle']['files']} files for {s['bundle']['target']} "
                            f"(plugin route {s['bundle']['route']}), with a README and a manifest of hashes."], [], []),

@@ -100,3 +100,9 @@ def re_rank(q_g: np.ndarray, q_q: np.ndarray, g_g: np.ndarray, k1: int = 20, k2:
         jaccard[i] = 1.0 - overlap / (2.0 - overlap)
     final = jaccard * (1 - lambda_value) + dist[:num_q] * lambda_value
     return final[:, num_q:]
+
+
+def format_metrics(result: dict) -> str:
+    """One line of ``rank_metrics``/``evaluate`` results, as the CLI and the demo print them."""
+    return (f"rank-1 {result['rank1']:.4f}  rank-5 {result['rank5']:.4f}  rank-10 {result['rank10']:.4f}  "
+            f"mAP {result['mAP']:.4f}  mINP {result['mINP']:.4f}  ({result['num_valid_queries']} queries)")

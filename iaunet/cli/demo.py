@@ -7,7 +7,8 @@ from iaunet.core.validate import Bounded
 
 def add_commands(sub):
     from iaunet.demo import DEFAULT_OUTPUT
-    p = common.command(sub, "demo", "synth -> train -> eval -> export -> fp16/int8 -> parity on CPU, outputs in one "
+    p = common.command(sub, "demo", "the whole pipeline on this machine (synth, train, eval, export, fp16/int8, parity, "
+                                    "engines where TensorRT is, search, bench, Jetson bundle) with report.html, in one "
                                     "folder")
     common.output(p, "output folder; an existing one is replaced only if everything in it is a previous demo's",
                   required=False, default=DEFAULT_OUTPUT)

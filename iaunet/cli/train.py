@@ -89,12 +89,8 @@ def run_eval(args):
     data = open_dataset(args.data)
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
     result = evaluate(model.to(device), data, device, config, args.metric, args.flip, args.rerank, args.workers)
+    from iaunet.train.metrics import format_metrics
     print(format_metrics(result))
     if args.json:
         write_json(args.json, result)
     return 0
-
-
-def format_metrics(result: dict) -> str:
-    return (f"rank-1 {result['rank1']:.4f}  rank-5 {result['rank5']:.4f}  rank-10 {result['rank10']:.4f}  "
-            f"mAP {result['mAP']:.4f}  mINP {result['mINP']:.4f}  ({result['num_valid_queries']} queries)")

@@ -1,0 +1,68 @@
+"""Timing models the way ``iaunet bench`` and the demo do: every model on every backend
+asked (and PyTorch eager from a checkpoint), written as ``bench.json`` and ``bench.png``.
+Top layer: it puts the runtime's runners beside the training stage's PyTorch runner.
+"""
+from __future__ import annotations
+
+from pathlib import Path
+
+from iaunet.core.graph_io import INPUT_NAME, OUTPUT_NAME
+
+
+def _runners(models, backend=None, threads=None):
+    """(model, label, runner, card, bare session call or None) for every model and backend asked."""
+    from iaunet.runtime.embedder import is_engine, open_runner
+    from iaunet.runtime.runners import ORT_PROVIDERS
+    for model in models:
+        if backend:
+            backends = backend
+        elif is_engine(model):
+            backends = ["tensorrt"]
+        else:
+            import onnxruntime as ort
+            backends = [f"onnxruntime-{d}" for d in ("cpu", "cuda") if ORT_PROVIDERS[d] in ort.get_available_providers()]
+        for name in backends:
+            runner, card = open_runner(model, name, threads)
+            session = getattr(runner, "session", None)
+            bare = (lambda x, s=session: s.run([OUTPUT_NAME], {INPUT_NAME: x})[0]) if session else None
+            yield model, f"{Path(model).name} {runner.name}", runner, card, bare
+
+
+def benchmark(models, out, batches, repeats, checkpoint=None, backend=None, threads=None, jpegs=None,
+              quiet=False) -> dict:
+    """Time every model (and PyTorch eager from ``checkpoint``); write ``out``/bench.json and
+    bench.png; return what bench.json holds. ``out`` has been checked by the caller; ``jpegs``
+    are the end-to-end images (generated when None)."""
+    import tempfile
+    from iaunet.core.files import atomic_output, write_json
+    from iaunet.export.flops import count_flops
+    from iaunet.runtime import bench
+    from iaunet.runtime.embedder import is_engine
+    card, per_model = None, []
+    with tempfile.TemporaryDirectory() as tmp:
+        jpegs = jpegs or bench.generated_jpegs(tmp, max(batches) * bench.E2E_BATCHES_PER_CALL)
+        for model, label, runner, card, bare in _runners(models, backend, threads):
+            with runner:
+                found = bench.bench_runner(runner, label, card, batches, repeats, jpegs, None, bare)
+            per_model += [(model, t) for t in found]
+        if checkpoint:
+            from iaunet.train.runner import TorchRunner
+            runner = TorchRunner.from_checkpoint(checkpoint)
+            found = bench.bench_runner(runner, f"pytorch eager ({runner.device.type})", card, batches, repeats)
+            per_model += [(models[0], t) for t in found]
+    # FLOPs are counted after the timings, so onnx's copy of the graph is not in the runtime's memory figures
+    flops = {m: count_flops(m) for m in models if not is_engine(m)}
+    timings = []
+    for model, t in per_model:
+        t.gflops_per_s = flops[model] * t.batch / (t.p50_ms / 1e3) / 1e9 if model in flops else None
+        timings.append(t)
+    peak, how = bench.cpu_peak_gflops()
+    if not quiet:
+        for line in bench.table(timings, peak, how):
+            print(line)
+    Path(out).mkdir(exist_ok=True)
+    result = {"cpu_peak_gflops": peak, "peak_estimate": how, "timings": [t.as_dict() for t in timings]}
+    write_json(Path(out) / "bench.json", result)
+    with atomic_output(Path(out) / "bench.png") as png:
+        bench.plot(timings, png)
+    return result
