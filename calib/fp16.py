@@ -13,7 +13,7 @@ import warnings
 from pathlib import Path
 
 from iaunet.calib import graph
-from iaunet.calib.data import calibration_sources, load_inputs, pick
+from iaunet.calib.data import PROBE_SAMPLES, calibration_sources, load_inputs, pick
 from iaunet.export.checks import compare, run_onnxruntime
 from iaunet.export.metadata import load_onnx, metadata_of
 from iaunet.core.plugin_contract import PLUGIN_OPS
@@ -24,7 +24,7 @@ from iaunet.core.log import get_logger
 log = get_logger("calib")
 
 
-def convert_fp16(src, dst, data=None, samples: int = 16, seed: int = 0) -> dict:
+def convert_fp16(src, dst, data=None, samples: int = PROBE_SAMPLES, seed: int = 0) -> dict:
     """Write ``dst`` (FP16 with FP32 islands) and return the record of how it was made."""
     src, dst = Path(src), check_output_path(dst, inputs=[src])
     model = load_onnx(src)

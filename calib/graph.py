@@ -20,11 +20,13 @@ OVERFLOW_MARGIN = 0.5  # keep a node in FP32 when its output comes within 2x of 
 _AFFINITY_EXPAND = {"Sub", "ReduceMax", "ReduceMin", "Where"}
 
 
-def _producers(graph):
+def producers(graph) -> dict:
+    """{tensor name: the node that writes it}."""
     return {out: node for node in graph.node for out in node.output}
 
 
-def _consumers(graph):
+def consumers(graph) -> dict:
+    """{tensor name: the nodes that read it}."""
     table = defaultdict(list)
     for node in graph.node:
         for name in node.input:
@@ -39,13 +41,13 @@ def plugin_node_names(model) -> set:
 def native_affinity_nodes(model) -> set:
     """Names of the plain-op affinity nodes: every Softmax with the logit chain before it
     (Sub, ReduceMax, Where, the X.X^T MatMul and its Transpose) and the MatMul after it."""
-    producers, consumers = _producers(model.graph), _consumers(model.graph)
+    producer_of, consumers_of = producers(model.graph), consumers(model.graph)
     found = set()
     for softmax in (n for n in model.graph.node if n.op_type == "Softmax"):
         found.add(softmax.name)
         frontier = [softmax.input[0]]
         while frontier:
-            node = producers.get(frontier.pop())
+            node = producer_of.get(frontier.pop())
             if node is None or node.name in found:
                 continue
             if node.op_type in _AFFINITY_EXPAND:
@@ -53,26 +55,26 @@ def native_affinity_nodes(model) -> set:
                 frontier += list(node.input)
             elif node.op_type == "MatMul":
                 found.add(node.name)
-                found.update(p.name for i in node.input if (p := producers.get(i)) is not None
+                found.update(p.name for i in node.input if (p := producer_of.get(i)) is not None
                              and p.op_type == "Transpose")
-        found.update(c.name for c in consumers[softmax.output[0]] if c.op_type == "MatMul")
+        found.update(c.name for c in consumers_of[softmax.output[0]] if c.op_type == "MatMul")
     return found
 
 
 def affinity_neighbour_matmuls(model) -> set:
     """MatMul nodes that feed or consume an affinity op: kept out of INT8 ("around" them)."""
-    producers, consumers = _producers(model.graph), _consumers(model.graph)
+    producer_of, consumers_of = producers(model.graph), consumers(model.graph)
     core = plugin_node_names(model) | native_affinity_nodes(model)
     near = set()
     for node in model.graph.node:
         if node.name not in core:
             continue
         for name in node.input:
-            p = producers.get(name)
+            p = producer_of.get(name)
             if p is not None and p.op_type == "MatMul":
                 near.add(p.name)
         for name in node.output:
-            near.update(c.name for c in consumers[name] if c.op_type == "MatMul")
+            near.update(c.name for c in consumers_of[name] if c.op_type == "MatMul")
     return near - core
 
 

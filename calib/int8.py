@@ -30,7 +30,7 @@ import onnx
 from onnx import numpy_helper
 
 from iaunet.calib import METHODS, graph
-from iaunet.calib.data import calibration_sources, load_inputs, pick
+from iaunet.calib.data import PROBE_SAMPLES, calibration_sources, load_inputs, pick
 from iaunet.calib.sensitivity import DEFAULT_MAX_FP16_LAYERS, fall_back, plot
 from iaunet.export.checks import compare, run_onnxruntime, tensorrt_lint
 from iaunet.export.flops import node_flops
@@ -45,9 +45,9 @@ from iaunet.core.validate import COSINE_TARGET, COUNT, check
 log = get_logger("calib")
 QUANTIZED_OPS = ["Conv", "Gemm", "MatMul", "Add"]
 ENTROPY_BINS, ENTROPY_QUANTIZED_BINS = 2048, 128  # TensorRT's entropy calibrator histogram
+CALIBRATION_SAMPLES = 128  # training images the ranges come from, by default
 HELD_OUT = 32        # training images kept out of calibration to judge the variant
 MIN_HELD_OUT = 8     # fewer cannot steer the fallback
-PROBE_FALLBACK = 16  # calibration images that stand in when none can be held out
 
 
 def trt_version_code(version: str) -> int:
@@ -205,13 +205,12 @@ class _Quantizer:
         self.layers = quantized_layers(self.qdq(set()))
 
     def qdq(self, kept_out: set) -> onnx.ModelProto:
+        """The Q/DQ graph with ``kept_out`` left in float; shared, so read it, do not change it."""
         key = frozenset(kept_out)
         if key not in self._made:
             _quantize(self.src, self.path, self.ranges, self.method, self.exclude | kept_out)
             self._made = {key: load_onnx(self.path)}  # the latest only: each is the model's size
-        copy = onnx.ModelProto()
-        copy.CopyFrom(self._made[key])
-        return copy
+        return self._made[key]
 
     def alone(self, layer: str) -> bytes:
         """The Q/DQ graph (FP32 elsewhere) with only ``layer`` quantized."""
@@ -242,9 +241,9 @@ def check_fallback_options(target_cosine, max_fp16_layers) -> None:
     check("--max-fp16-layers", max_fp16_layers, COUNT)
 
 
-def quantize_int8(src, dst, data, method: str = "entropy", samples: int = 128, percentile: float = 99.99,
-                  trt_version: str = "10.3.0", cache_dir=None, seed: int = 0, target_cosine: float | None = None,
-                  max_fp16_layers: int = DEFAULT_MAX_FP16_LAYERS) -> dict:
+def quantize_int8(src, dst, data, method: str = "entropy", samples: int = CALIBRATION_SAMPLES,
+                  percentile: float = 99.99, trt_version: str = "10.3.0", cache_dir=None, seed: int = 0,
+                  target_cosine: float | None = None, max_fp16_layers: int = DEFAULT_MAX_FP16_LAYERS) -> dict:
     """Write ``dst`` (Q/DQ INT8, FP16 outside the Q/DQ), ``dst.calib`` (TensorRT cache) and,
     with ``target_cosine``, ``dst``'s ``.sensitivity.png``; return the record. Everything is
     computed before the first file is written; a missed target raises and writes nothing."""
@@ -268,7 +267,7 @@ def quantize_int8(src, dst, data, method: str = "entropy", samples: int = 128, p
     source_sha256 = sha256_file(src)
     key = calibration_key(source_sha256, sources, method, percentile, seed)
     ranges, from_cache = _ranges(src, sources, meta, method, percentile, key, cache_folder("calib", cache_dir))
-    probe = load_inputs(held_out or pick(sources, PROBE_FALLBACK, seed + 1), meta.preprocess, "held-out images",
+    probe = load_inputs(held_out or pick(sources, PROBE_SAMPLES, seed + 1), meta.preprocess, "held-out images",
                         progress=False)
     overflow = graph.fp16_overflow_nodes(model, probe)
     judge = _Judge(run_onnxruntime(src, probe, 8), probe)
@@ -277,14 +276,13 @@ def quantize_int8(src, dst, data, method: str = "entropy", samples: int = 128, p
         if not quantizer.layers:
             raise IAUnetError(f"{src} has no Conv, Gemm, MatMul or Add the quantizer could give INT8 inputs; "
                               "nothing to make an INT8 variant of")
-        variant, mixed, fallback = _choose(quantizer, judge, target_cosine, max_fp16_layers)
+        (variant, mixed, parity), fallback = _choose(quantizer, judge, target_cosine, max_fp16_layers)
         kept_out = set(fallback.fp16_layers) if fallback else set()
         scales = activation_scales(quantizer.qdq(kept_out))  # the .calib holds what the variant quantizes
     problems = check_qdq(variant) + tensorrt_lint(variant)
     if problems:
         raise IAUnetError(f"the INT8 graph would not suit TensorRT 10.3: {problems[0]} (+{len(problems) - 1} more)")
     flops = node_flops(model)
-    parity = compare(judge.reference, run_onnxruntime(variant.SerializeToString(), probe, 8))
     record = {"precision": "int8", "source": str(src), "source_sha256": source_sha256,
               "tool": "onnxruntime.quantization.quantize_static (QDQ, QInt8, per-channel, symmetric)",
               "method": method, "percentile": percentile if method == "percentile" else None,
@@ -312,38 +310,39 @@ def quantize_int8(src, dst, data, method: str = "entropy", samples: int = 128, p
 
 
 class _Judge:
-    """Mean cosine to the FP32 graph's embeddings of the probe (held-out) images."""
+    """Agreement with the FP32 graph's embeddings of the probe (held-out) images."""
 
     def __init__(self, reference, probe):
         self.reference, self.probe = reference, probe
 
-    def score(self, candidate: onnx.ModelProto | bytes) -> float:
+    def parity(self, candidate: onnx.ModelProto | bytes):
         serialized = candidate if isinstance(candidate, bytes) else candidate.SerializeToString()
-        return compare(self.reference, run_onnxruntime(serialized, self.probe, 8)).mean_cosine
+        return compare(self.reference, run_onnxruntime(serialized, self.probe, 8))
 
 
 def _choose(quantizer: "_Quantizer", judge: _Judge, target: float | None, budget: int) -> tuple:
-    """(variant, its FP16 record, Fallback or None): every layer in INT8 without a target;
-    with one, the fallback's choice, or a one-line error when the budget cannot reach it."""
+    """((variant, its FP16 record, its parity), Fallback or None): every layer in INT8
+    without a target; with one, the fallback's choice, or a one-line error when the budget
+    cannot reach it."""
     def scored_variant(kept_out: set) -> tuple:
-        made = quantizer.variant(kept_out)
-        return judge.score(made[0]), made
+        variant, mixed = quantizer.variant(kept_out)
+        parity = judge.parity(variant)
+        return parity.mean_cosine, (variant, mixed, parity)
 
-    baseline, (variant, mixed) = scored_variant(set())
+    baseline, chosen = scored_variant(set())
     if target is None:
-        return variant, mixed, None
+        return chosen, None
     log.info("int8: mean cosine %.6f on %d held-out images (target %s); measuring each layer's sensitivity",
              baseline, len(judge.probe), target)
-    fallback = fall_back(quantizer.layers, (baseline, (variant, mixed)), target, budget,
-                         lambda layer: judge.score(quantizer.alone(layer)), scored_variant)
+    fallback = fall_back(quantizer.layers, (baseline, chosen), target, budget,
+                         lambda layer: judge.parity(quantizer.alone(layer)).mean_cosine, scored_variant)
     if not fallback.met:
         tried, total = min(budget, len(quantizer.layers)), len(quantizer.layers)
         advice = "raise --max-fp16-layers or lower the target" if tried < total else "lower the target"
         raise IAUnetError(f"INT8 reaches mean cosine {fallback.reached:.6f} to FP32 on {len(judge.probe)} held-out "
                           f"images with the {tried} most sensitive of {total} layers in FP16, short of "
                           f"--target-cosine {target}; no variant written ({advice})")
-    variant, mixed = fallback.model
-    return variant, mixed, fallback
+    return fallback.model, fallback
 
 
 def sensitivity_plot_path(dst) -> Path:

@@ -33,12 +33,14 @@ INT8_LIMIT = 127
 
 
 def raise_opset(model: onnx.ModelProto, opset: int = FP16_SCALE_OPSET) -> onnx.ModelProto:
-    """``model`` at ``opset`` or above: ONNX's version converter for the default domain,
-    then the plugin ops' reference bodies written again for the new opset (the converter
-    drops model-local functions). Metadata is kept."""
+    """A new model at ``opset`` or above (``model`` is not changed): ONNX's version
+    converter for the default domain, then the plugin ops' reference bodies written again
+    for the new opset (the converter drops model-local functions). Metadata is kept."""
     current = next(o.version for o in model.opset_import if o.domain in ("", "ai.onnx"))
     if current >= opset:
-        return model
+        copy = onnx.ModelProto()
+        copy.CopyFrom(model)
+        return copy
     from onnx import version_converter
     from iaunet.export.functions import attach_local_functions
     try:
@@ -87,17 +89,17 @@ def fp16_safe_scales(model: onnx.ModelProto) -> int:
 def qdq_feeding(model: onnx.ModelProto, names: set) -> set:
     """Names of the DequantizeLinear nodes that feed the nodes ``names``, and the
     QuantizeLinear nodes that feed those."""
-    producers = {o: n for n in model.graph.node for o in n.output}
+    producer_of = graph.producers(model.graph)
     found = set()
     for node in model.graph.node:
         if node.name not in names:
             continue
         for tensor in node.input:
-            dq = producers.get(tensor)
+            dq = producer_of.get(tensor)
             if dq is None or dq.op_type != "DequantizeLinear":
                 continue
             found.add(dq.name)
-            q = producers.get(dq.input[0])
+            q = producer_of.get(dq.input[0])
             if q is not None and q.op_type == "QuantizeLinear":
                 found.add(q.name)
     return found
@@ -105,8 +107,8 @@ def qdq_feeding(model: onnx.ModelProto, names: set) -> set:
 
 def fp16_outside_qdq(qdq: onnx.ModelProto, fp32_nodes: set) -> tuple[onnx.ModelProto, dict]:
     """The Q/DQ graph ``qdq`` with FP16 outside its Q/DQ pairs and FP32 islands for the
-    affinity ops and ``fp32_nodes`` (see the module docstring). Returns the graph and a
-    record of what was done."""
+    affinity ops and ``fp32_nodes`` (see the module docstring); ``qdq`` is not changed.
+    Returns the graph and a record of what was done."""
     from iaunet.calib.fp16 import half_precision
     model = raise_opset(qdq)
     raised = fp16_safe_scales(model)
@@ -125,7 +127,8 @@ def float32_tensors_outside_islands(model: onnx.ModelProto) -> list[str]:
     types = {v.name: v.type.tensor_type.elem_type for v in list(g.value_info) + list(g.input) + list(g.output)}
     types.update({t.name: t.data_type for t in g.initializer})
     record = graph.variant_record(model)
-    islands = graph.plugin_node_names(model) | graph.native_affinity_nodes(model) | set(record.get("fp32_overflow_nodes", {}))
+    islands = graph.plugin_node_names(model) | graph.native_affinity_nodes(model)
+    islands |= set(record.get("fp32_overflow_nodes", {}))
     islands |= qdq_feeding(model, islands)
     touching = {t for n in g.node if n.name in islands for t in list(n.input) + list(n.output)}
     io = {v.name for v in list(g.input) + list(g.output)}

@@ -1,6 +1,7 @@
 """Export stage: checkpoint -> ONNX with IAU plugin nodes (carrying ONNX local functions
-as reference bodies) or plain ops; graph cleanup with onnx-graphsurgeon; metadata; checks (onnx checker, ONNX Runtime parity
-against PyTorch, the ONNX reference evaluator, a TensorRT 10.3 operator lint).
+as reference bodies) or plain ops; graph cleanup with onnx-graphsurgeon; metadata;
+checks (onnx checker, ONNX Runtime parity against PyTorch, the ONNX reference evaluator,
+a TensorRT 10.3 operator lint).
 
 ``iaunet.export.read_metadata`` needs only onnx; ``iaunet.export.export_checkpoint`` needs
 torch too.

@@ -134,7 +134,7 @@ def _pipeline(out: Path, identities: int, epochs: int, seed: int) -> tuple:
     import torch
 
     from iaunet.calib.fp16 import convert_fp16
-    from iaunet.calib.int8 import HELD_OUT, quantize_int8, sensitivity_plot_path
+    from iaunet.calib.int8 import CALIBRATION_SAMPLES, HELD_OUT, MIN_HELD_OUT, quantize_int8, sensitivity_plot_path
     from iaunet.calib.parity import run_parity
     from iaunet.export.exporter import export_checkpoint
     from iaunet.train.checkpoint import load_checkpoint
@@ -158,8 +158,9 @@ def _pipeline(out: Path, identities: int, epochs: int, seed: int) -> tuple:
     with stages.run(4, "export", "plugin mode, checked against PyTorch", "model.onnx"):
         report = export_checkpoint(checkpoint, out / "model.onnx", "plugin", data=data)
     summary["export"] = {"nodes_traced": report.traced_nodes, "nodes": sum(report.nodes.values()),
-                         "plugin_nodes": report.plugin_nodes, "parity": {str(b): vars(p) for b, p in report.parity.items()}}
-    samples = max(8, min(128, len(dataset.train) - HELD_OUT))
+                         "plugin_nodes": report.plugin_nodes,
+                         "parity": {str(b): vars(p) for b, p in report.parity.items()}}
+    samples = max(MIN_HELD_OUT, min(CALIBRATION_SAMPLES, len(dataset.train) - HELD_OUT))
     with stages.run(5, "fp16 + int8", f"{DEMO_INT8_METHOD} calibration, target mean cosine {DEMO_INT8_TARGET}",
                     "model.fp16.onnx", "model.int8.onnx", "model.int8.calib",
                     str(sensitivity_plot_path(out / "model.int8.onnx"))):
@@ -175,7 +176,7 @@ def _pipeline(out: Path, identities: int, epochs: int, seed: int) -> tuple:
         results, _ = run_parity(checkpoint, data, variants, out / "parity")
     summary["parity"] = [_parity_row(r) for r in results]
     with stages.run(7, "engines", "TensorRT engines where TensorRT is present", "engines"):
-        summary["engines"] = _engines(out, variants[1:])
+        summary["engines"] = _engines(out, variants[1:], summary["machine"]["tensorrt"])
     with stages.run(8, "embed + search", "gallery and queries through the runtime", "search"):
         summary["runtime"] = _search(out, data, summary["engines"])
     with stages.run(9, "bench", "ONNX Runtime against PyTorch eager", "bench"):
@@ -220,9 +221,9 @@ def _parity_row(r) -> dict:
             "passed": r.passed, "failures": r.failures, "gate": r.gate}
 
 
-def _engines(out: Path, variants) -> dict:
-    """Build FP16 and INT8 engines when TensorRT is here; otherwise say what a Jetson user runs."""
-    version = _tensorrt_version()
+def _engines(out: Path, variants, version: str | None) -> dict:
+    """Build FP16 and INT8 engines when TensorRT ``version`` is here; otherwise say what a
+    Jetson user runs."""
     if version is None:
         log.info("TensorRT is not installed here: no engines built. A Jetson user builds them on the device from "
                  "bundle-orin/ (stage 10; the commands are in its README.md)")
@@ -267,7 +268,8 @@ def _bench(out: Path, checkpoint: Path, engines: list) -> dict:
     model = [t for t in result["timings"] if t["kind"] == "model"]
     torch_rows = {t["batch"]: t for t in model if t["backend"].startswith("pytorch")}
     result["repeats"] = BENCH_REPEATS
-    result["vs_pytorch"] = {f"{t['backend']} batch {t['batch']}": t["samples_per_s"] / torch_rows[t["batch"]]["samples_per_s"]
+    result["vs_pytorch"] = {f"{t['backend']} batch {t['batch']}":
+                            t["samples_per_s"] / torch_rows[t["batch"]]["samples_per_s"]
                             for t in model if not t["backend"].startswith("pytorch") and t["batch"] in torch_rows}
     return result
 
@@ -287,7 +289,8 @@ def _not_run(summary: dict) -> list:
         rows.append({"what": "TensorRT engines, their parity and search on them", "why": summary["engines"]["why"],
                      "run": "on the Jetson: " + summary["bundle"]["build"]})
     else:
-        rows.append({"what": "engine parity against PyTorch", "why": "the demo times the engines but does not gate them",
+        rows.append({"what": "engine parity against PyTorch",
+                     "why": "the demo times the engines but does not gate them",
                      "run": "iaunet parity train/model.pt " + " ".join(summary["engines"]["built"]) + " --data data"})
     if not summary["machine"]["tensorrt"]:
         rows.append({"what": "GPU latency and throughput", "why": "no GPU or TensorRT on this machine",

@@ -60,11 +60,12 @@ def run_calib(args):
     record_path = output.with_suffix(".json")
     if args.precision == "fp16":
         from iaunet.calib.fp16 import convert_fp16
-        record = convert_fp16(args.model, output, args.data, args.samples or 16, args.seed)
+        from iaunet.calib.data import PROBE_SAMPLES
+        record = convert_fp16(args.model, output, args.data, args.samples or PROBE_SAMPLES, args.seed)
     else:
-        from iaunet.calib.int8 import quantize_int8
+        from iaunet.calib.int8 import CALIBRATION_SAMPLES, quantize_int8
         from iaunet.calib.sensitivity import DEFAULT_MAX_FP16_LAYERS
-        record = quantize_int8(args.model, output, args.data, args.method, args.samples or 128,
+        record = quantize_int8(args.model, output, args.data, args.method, args.samples or CALIBRATION_SAMPLES,
                                args.percentile, args.trt_version, args.cache_dir, args.seed, args.target_cosine,
                                args.max_fp16_layers or DEFAULT_MAX_FP16_LAYERS)
     write_json(record_path, record)
