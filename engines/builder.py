@@ -51,30 +51,46 @@ def this_machine(trt) -> Machine:
     return Machine(cuda_driver.device_name(), cuda_driver.current_compute_capability(), trt.__version__)
 
 
-def polygraphy_trt():
-    """polygraphy.backend.trt, imported with its start-up notes kept off the terminal and
-    its log at errors only unless ``-v`` (our debug level) is on."""
+def quiet_polygraphy(severity: str = "ERROR"):
+    """Polygraphy's logger, kept to ``severity`` unless ``-v`` (our debug level) is on;
+    its start-up notes go to our debug log."""
     import contextlib
     import io
     import logging
     printed = io.StringIO()
     with contextlib.redirect_stdout(printed):
         from polygraphy.logger import G_LOGGER
+    G_LOGGER.module_severity = G_LOGGER.VERBOSE if log.isEnabledFor(logging.DEBUG) else getattr(G_LOGGER, severity)
+    if printed.getvalue().strip():
+        log.debug("polygraphy printed:\n%s", printed.getvalue().rstrip())
+    return G_LOGGER
+
+
+def polygraphy_trt():
+    """polygraphy.backend.trt, imported with Polygraphy's log at errors only unless ``-v``."""
+    import contextlib
+    import io
+    quiet_polygraphy()
+    printed = io.StringIO()
+    with contextlib.redirect_stdout(printed):
         import polygraphy.backend.trt as backend
-    G_LOGGER.module_severity = G_LOGGER.VERBOSE if log.isEnabledFor(logging.DEBUG) else G_LOGGER.ERROR
     if printed.getvalue().strip():
         log.debug("polygraphy printed:\n%s", printed.getvalue().rstrip())
     return backend
 
 
-def loaders(data: bytes, plan: Plan, memory_pool_limits=None, calibrator=None):
+def loaders(data: bytes, plan: Plan, memory_pool_limits=None, calibrator=None, mark_all: bool = False):
     """Polygraphy's lazy loader chain for ``plan``: nothing is built until it is called.
-    ``memory_pool_limits``: {trt.MemoryPoolType.WORKSPACE: bytes} when a workspace is set."""
+    ``memory_pool_limits``: {trt.MemoryPoolType.WORKSPACE: bytes} when a workspace is set.
+    ``mark_all``: every layer's output becomes an engine output (layer-wise triage)."""
     backend = polygraphy_trt()
     CreateConfig, EngineBytesFromNetwork = backend.CreateConfig, backend.EngineBytesFromNetwork
     NetworkFromOnnxBytes, PostprocessConfig, Profile = backend.NetworkFromOnnxBytes, backend.PostprocessConfig, backend.Profile
     options = plan.options
     network = NetworkFromOnnxBytes(data, strongly_typed=not options.legacy_int8)
+    if mark_all:
+        from polygraphy import constants
+        network = backend.ModifyNetworkOutputs(network, outputs=constants.MARK_ALL)
     profile = Profile().add(INPUT_NAME, *(plan.profile[k] for k in ("min", "opt", "max")))
     config = CreateConfig(
         profiles=[profile], int8=options.legacy_int8, calibrator=calibrator,
@@ -99,13 +115,19 @@ def parser_errors(trt, data: bytes) -> list[str]:
     return [f"{e.node_name() or '(graph)'} ({e.node_operator() or '?'}): {e.desc()}" for e in errors]
 
 
-def _register(plan: Plan) -> None:
+def register_route_plugins(plan: Plan) -> None:
+    """Register the IAU plugins ``plan``'s route needs (none for the native graph)."""
     if plan.route == "python":
         from iaunet.runtime.trt_plugin_v3 import register_plugins
         register_plugins(plan.options.ptx_dir)
     elif plan.route == "aot":
         from iaunet.engines.aot_plugins import register_aot_plugins
         register_aot_plugins(plan.options.ptx_dir)
+
+
+def parser_copy(data: bytes, plan: Plan) -> bytes:
+    """The ONNX bytes as TensorRT's parser gets them (without local functions on 10.0 to 10.6)."""
+    return without_plugin_functions(data) if plan.strip_functions else data
 
 
 def check_paths(onnx_path, output, options: BuildOptions) -> Path:
@@ -121,14 +143,19 @@ def check_paths(onnx_path, output, options: BuildOptions) -> Path:
     return output
 
 
+def plan_for(onnx_path, options: BuildOptions):
+    """(tensorrt, the ONNX bytes, the build plan on this machine) for ``onnx_path``."""
+    data, card, has_plugins = read_onnx(onnx_path)
+    check_options(options, has_plugins)
+    trt = import_tensorrt()
+    return trt, data, plan_build(card, sha256_file(onnx_path), has_plugins, this_machine(trt), options)
+
+
 def build_engine(onnx_path, output, options: BuildOptions = BuildOptions(), cache_dir=None) -> dict:
     """Build (or take from the cache) ``output`` and ``output.json``; returns the sidecar
     with ``cache_hit`` and the paths."""
     output = check_paths(onnx_path, output, options)
-    data, card, has_plugins = read_onnx(onnx_path)
-    check_options(options, has_plugins)
-    trt = import_tensorrt()
-    plan = plan_build(card, sha256_file(onnx_path), has_plugins, this_machine(trt), options)
+    trt, data, plan = plan_for(onnx_path, options)
     key = plan.cache_key(sha256_file(options.calib) if options.calib else "")
     cached = cache_folder("engines", cache_dir) / f"{key}.engine"
     hit = cached.is_file()
@@ -145,8 +172,8 @@ def build_engine(onnx_path, output, options: BuildOptions = BuildOptions(), cach
 
 def _build_into(trt, data: bytes, plan: Plan, cached: Path) -> None:
     Calibrator = polygraphy_trt().Calibrator
-    _register(plan)
-    parsed = without_plugin_functions(data) if plan.strip_functions else data
+    register_route_plugins(plan)
+    parsed = parser_copy(data, plan)
     calibrator = Calibrator(data_loader=[], cache=plan.options.calib) if plan.options.legacy_int8 else None
     log.info("building %s engine (%s plugins, batch %s) with TensorRT %s on %s", plan.precision, plan.route,
              "/".join(map(str, plan.options.batch)), plan.machine.tensorrt_version, plan.machine.gpu_name)

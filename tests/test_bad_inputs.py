@@ -57,6 +57,12 @@ def _symlink(name, target):
     return setup
 
 
+def _file(name, text="not an engine"):
+    def setup(cwd, fx):
+        (cwd / name).write_text(text)
+    return setup
+
+
 def _foreign_demo_folder(cwd, fx):
     """A previous demo's folder (demo.json lists a.txt) with a file the demo did not write."""
     (cwd / "prev").mkdir()
@@ -417,6 +423,23 @@ def cases() -> list[Case]:
         ("timing-cache-is-folder", "--timing-cache {empty}", "is a folder"),
         ("no-tensorrt", "", "TensorRT is not installed"),
     ])
+    add("triage", "--data {data} -o t.json", [
+        ("reference-missing", "nowhere.onnx {onnx}", "nowhere.onnx not found"),
+        ("candidate-is-text", "{onnx} {text}", "not a readable ONNX file"),
+        ("candidate-is-reference", "{onnx} {onnx}", "is the reference itself"),
+        ("reference-not-fp32", "{fp16_onnx} {onnx}", "expected the FP32 ONNX"),
+        ("candidate-is-engine", "{onnx} m.engine", "is a TensorRT engine", {"setup": _file("m.engine")}),
+    ])
+    add("triage", "{onnx} {fp16_onnx} --data {data}", [
+        ("output-is-input", "-o {onnx}", "is the input"),
+        ("output-not-json", "-o t.png", "must end in .json"),
+        ("data-empty-folder", "--data {empty} -o t.json", "holds no images"),
+        ("data-is-eval-split", "--data {data}/query -o t.json", "is an evaluation split"),
+        ("samples-zero", "--samples 0 -o t.json", "--samples: expected an integer"),
+        ("threshold-above-one", "--threshold 1.5 -o t.json", "--threshold: expected a number in (0, 1)"),
+        ("backend-unknown", "--backend cuda -o t.json", "invalid choice: 'cuda'"),
+        ("tensorrt-without-tensorrt", "--backend tensorrt -o t.json", "TensorRT is not installed"),
+    ])
     add("bundle", "--target orin -o bundle", [
         ("artifacts-missing", "nowhere", "nowhere not found"),
         ("artifacts-without-models", "{empty}", "holds no ONNX file"),
@@ -435,7 +458,7 @@ CASES = cases()
 
 # the commands every case must name: all of the CLI's
 COMMANDS = {"synth", "train", "eval", "export", "calib", "parity", "plugins compile", "plugins bench", "embed",
-            "search", "bench", "build", "bundle", "demo", "doctor"}
+            "search", "bench", "build", "triage", "bundle", "demo", "doctor"}
 
 
 def test_the_table_covers_every_command_with_enough_cases():

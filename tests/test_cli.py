@@ -105,3 +105,17 @@ def test_a_missing_optional_package_is_one_line_naming_how_to_install_it(tmp_pat
                             capture_output=True, text=True, timeout=120)
     assert_one_line_error(result, "needs the Python package 'triton'", ".[kernels]")
     assert not (tmp_path / "p").exists()
+
+
+def test_parity_points_each_failing_variant_to_triage():
+    from iaunet.calib.parity import VariantResult
+    from iaunet.cli.calib import triage_hints
+    results = [VariantResult("pytorch", "m.pt", "fp32", "pytorch"),
+               VariantResult("m.onnx", "run/m.onnx", "fp32", "plugin"),
+               VariantResult("m.int8.onnx", "run/m.int8.onnx", "int8", "plugin", passed=False),
+               VariantResult("m.fp16.onnx", "run/m.fp16.onnx", "fp16", "plugin"),
+               VariantResult("m.engine", "m.engine", "int8", "engine (aot)", passed=False)]
+    hints = triage_hints(results, "data")
+    assert len(hints) == 2
+    assert "'iaunet triage run/m.onnx run/m.int8.onnx --data data'" in hints[0]
+    assert hints[1].startswith("m.engine:") and "--backend tensorrt" in hints[1]

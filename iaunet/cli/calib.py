@@ -83,4 +83,23 @@ def run_parity_cmd(args):
         print(f"{r.name:28s} {r.precision:5s} {r.mode:8s} cos mean {r.mean_cosine:.6f} min {r.min_cosine:.6f}  "
               f"rank-1 {r.rank1:6.2f} ({r.delta_rank1:+.2f})  mAP {r.mAP:6.2f} ({r.delta_map:+.2f})  {verdict}")
     print(f"reports in {Path(out)}/ (parity.json, parity.md, parity_cosine.png, parity_cmc.png)")
+    for hint in triage_hints(results, args.data):
+        print(hint)
     return 0 if all(r.passed for r in results) else 2
+
+
+def triage_hints(results, data) -> list[str]:
+    """For each failing variant, the command that names the first layer where it parts from FP32."""
+    fp32 = {r.mode: r.path for r in results if r.precision == "fp32" and r.mode in ("plugin", "native")}
+    hints = []
+    for r in results[1:]:
+        if r.passed:
+            continue
+        if r.mode.startswith("engine"):
+            hints.append(f"{r.name}: find the first layer where it parts from FP32 with 'iaunet triage FP32.onnx "
+                         f"SOURCE.onnx --data TRAIN_DIR --backend tensorrt' (SOURCE: the ONNX it was built from)")
+        else:
+            reference = fp32.get(r.mode, "FP32.onnx")
+            hints.append(f"{r.name}: find the first layer where it parts from FP32 with 'iaunet triage {reference} "
+                         f"{r.path} --data {data}'")
+    return hints

@@ -1,8 +1,9 @@
-"""``iaunet build`` and ``iaunet bundle``: arguments only; the work is in ``iaunet.engines``."""
+"""``iaunet build``, ``iaunet triage`` and ``iaunet bundle``: arguments only; the work is in
+``iaunet.engines``."""
 from __future__ import annotations
 
 from iaunet.cli import args as common
-from iaunet.core.validate import Bounded
+from iaunet.core.validate import COSINE_TARGET, COUNT, Bounded
 
 
 def add_commands(sub):
@@ -25,6 +26,26 @@ def add_commands(sub):
     p.add_argument("--ptx", metavar="DIR", help="plugin PTX from 'iaunet plugins compile' (for the plugin routes)")
     common.cache_dir(p, "engines")
     p.set_defaults(func=run_build)
+
+    from iaunet.engines.triage import BACKENDS, DEFAULT_SAMPLES, LAYER_COSINE
+    p = common.command(sub, "triage", "the first layer where an FP16 or INT8 variant parts from the FP32 ONNX: "
+                                      "every node output of both compared by Polygraphy on the same images")
+    p.add_argument("reference", metavar="FP32.onnx", help="the FP32 ONNX written by 'iaunet export'")
+    p.add_argument("candidate", metavar="VARIANT.onnx", help="its FP16 or INT8 variant from 'iaunet calib' (for an "
+                                                             "engine, the ONNX it was built from)")
+    common.data(p, "training split (data set root) or folder of crops to run both on", required=True)
+    p.add_argument("--samples", type=COUNT, default=DEFAULT_SAMPLES, help="images to compare on")
+    p.add_argument("--backend", choices=BACKENDS, default="onnxruntime",
+                   help="what runs the variant: ONNX Runtime, or TensorRT (an engine built from it with every "
+                        "layer an output; needs a GPU)")
+    p.add_argument("--threshold", type=COSINE_TARGET, help="a layer parts below this cosine to FP32 (default: " +
+                   ", ".join(f"{k} {v}" for k, v in LAYER_COSINE.items()) + ")")
+    common.output(p, "report to write (default: VARIANT.triage.json), with its plot beside it as .png; both "
+                     "replaced if they exist", required=False)
+    p.add_argument("--plugins", choices=ROUTES, default="auto", help="--backend tensorrt: the IAU plugin route")
+    p.add_argument("--ptx", metavar="DIR", help="--backend tensorrt: plugin PTX from 'iaunet plugins compile'")
+    common.seed(p)
+    p.set_defaults(func=run_triage_cmd)
 
     from iaunet.engines.bundle import KINDS, TARGETS
     p = common.command(sub, "bundle", "a folder to build and run the model on a device: ONNX variants, plugin PTX, "
@@ -49,6 +70,26 @@ def run_build(args):
           f"{record['tensorrt_version']}, {record['gpu_name']} sm_{record['compute_capability']}); "
           f"sidecar {record['engine']}.json")
     return 0
+
+
+def run_triage_cmd(args):
+    from iaunet.engines.plan import BuildOptions
+    from iaunet.engines.triage import run_triage
+    options = BuildOptions(plugins=args.plugins, ptx_dir=args.ptx)
+    result, report = run_triage(args.reference, args.candidate, args.data, args.samples, args.backend,
+                                args.threshold, args.output, options, args.seed)
+    first, worst = result.first, result.worst
+
+    def cosine(layer):
+        return f"cosine {layer.cosine:.6f}" if layer.cosine == layer.cosine else "inf or NaN in the variant"
+    print(f"{len(result.layers)} node outputs compared ({result.paired} paired, {result.samples} image(s), "
+          f"{result.backend}); lowest: {worst.node} ({worst.op}), {cosine(worst)}")
+    if first:
+        print(f"first layer below cosine {result.threshold}: {first.node} ({first.op}), {cosine(first)}")
+    else:
+        print(f"no layer below cosine {result.threshold}: the variant follows FP32 layer by layer")
+    print(f"wrote {report} and {report.with_suffix('.png')}")
+    return 2 if first else 0
 
 
 def run_bundle(args):

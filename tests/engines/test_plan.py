@@ -122,3 +122,17 @@ def test_polygraphy_loader_chain_accepts_our_keywords(tmp_path):
         plan = plan_build(CARD, "cd" * 32, True, ORIN, options)
         chain = loaders(b"onnx bytes", plan, {"workspace pool": 512 << 20} if options.workspace_mb else None)
         assert callable(chain) and type(chain).__name__ == "EngineBytesFromNetwork"
+
+
+def test_triage_runner_marks_every_layer_on_the_builders_chain(image_onnx):
+    """``iaunet triage --backend tensorrt``'s runner: Polygraphy's TrtRunner over the
+    builder's chain with ModifyNetworkOutputs(MARK_ALL) between network and config."""
+    pytest.importorskip("polygraphy", reason="polygraphy is not installed (the 'calib' extra)")
+    from iaunet.engines.builder import loaders
+    from iaunet.engines.triage import layer_runner
+    plan = plan_build(CARD, "cd" * 32, True, ORIN, BuildOptions(batch=(4, 4, 4)))
+    runner = layer_runner(image_onnx.read_bytes(), plan, "candidate")  # 10.3: its functions stripped first
+    assert type(runner).__name__ == "TrtRunner" and runner.name == "candidate"
+    network = loaders(b"onnx bytes", plan, mark_all=True)._network
+    assert type(network).__name__ == "ModifyNetworkOutputs"
+    assert type(loaders(b"onnx bytes", plan)._network).__name__ == "NetworkFromOnnxBytes"

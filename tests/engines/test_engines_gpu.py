@@ -1,0 +1,80 @@
+"""Engines through the parity gates on a real GPU: FP32, FP16 and INT8 engines, plugin and
+native, built by ``iaunet build``'s code from a briefly trained model, measured by
+``iaunet parity`` (the runtime's TensorRT runner) against PyTorch. When a gate fails, the
+failure names the first layer where TensorRT parts from ONNX Runtime (``iaunet triage
+--backend tensorrt``: Polygraphy's comparator with every layer marked in both).
+Skipped without CUDA or without TensorRT's libraries (never run on the CPU machines)."""
+import pytest
+
+pytestmark = [pytest.mark.gpu, pytest.mark.trt, pytest.mark.slow]
+
+CASES = [("fp32", "plugin"), ("fp32", "native"), ("fp16", "plugin"), ("fp16", "native"), ("int8", "plugin"),
+         ("int8", "native")]
+
+
+@pytest.fixture(scope="module")
+def ptx_dir(tmp_path_factory):
+    torch = pytest.importorskip("torch")
+    pytest.importorskip("triton")
+    from iaunet.engines.aot import compile_kernels
+    major, minor = torch.cuda.get_device_capability()
+    out = tmp_path_factory.mktemp("ptx")
+    compile_kernels(major * 10 + minor, out, cache_dir=out / "cache")
+    return out
+
+
+@pytest.fixture(scope="module")
+def variants(trained_setup, tmp_path_factory):
+    """{(precision, mode): ONNX}: the exports and their FP16 and INT8 variants (INT8 with the
+    demo's minmax calibration and FP16 fallback to a 0.99 mean cosine)."""
+    from iaunet.calib.fp16 import convert_fp16
+    from iaunet.calib.int8 import quantize_int8
+    out = tmp_path_factory.mktemp("variants")
+    found = {}
+    for mode in ("plugin", "native"):
+        fp32 = trained_setup[mode]
+        found["fp32", mode] = fp32
+        found["fp16", mode] = out / f"{mode}.fp16.onnx"
+        convert_fp16(fp32, found["fp16", mode], trained_setup["data"], 16, 0)
+        found["int8", mode] = out / f"{mode}.int8.onnx"
+        quantize_int8(fp32, found["int8", mode], trained_setup["data"], "minmax", 64, 99.99, "10.3.0",
+                      out / "cache", 0, 0.99, 10)
+    return found
+
+
+@pytest.mark.parametrize("precision,mode", CASES)
+def test_engine_passes_the_parity_gates(variants, trained_setup, ptx_dir, tmp_path, precision, mode):
+    from iaunet.calib.parity import run_parity
+    from iaunet.engines.builder import build_engine
+    from iaunet.engines.plan import BuildOptions
+    from iaunet.engines.triage import run_triage
+    source = variants[precision, mode]
+    route = "native" if mode == "native" else "auto"
+    options = BuildOptions(plugins=route, batch=(1, 8, 32), ptx_dir=str(ptx_dir))
+    record = build_engine(source, tmp_path / "m.engine", options, tmp_path / "cache")
+    assert record["precision"].startswith(precision) and not record["cache_hit"]
+    again = build_engine(source, tmp_path / "again.engine", options, tmp_path / "cache")
+    assert again["cache_hit"] and again["cache_key"] == record["cache_key"]
+    results, _ = run_parity(trained_setup["checkpoint"], trained_setup["data"], [tmp_path / "m.engine"],
+                            tmp_path / "parity")
+    engine = results[1]
+    if not engine.passed:
+        triage, _ = run_triage(trained_setup[mode], source, trained_setup["data"], samples=4, backend="tensorrt",
+                               output=tmp_path / "triage.json", options=options)
+        where = f"{triage.first.node} ({triage.first.op}), cosine {triage.first.cosine:.6f}" if triage.first \
+            else f"no layer below {triage.threshold}"
+        pytest.fail(f"{precision} {mode} engine fails {engine.failures}: mean cos {engine.mean_cosine:.6f}, "
+                    f"min {engine.min_cosine:.6f}, delta mAP {engine.delta_map:+.2f}; first layer where TensorRT "
+                    f"parts from ONNX Runtime: {where}")
+
+
+def test_triage_on_tensorrt_pairs_the_layers_of_an_int8_engine(variants, trained_setup, ptx_dir, tmp_path):
+    """Every layer marked on both sides: most of the FP32 graph's nodes find their TensorRT
+    tensor, and the Q/DQ engine stays close to FP32 before the IAU blocks."""
+    from iaunet.engines.plan import BuildOptions
+    from iaunet.engines.triage import run_triage
+    triage, _ = run_triage(trained_setup["native"], variants["int8", "native"], trained_setup["data"], samples=4,
+                           backend="tensorrt", output=tmp_path / "t.json", options=BuildOptions(plugins="native"))
+    assert len(triage.layers) > 0.5 * triage.paired, (len(triage.layers), triage.paired)
+    stem = [layer for layer in triage.layers if "/layer1/" in layer.node]
+    assert stem and min(layer.cosine for layer in stem) > 0.98
