@@ -25,6 +25,13 @@ def producers(graph) -> dict:
     return {out: node for node in graph.node for out in node.output}
 
 
+def input_producers(graph, names: set, op_type: str, producer_of: dict | None = None) -> set:
+    """Names of the ``op_type`` nodes that write an input of a node named in ``names``."""
+    producer_of = producers(graph) if producer_of is None else producer_of
+    return {p.name for node in graph.node if node.name in names for tensor in node.input
+            if (p := producer_of.get(tensor)) is not None and p.op_type == op_type}
+
+
 def consumers(graph) -> dict:
     """{tensor name: the nodes that read it}."""
     table = defaultdict(list)
@@ -63,18 +70,13 @@ def native_affinity_nodes(model) -> set:
 
 def affinity_neighbour_matmuls(model) -> set:
     """MatMul nodes that feed or consume an affinity op: kept out of INT8 ("around" them)."""
-    producer_of, consumers_of = producers(model.graph), consumers(model.graph)
+    consumers_of = consumers(model.graph)
     core = plugin_node_names(model) | native_affinity_nodes(model)
-    near = set()
+    near = input_producers(model.graph, core, "MatMul")
     for node in model.graph.node:
-        if node.name not in core:
-            continue
-        for name in node.input:
-            p = producer_of.get(name)
-            if p is not None and p.op_type == "MatMul":
-                near.add(p.name)
-        for name in node.output:
-            near.update(c.name for c in consumers_of[name] if c.op_type == "MatMul")
+        if node.name in core:
+            for name in node.output:
+                near.update(c.name for c in consumers_of[name] if c.op_type == "MatMul")
     return near - core
 
 

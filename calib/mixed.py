@@ -90,19 +90,8 @@ def qdq_feeding(model: onnx.ModelProto, names: set) -> set:
     """Names of the DequantizeLinear nodes that feed the nodes ``names``, and the
     QuantizeLinear nodes that feed those."""
     producer_of = graph.producers(model.graph)
-    found = set()
-    for node in model.graph.node:
-        if node.name not in names:
-            continue
-        for tensor in node.input:
-            dq = producer_of.get(tensor)
-            if dq is None or dq.op_type != "DequantizeLinear":
-                continue
-            found.add(dq.name)
-            q = producer_of.get(dq.input[0])
-            if q is not None and q.op_type == "QuantizeLinear":
-                found.add(q.name)
-    return found
+    dequantizers = graph.input_producers(model.graph, names, "DequantizeLinear", producer_of)
+    return dequantizers | graph.input_producers(model.graph, dequantizers, "QuantizeLinear", producer_of)
 
 
 def fp16_outside_qdq(qdq: onnx.ModelProto, fp32_nodes: set) -> tuple[onnx.ModelProto, dict]:

@@ -51,32 +51,31 @@ def this_machine(trt) -> Machine:
     return Machine(cuda_driver.device_name(), cuda_driver.current_compute_capability(), trt.__version__)
 
 
-def quiet_polygraphy(severity: str = "ERROR"):
-    """Polygraphy's logger, kept to ``severity`` unless ``-v`` (our debug level) is on;
-    its start-up notes go to our debug log."""
+def _import_quietly(module: str):
+    """Import ``module`` with what it prints at start-up sent to our debug log."""
     import contextlib
+    import importlib
     import io
-    import logging
     printed = io.StringIO()
     with contextlib.redirect_stdout(printed):
-        from polygraphy.logger import G_LOGGER
-    G_LOGGER.module_severity = G_LOGGER.VERBOSE if log.isEnabledFor(logging.DEBUG) else getattr(G_LOGGER, severity)
+        imported = importlib.import_module(module)
     if printed.getvalue().strip():
-        log.debug("polygraphy printed:\n%s", printed.getvalue().rstrip())
+        log.debug("%s printed:\n%s", module, printed.getvalue().rstrip())
+    return imported
+
+
+def quiet_polygraphy(severity: str = "ERROR"):
+    """Polygraphy's logger, kept to ``severity`` unless ``-v`` (our debug level) is on."""
+    import logging
+    G_LOGGER = _import_quietly("polygraphy.logger").G_LOGGER
+    G_LOGGER.module_severity = G_LOGGER.VERBOSE if log.isEnabledFor(logging.DEBUG) else getattr(G_LOGGER, severity)
     return G_LOGGER
 
 
 def polygraphy_trt():
     """polygraphy.backend.trt, imported with Polygraphy's log at errors only unless ``-v``."""
-    import contextlib
-    import io
     quiet_polygraphy()
-    printed = io.StringIO()
-    with contextlib.redirect_stdout(printed):
-        import polygraphy.backend.trt as backend
-    if printed.getvalue().strip():
-        log.debug("polygraphy printed:\n%s", printed.getvalue().rstrip())
-    return backend
+    return _import_quietly("polygraphy.backend.trt")
 
 
 def loaders(data: bytes, plan: Plan, memory_pool_limits=None, calibrator=None, mark_all: bool = False):

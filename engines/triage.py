@@ -45,8 +45,16 @@ class Layer:
     op: str
     tensor: str                       # the reference's output
     candidate_tensor: str             # the same node's output in the candidate
-    cosine: float
+    cosine: float                     # NaN where an output held inf or NaN
     passed: bool
+
+    @property
+    def finite(self) -> bool:
+        return bool(np.isfinite(self.cosine))
+
+    def describe(self) -> str:
+        how = f"cosine {self.cosine:.6f}" if self.finite else "inf or NaN in the variant"
+        return f"{self.node} ({self.op}), {how}"
 
 
 @dataclass
@@ -68,26 +76,20 @@ class Triage:
     @property
     def worst(self) -> Layer | None:
         """The lowest cosine; a non-finite one (inf or NaN in an output) is lowest of all."""
-        return min(self.layers, key=lambda layer: layer.cosine if np.isfinite(layer.cosine) else -np.inf,
-                   default=None)
+        return min(self.layers, key=lambda layer: layer.cosine if layer.finite else -np.inf, default=None)
 
     def to_dict(self) -> dict:
         """JSON-ready: a cosine that is not a number (inf or NaN in an output) becomes null."""
         def row(layer):
-            return {**asdict(layer), "cosine": layer.cosine if np.isfinite(layer.cosine) else None}
+            return {**asdict(layer), "cosine": layer.cosine if layer.finite else None}
         first = self.first
         return {**{k: v for k, v in asdict(self).items() if k != "layers"},
                 "first": row(first) if first else None, "layers": [row(layer) for layer in self.layers]}
 
 
-def node_outputs(model) -> list[tuple[str, str, str]]:
-    """(node name, op, output tensor) of every node, in graph order."""
-    return [(node.name, node.op_type, tensor) for node in model.graph.node if node.op_type not in SKIPPED_OPS
-            for tensor in node.output if tensor]
-
-
 def paired_tensors(reference, candidate) -> dict[str, tuple[str, str, str]]:
-    """reference tensor -> (node, op, candidate tensor): the same node's same output."""
+    """reference tensor -> (node, op, candidate tensor): the same node's same output, in the
+    reference graph's order."""
     produced = {node.name: list(node.output) for node in candidate.graph.node if node.name}
     pairs = {}
     for node in reference.graph.node:
@@ -99,7 +101,8 @@ def paired_tensors(reference, candidate) -> dict[str, tuple[str, str, str]]:
 
 
 def check_pair(reference, candidate, backend: str):
-    """Load and match the two ONNX files: (reference model, candidate model, candidate precision)."""
+    """Load and match the two ONNX files: (reference model, its export metadata, candidate
+    model, candidate precision)."""
     from iaunet.calib.graph import get_prop
     from iaunet.runtime.embedder import is_engine
     if backend not in BACKENDS:
@@ -110,20 +113,22 @@ def check_pair(reference, candidate, backend: str):
     if Path(candidate).resolve() == Path(reference).resolve():
         raise IAUnetError(f"{candidate} is the reference itself; expected an FP16 or INT8 variant of it")
     models = [load_onnx(reference), load_onnx(candidate)]
-    facts = [metadata_of(m, p).checkpoint_sha256 for m, p in zip(models, (reference, candidate))]
+    metas = [metadata_of(m, p) for m, p in zip(models, (reference, candidate))]
+    facts = [meta.checkpoint_sha256 for meta in metas]
     if get_prop(models[0], "precision", "fp32") != "fp32":
         raise IAUnetError(f"reference {reference} is a {get_prop(models[0], 'precision')} variant; expected the FP32 "
                           "ONNX written by 'iaunet export'")
     if facts[0] != facts[1]:
         raise IAUnetError(f"{candidate} comes from another checkpoint than {reference} (sha256 {facts[1][:12]}... "
                           f"vs {facts[0][:12]}...)")
-    return models[0], models[1], get_prop(models[1], "precision", "fp32")
+    return models[0], metas[0], models[1], get_prop(models[1], "precision", "fp32")
 
 
-def triage_sources(model, source, data, samples: int, seed: int = 0) -> list:
-    """``samples`` training images (or crops, or clips) of ``data``, picked as calibration picks."""
+def triage_sources(meta, data, samples: int, seed: int = 0) -> list:
+    """``samples`` training images (or crops, or clips) of ``data`` for the model of export
+    metadata ``meta``, picked as calibration picks."""
     from iaunet.calib.data import calibration_sources, pick
-    return pick(calibration_sources(data, metadata_of(model, source).config.variant == "video"), samples, seed)
+    return pick(calibration_sources(data, meta.config.variant == "video"), samples, seed)
 
 
 def _ort_runner(model, name: str):
@@ -175,12 +180,12 @@ def compare_layers(reference, candidate, inputs: np.ndarray, threshold: float, t
 
     accuracy = Comparator.compare_accuracy(results, compare_func=CosineSimilarityCompareFunc(
         cosine_similarity_threshold=threshold, find_output_func=counterpart))
-    scored = next(iter(accuracy[0].values()))[0]
+    scored = next(iter(accuracy[0].values()))[0]  # the one pair of runners, the one iteration
     layers = []
-    for node, op, tensor in node_outputs(reference):
+    for tensor, (node, op, theirs) in pairs.items():  # absent: no float counterpart; a bare bool: shapes differ
         cosine = getattr(scored.get(tensor), "cosine_similarity", None)
-        if tensor in pairs and cosine is not None:
-            layers.append(Layer(node, op, tensor, pairs[tensor][2], float(cosine), bool(cosine >= threshold)))
+        if cosine is not None:
+            layers.append(Layer(node, op, tensor, theirs, float(cosine), bool(scored[tensor])))
     return layers, len(pairs)
 
 
@@ -199,13 +204,13 @@ def run_triage(reference, candidate, data, samples: int = DEFAULT_SAMPLES, backe
                seed: int = 0) -> tuple[Triage, Path]:
     """Triage ``candidate`` against the FP32 ``reference`` on ``samples`` images of ``data``;
     writes the JSON report and its plot, returns (the triage, the report's path)."""
-    report, plot = check_triage_paths(reference, candidate, output)
-    ref_model, cand_model, precision = check_pair(reference, candidate, backend)
-    threshold = LAYER_COSINE[precision] if threshold is None else threshold
     from iaunet.calib.data import load_inputs
-    sources = triage_sources(ref_model, reference, data, samples, seed)
+    report, plot = check_triage_paths(reference, candidate, output)
+    ref_model, meta, cand_model, precision = check_pair(reference, candidate, backend)
+    threshold = LAYER_COSINE[precision] if threshold is None else threshold
+    sources = triage_sources(meta, data, samples, seed)
     trt = trt_plan(candidate, len(sources), options) if backend == "tensorrt" else None
-    inputs = load_inputs(sources, metadata_of(ref_model, reference).preprocess, "reading triage images")
+    inputs = load_inputs(sources, meta.preprocess, "reading triage images")
     log.info("triage: %s (%s, %s) against %s on %d image(s), every node output marked", Path(candidate).name,
              precision, backend, Path(reference).name, len(inputs))
     layers, paired = compare_layers(ref_model, cand_model, inputs, threshold, trt)

@@ -79,13 +79,10 @@ def run_triage_cmd(args):
     result, report = run_triage(args.reference, args.candidate, args.data, args.samples, args.backend,
                                 args.threshold, args.output, options, args.seed)
     first, worst = result.first, result.worst
-
-    def cosine(layer):
-        return f"cosine {layer.cosine:.6f}" if layer.cosine == layer.cosine else "inf or NaN in the variant"
     print(f"{len(result.layers)} node outputs compared ({result.paired} paired, {result.samples} image(s), "
-          f"{result.backend}); lowest: {worst.node} ({worst.op}), {cosine(worst)}")
+          f"{result.backend}); lowest: {worst.describe()}")
     if first:
-        print(f"first layer below cosine {result.threshold}: {first.node} ({first.op}), {cosine(first)}")
+        print(f"first layer below cosine {result.threshold}: {first.describe()}")
     else:
         print(f"no layer below cosine {result.threshold}: the variant follows FP32 layer by layer")
     print(f"wrote {report} and {report.with_suffix('.png')}")
