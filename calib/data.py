@@ -1,4 +1,4 @@
-"""Calibration inputs: the training split of a data set or any folder of crops, read
+"""Calibration (and triage) inputs: the training split of a data set or any folder of crops, read
 with exactly the runtime's preprocessing (``iaunet.core.preprocess``), never query or gallery."""
 from __future__ import annotations
 
@@ -22,9 +22,9 @@ def calibration_sources(data, video: bool) -> list:
     Returns paths (image models) or tuples of frame paths (video models)."""
     root = Path(data)
     if not root.is_dir():
-        raise IAUnetError(f"calibration folder {root} not found; expected a data set root or a folder of crops")
+        raise IAUnetError(f"image folder {root} not found; expected a data set root (its training split is read) or a folder of crops")
     if root.name in EVAL_SPLITS:
-        raise IAUnetError(f"{root} is an evaluation split; calibrate on training images "
+        raise IAUnetError(f"{root} is an evaluation split; expected training images "
                           "(a data set root, whose training split is used, or a folder of crops)")
     if any((root / m).exists() for m in LAYOUT_MARKERS):
         from iaunet.train.data.datasets import open_dataset
@@ -32,10 +32,10 @@ def calibration_sources(data, video: bool) -> list:
         require_same_variant("video" if video else "image", ds.video, "the model", root)
         return [s.paths if video else s.paths[0] for s in ds.train]
     if video:
-        raise IAUnetError(f"{root} is a plain folder; a video model calibrates on a MARS-layout folder (bbox_train/)")
+        raise IAUnetError(f"{root} is a plain folder; a video model reads clips from a MARS-layout folder (bbox_train/)")
     files = sorted(p for p in root.rglob("*") if p.suffix.lower() in IMAGE_SUFFIXES and "masks" not in p.parts)
     if not files:
-        raise IAUnetError(f"{root} holds no images (.jpg/.png) to calibrate on")
+        raise IAUnetError(f"{root} holds no images (.jpg/.png)")
     return files
 
 

@@ -264,7 +264,7 @@ def cases() -> list[Case]:
         ("output-parent-is-file", "-o {text}/m.onnx", "is a file, not a folder"),
         ("output-parent-missing", "-o nowhere/m.onnx", "does not exist"),
         ("output-under-proc", f"-o {PROC_OUT}", "not writable"),
-        ("data-missing", "--data nowhere", "calibration folder nowhere not found"),
+        ("data-missing", "--data nowhere", "image folder nowhere not found"),
         ("data-is-eval-split", "--data {data}/query", "is an evaluation split"),
         ("data-empty-folder", "--data {empty}", "holds no images"),
         ("data-video-for-image-model", "--data {mars}", "is an image model but"),
@@ -433,6 +433,7 @@ def cases() -> list[Case]:
     add("triage", "{onnx} {fp16_onnx} --data {data}", [
         ("output-is-input", "-o {onnx}", "is the input"),
         ("output-not-json", "-o t.png", "must end in .json"),
+        ("data-missing", "--data nowhere -o t.json", "image folder nowhere not found"),
         ("data-empty-folder", "--data {empty} -o t.json", "holds no images"),
         ("data-is-eval-split", "--data {data}/query -o t.json", "is an evaluation split"),
         ("samples-zero", "--samples 0 -o t.json", "--samples: expected an integer"),

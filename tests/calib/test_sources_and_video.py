@@ -23,7 +23,7 @@ def test_plain_folder_of_crops(tmp_path):
     inputs = load_inputs(sources, {"height": 64, "width": 32, "resize_filter": "bilinear", "frames": 0},
                          progress=False)
     assert inputs.shape == (3, 3, 64, 32) and inputs.dtype == np.float32 and inputs.max() <= 255
-    with pytest.raises(IAUnetError, match="video model calibrates on a MARS"):
+    with pytest.raises(IAUnetError, match="video model reads clips from a MARS"):
         calibration_sources(tmp_path, video=True)
     (tmp_path / "empty").mkdir()
     with pytest.raises(IAUnetError, match="holds no images"):
