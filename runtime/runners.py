@@ -105,6 +105,23 @@ def ort_providers(device: str) -> list:
     return [ORT_PROVIDERS[d] for d in order if ORT_PROVIDERS[d] in available]
 
 
+def _return_freed_heap() -> None:
+    """Give the heap that opening a session freed back to the system (glibc's ``malloc_trim``).
+    ONNX Runtime parses the whole protobuf and copies, folds and reorders every weight while
+    it opens a model; glibc keeps the freed blocks, and the arena's first run then grows on
+    top of them. Measured on iaunet_r50 256x128 at batch 8 (104.7 MiB file, 2 cores, ORT 1.32,
+    three processes each): resident after opening 339 -> 163 MB, peak 459 -> 355 MB, same
+    latency. Nothing happens where the C library has no ``malloc_trim`` (musl, macOS)."""
+    import ctypes
+    import ctypes.util
+    try:
+        trim = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6").malloc_trim
+    except (OSError, AttributeError):
+        return
+    trim.argtypes, trim.restype = [ctypes.c_size_t], ctypes.c_int
+    trim(0)
+
+
 def best_ort_device() -> str:
     """'cuda' when this onnxruntime can use a GPU, else 'cpu'. (ONNX Runtime's TensorRT
     provider builds an engine per session, minutes for a ResNet; it is used only when asked.)"""
@@ -134,6 +151,7 @@ class OnnxRuntimeRunner(Runner):
         # without, same latency (388 vs 387-400 ms).
         options.enable_mem_pattern = False
         self.session = self._session(model, options, device)
+        _return_freed_heap()
         self.device = device
         self.name = f"onnxruntime-{device}"
         inputs, outputs = self.session.get_inputs(), self.session.get_outputs()
