@@ -28,6 +28,16 @@ def _runners(models, backend=None, threads=None):
             yield model, f"{Path(model).name} {runner.name}", runner, card, bare
 
 
+def _torch_runners(checkpoint, devices):
+    """PyTorch eager on the CPU in FP32, and in FP16 on the GPU when GPU backends were timed
+    and torch sees a GPU: the baselines the rows of the same device are compared with."""
+    import torch
+    from iaunet.train.runner import TorchRunner
+    yield TorchRunner.from_checkpoint(checkpoint)
+    if "cuda" in devices and torch.cuda.is_available():
+        yield TorchRunner.from_checkpoint(checkpoint, device="cuda", half=True)
+
+
 def benchmark(models, out, batches, repeats, checkpoint=None, backend=None, threads=None, jpegs=None,
               quiet=False) -> dict:
     """Time every model (and PyTorch eager from ``checkpoint``); write ``out``/bench.json and
@@ -46,10 +56,10 @@ def benchmark(models, out, batches, repeats, checkpoint=None, backend=None, thre
                 found = bench.bench_runner(runner, label, card, batches, repeats, jpegs, None, bare)
             per_model += [(model, t) for t in found]
         if checkpoint:
-            from iaunet.train.runner import TorchRunner
-            runner = TorchRunner.from_checkpoint(checkpoint)
-            found = bench.bench_runner(runner, f"pytorch eager ({runner.device.type})", card, batches, repeats)
-            per_model += [(models[0], t) for t in found]
+            for runner in _torch_runners(checkpoint, {t.device for _, t in per_model}):
+                found = bench.bench_runner(runner, f"pytorch eager {runner.precision} ({runner.device.type})",
+                                           card, batches, repeats)
+                per_model += [(models[0], t) for t in found]
     # FLOPs are counted after the timings, so onnx's copy of the graph is not in the runtime's memory figures
     flops = {m: count_flops(m) for m in models if not is_engine(m)}
     timings = []
@@ -61,7 +71,8 @@ def benchmark(models, out, batches, repeats, checkpoint=None, backend=None, thre
         for line in bench.table(timings, peak, how):
             print(line)
     Path(out).mkdir(exist_ok=True)
-    result = {"cpu_peak_gflops": peak, "peak_estimate": how, "timings": [t.as_dict() for t in timings]}
+    result = {"cpu_peak_gflops": peak, "peak_estimate": how,
+              "timings": [{**t.as_dict(), "vs_pytorch": vs} for t, vs in zip(timings, bench.vs_pytorch(timings))]}
     write_json(Path(out) / "bench.json", result)
     with atomic_output(Path(out) / "bench.png") as png:
         bench.plot(timings, png)

@@ -265,12 +265,9 @@ def _bench(out: Path, checkpoint: Path, engines: list) -> dict:
     from iaunet.benchmark import benchmark
     result = benchmark([out / "model.onnx", *engines], out / "bench", BENCH_BATCHES, BENCH_REPEATS, checkpoint,
                        quiet=True)
-    model = [t for t in result["timings"] if t["kind"] == "model"]
-    torch_rows = {t["batch"]: t for t in model if t["backend"].startswith("pytorch")}
     result["repeats"] = BENCH_REPEATS
-    result["vs_pytorch"] = {f"{t['backend']} batch {t['batch']}":
-                            t["samples_per_s"] / torch_rows[t["batch"]]["samples_per_s"]
-                            for t in model if not t["backend"].startswith("pytorch") and t["batch"] in torch_rows}
+    result["vs_pytorch"] = {f"{t['backend']} batch {t['batch']}": t["vs_pytorch"] for t in result["timings"]
+                            if t["kind"] == "model" and t["vs_pytorch"] and not t["backend"].startswith("pytorch")}
     return result
 
 

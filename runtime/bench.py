@@ -1,7 +1,7 @@
 """Latency and throughput figures for ``iaunet bench``: per backend and batch, model-only
 (ready arrays) and end-to-end (JPEG files through the embedder), p50/p99 latency, samples
-per second, peak resident memory, and achieved GFLOP/s against the machine's estimated
-peak. Standard library and numpy; the callables timed are whatever runners the caller
+per second, peak resident memory, achieved GFLOP/s against the machine's estimated peak,
+and each row's ratio to PyTorch on the same device. Standard library and numpy; the callables timed are whatever runners the caller
 built. Figures are medians of repeated calls after warm-up, never a single call.
 """
 from __future__ import annotations
@@ -28,6 +28,7 @@ class Timing:
     samples_per_s: float
     peak_rss_mb: float   # of this process so far (the backends are timed one after another)
     gflops_per_s: float | None = None
+    device: str = "cpu"  # "cpu" or "cuda": rows are compared with PyTorch on the same device
 
     def as_dict(self) -> dict:
         return asdict(self)
@@ -51,13 +52,20 @@ def time_calls(fn, repeats: int = DEFAULT_REPEATS, warmup: int = DEFAULT_WARMUP)
 
 
 def measure(fn, backend: str, batch: int, kind: str, flops_per_sample: float | None = None,
-            repeats: int = DEFAULT_REPEATS, warmup: int = DEFAULT_WARMUP, batches_per_call: int = 1) -> Timing:
+            repeats: int = DEFAULT_REPEATS, warmup: int = DEFAULT_WARMUP, batches_per_call: int = 1,
+            device: str = "cpu") -> Timing:
     """Time ``fn`` (which runs ``batches_per_call`` batches of ``batch``); latency is per batch."""
     seconds = time_calls(fn, repeats, warmup) / batches_per_call
     p50 = float(np.median(seconds))
     gflops = flops_per_sample * batch / p50 / 1e9 if flops_per_sample else None
     return Timing(backend, batch, kind, 1e3 * p50, 1e3 * float(np.percentile(seconds, 99)), batch / p50,
-                  peak_rss_mb(), gflops)
+                  peak_rss_mb(), gflops, device)
+
+
+def runner_device(runner) -> str:
+    """The device a runner computes on: 'cpu' for ``onnxruntime-cpu`` and ``pytorch-cpu``,
+    'cuda' for every GPU backend."""
+    return "cpu" if runner.name.endswith("cpu") else "cuda"
 
 
 def cpu_peak_gflops() -> tuple[float | None, str]:
@@ -101,20 +109,20 @@ def bench_runner(runner, label: str, card, batches, repeats: int, jpegs=(), flop
     """Model-only figures per batch (and the bare session's, when given, for the embedder's
     overhead), then end-to-end figures from JPEG files through an ``Embedder``."""
     from iaunet.runtime.embedder import Embedder
-    out = []
+    out, device = [], runner_device(runner)
     rng = np.random.default_rng(0)
     for batch in batches:
         if runner.max_batch and batch > runner.max_batch:
             continue
         x = (rng.random((batch, *card.sample_shape), dtype=np.float32) * 255).astype(np.float32)
-        out.append(measure(lambda: runner.infer(x), label, batch, "model", flops, repeats))
+        out.append(measure(lambda: runner.infer(x), label, batch, "model", flops, repeats, device=device))
         if bare is not None:
-            out.append(measure(lambda: bare(x), label, batch, "bare session", flops, repeats))
+            out.append(measure(lambda: bare(x), label, batch, "bare session", flops, repeats, device=device))
         if len(jpegs) and card.variant == "image":
             files = list(jpegs[:batch * E2E_BATCHES_PER_CALL])
             embedder = Embedder(runner, card, batch)
             out.append(measure(lambda: embedder.embed(files), label, batch, "end-to-end", flops,
-                               max(3, repeats // E2E_BATCHES_PER_CALL), 1, E2E_BATCHES_PER_CALL))
+                               max(3, repeats // E2E_BATCHES_PER_CALL), 1, E2E_BATCHES_PER_CALL, device))
     return out
 
 
@@ -140,14 +148,21 @@ def plot(timings: list[Timing], path) -> None:
     plt.close(fig)
 
 
+def vs_pytorch(timings: list[Timing]) -> list[float | None]:
+    """Each row's samples/s over PyTorch's model-only row of the same device and batch (CPU
+    rows over PyTorch FP32 on the CPU, GPU rows over PyTorch FP16 on the GPU); None for
+    end-to-end rows and where PyTorch was not timed."""
+    torch_rows = {(t.device, t.batch): t for t in timings if t.backend.startswith("pytorch") and t.kind == "model"}
+    refs = [torch_rows.get((t.device, t.batch)) if t.kind != "end-to-end" else None for t in timings]
+    return [t.samples_per_s / ref.samples_per_s if ref else None for t, ref in zip(timings, refs)]
+
+
 def table(timings: list[Timing], peak: float | None, how: str) -> list[str]:
-    """The figures as aligned lines, with each backend's ratio to the first PyTorch row."""
-    torch_rows = {t.batch: t for t in timings if t.backend.startswith("pytorch") and t.kind == "model"}
+    """The figures as aligned lines, with each row's ratio to PyTorch (``vs_pytorch``)."""
     lines = [f"{'backend':38} {'batch':>5} {'kind':12} {'p50 ms':>8} {'p99 ms':>8} {'samples/s':>10} "
              f"{'GFLOP/s':>8} {'RSS MB':>7} {'vs torch':>8}"]
-    for t in timings:
-        ref = torch_rows.get(t.batch)
-        ratio = f"{t.samples_per_s / ref.samples_per_s:7.2f}x" if ref and t.kind != "end-to-end" else ""
+    for t, vs in zip(timings, vs_pytorch(timings)):
+        ratio = f"{vs:7.2f}x" if vs else ""
         gf = f"{t.gflops_per_s:8.1f}" if t.gflops_per_s else f"{'':8}"
         lines.append(f"{t.backend[:38]:38} {t.batch:5d} {t.kind:12} {t.p50_ms:8.2f} {t.p99_ms:8.2f} "
                      f"{t.samples_per_s:10.1f} {gf} {t.peak_rss_mb:7.0f} {ratio:>8}")
