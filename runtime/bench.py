@@ -2,7 +2,8 @@
 (ready arrays) and end-to-end (JPEG files through the embedder), p50/p99 latency, samples
 per second, peak resident memory, achieved GFLOP/s against the machine's estimated peak,
 and each row's ratio to PyTorch on the same device. Standard library and numpy; the
-callables timed are whatever runners the caller built. Figures are medians of repeated calls after warm-up, never a single call.
+callables timed are whatever runners the caller built. Figures are medians of repeated
+calls after warm-up, never a single call.
 """
 from __future__ import annotations
 
