@@ -38,6 +38,28 @@ def _torch_runners(checkpoint, devices):
         yield TorchRunner.from_checkpoint(checkpoint, device="cuda", half=True)
 
 
+def _check_checkpoint(models, checkpoint) -> None:
+    """Before anything is timed: ``checkpoint`` exists and every model was exported (or its
+    engine built) from it, read from the ONNX metadata or the engine's sidecar."""
+    from iaunet.core import onnx_wire
+    from iaunet.core.errors import IAUnetError
+    from iaunet.core.files import sha256_file
+    from iaunet.core.graph_io import METADATA_PREFIX
+    from iaunet.runtime.embedder import is_engine
+    from iaunet.runtime.engine_card import read_sidecar
+    if not Path(checkpoint).is_file():
+        raise IAUnetError(f"checkpoint {checkpoint} not found; expected the .pt the models were exported from")
+    digest = sha256_file(checkpoint)
+    for model in map(Path, models):
+        if not model.is_file():
+            raise IAUnetError(f"model {model} not found; expected an .onnx file or a TensorRT engine")
+        props = read_sidecar(model)["metadata"] if is_engine(model) else onnx_wire.read_model(model.read_bytes(), model)[0]
+        source = props.get(METADATA_PREFIX + "checkpoint_sha256", "")
+        if source != digest:
+            raise IAUnetError(f"{model} was not exported from {checkpoint} (it names checkpoint "
+                              f"{source[:12] or '(none)'}, the file is {digest[:12]}); give the model's own checkpoint")
+
+
 def benchmark(models, out, batches, repeats, checkpoint=None, backend=None, threads=None, jpegs=None,
               quiet=False) -> dict:
     """Time every model (and PyTorch eager from ``checkpoint``); write ``out``/bench.json and
@@ -48,6 +70,8 @@ def benchmark(models, out, batches, repeats, checkpoint=None, backend=None, thre
     from iaunet.export.flops import count_flops
     from iaunet.runtime import bench
     from iaunet.runtime.embedder import is_engine
+    if checkpoint:
+        _check_checkpoint(models, checkpoint)
     card, per_model = None, []
     with tempfile.TemporaryDirectory() as tmp:
         jpegs = jpegs or bench.generated_jpegs(tmp, max(batches) * bench.E2E_BATCHES_PER_CALL)

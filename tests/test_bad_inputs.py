@@ -404,6 +404,9 @@ def cases() -> list[Case]:
         ("batch-text", "--batch a,b", "not a comma-separated list"),
         ("repeats-two", "--repeats 2", "--repeats: expected an integer in [3, 10000], got 2"),
         ("output-is-file", "-o {text}", "is a file"),
+        ("checkpoint-missing", "--checkpoint nowhere.pt", "checkpoint nowhere.pt not found"),
+        ("checkpoint-of-another-model", "--checkpoint {other_ckpt}", "was not exported from"),
+        ("checkpoint-is-the-onnx", "--checkpoint {onnx}", "was not exported from"),
     ])
     add("bench", "-o bench", [("model-missing", "nowhere.onnx", "nowhere.onnx not found")])
     add("build", "-o m.engine", [
