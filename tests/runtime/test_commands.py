@@ -67,6 +67,7 @@ def test_bench_writes_figures_and_a_plot(capsys, tmp_path, image_onnx, image_che
         assert t["p99_ms"] >= t["p50_ms"] > 0 and t["peak_rss_mb"] > 50
         if t["kind"] == "model":
             assert t["gflops_per_s"] == pytest.approx(flops * t["batch"] / (t["p50_ms"] / 1e3) / 1e9, rel=1e-6)
+    assert record["cpu_peak_gflops"] > 1 and "matmul" in record["peak_estimate"]
     torch_rows = {t["batch"]: t for t in record["timings"] if t["backend"] == "pytorch eager fp32 (cpu)"}
     for t in record["timings"]:
         expected = t["samples_per_s"] / torch_rows[t["batch"]]["samples_per_s"] if t["kind"] != "end-to-end" else None
