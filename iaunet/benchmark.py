@@ -38,26 +38,22 @@ def _torch_runners(checkpoint, devices):
         yield TorchRunner.from_checkpoint(checkpoint, device="cuda", half=True)
 
 
-def _check_checkpoint(models, checkpoint) -> None:
-    """Before anything is timed: ``checkpoint`` exists and every model was exported (or its
-    engine built) from it, read from the ONNX metadata or the engine's sidecar."""
-    from iaunet.core import onnx_wire
+def _check_sources(models, checkpoint) -> None:
+    """Before anything is timed: every model exists and carries a model card, and
+    ``checkpoint`` (when given) is the one they were exported (or their engines built) from."""
     from iaunet.core.errors import IAUnetError
     from iaunet.core.files import sha256_file
-    from iaunet.core.graph_io import METADATA_PREFIX
-    from iaunet.runtime.embedder import is_engine
-    from iaunet.runtime.engine_card import read_sidecar
+    from iaunet.runtime.embedder import read_card
+    cards = {model: read_card(model) for model in models}
+    if not checkpoint:
+        return
     if not Path(checkpoint).is_file():
         raise IAUnetError(f"checkpoint {checkpoint} not found; expected the .pt the models were exported from")
     digest = sha256_file(checkpoint)
-    for model in map(Path, models):
-        if not model.is_file():
-            raise IAUnetError(f"model {model} not found; expected an .onnx file or a TensorRT engine")
-        props = read_sidecar(model)["metadata"] if is_engine(model) else onnx_wire.read_model(model.read_bytes(), model)[0]
-        source = props.get(METADATA_PREFIX + "checkpoint_sha256", "")
-        if source != digest:
+    for model, card in cards.items():
+        if card.model_id != digest:
             raise IAUnetError(f"{model} was not exported from {checkpoint} (it names checkpoint "
-                              f"{source[:12] or '(none)'}, the file is {digest[:12]}); give the model's own checkpoint")
+                              f"{card.model_id[:12] or '(none)'}, the file is {digest[:12]}); give the model's own checkpoint")
 
 
 def benchmark(models, out, batches, repeats, checkpoint=None, backend=None, threads=None, jpegs=None,
@@ -70,8 +66,7 @@ def benchmark(models, out, batches, repeats, checkpoint=None, backend=None, thre
     from iaunet.export.flops import count_flops
     from iaunet.runtime import bench
     from iaunet.runtime.embedder import is_engine
-    if checkpoint:
-        _check_checkpoint(models, checkpoint)
+    _check_sources(models, checkpoint)
     card, per_model = None, []
     with tempfile.TemporaryDirectory() as tmp:
         jpegs = jpegs or bench.generated_jpegs(tmp, max(batches) * bench.E2E_BATCHES_PER_CALL)
@@ -81,7 +76,7 @@ def benchmark(models, out, batches, repeats, checkpoint=None, backend=None, thre
             per_model += [(model, t) for t in found]
         if checkpoint:
             for runner in _torch_runners(checkpoint, {t.device for _, t in per_model}):
-                found = bench.bench_runner(runner, f"pytorch eager {runner.precision} ({runner.device.type})",
+                found = bench.bench_runner(runner, bench.pytorch_label(runner.precision, runner.device.type),
                                            card, batches, repeats)
                 per_model += [(models[0], t) for t in found]
     # FLOPs are counted after the timings, so onnx's copy of the graph is not in the runtime's memory figures

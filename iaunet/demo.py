@@ -263,11 +263,12 @@ def _search(out: Path, data: Path, engines: dict) -> dict:
 def _bench(out: Path, checkpoint: Path, engines: list) -> dict:
     """ONNX Runtime (and the engines, where built) against PyTorch eager; ratios per backend."""
     from iaunet.benchmark import benchmark
+    from iaunet.runtime.bench import is_pytorch
     result = benchmark([out / "model.onnx", *engines], out / "bench", BENCH_BATCHES, BENCH_REPEATS, checkpoint,
                        quiet=True)
     result["repeats"] = BENCH_REPEATS
     result["vs_pytorch"] = {f"{t['backend']} batch {t['batch']}": t["vs_pytorch"] for t in result["timings"]
-                            if t["kind"] == "model" and t["vs_pytorch"] and not t["backend"].startswith("pytorch")}
+                            if t["kind"] == "model" and t["vs_pytorch"] and not is_pytorch(t["backend"])}
     return result
 
 

@@ -71,8 +71,8 @@ def _sections(s: dict) -> list:
                     f"images; the top match is the same person for {rt['top1_same_id']:.1%} (a plain search counts "
                     "same-camera matches, which the rank-1 protocol above leaves out). The first "
                     f"{rt['grid_queries']} queries:"], [], ["search/grid.png"]),
-        ("Benchmark", [f"Medians over {bench['repeats']} calls per row, one run; CPU peak estimate: "
-                       f"{fmt(bench['cpu_peak_gflops'], 0) if bench['cpu_peak_gflops'] else 'unknown'} GFLOP/s. "
+        ("Benchmark", [f"Medians over {bench['repeats']} calls per row, one run; CPU peak "
+                       f"({bench['peak_estimate']}): {fmt(bench['cpu_peak_gflops'], 0)} GFLOP/s. "
                        "Samples/s against PyTorch eager: " +
                        ", ".join(f"{k} {r:.2f}x" for k, r in bench["vs_pytorch"].items()) + "."],
          [_bench_table(bench)], ["bench/bench.png"]),

@@ -3,7 +3,7 @@
 per second, peak resident memory, achieved GFLOP/s against the machine's estimated peak,
 and each row's ratio to PyTorch on the same device. Standard library and numpy; the
 callables timed are whatever runners the caller built. Figures are medians of repeated
-calls after warm-up, never a single call.
+calls after warm-up, never a single call; the CPU's peak is the best of a few matmuls.
 """
 from __future__ import annotations
 
@@ -15,6 +15,7 @@ from dataclasses import asdict, dataclass
 import numpy as np
 
 DEFAULT_REPEATS, DEFAULT_WARMUP = 30, 3
+PYTORCH_LABEL = "pytorch eager"  # the rows the others are compared with; model rows begin with a file name
 PEAK_MATMUL_SIZE = 2048  # the matrix product that stands for the CPU's peak
 
 
@@ -62,6 +63,15 @@ def measure(fn, backend: str, batch: int, kind: str, flops_per_sample: float | N
                   peak_rss_mb(), gflops, device)
 
 
+def pytorch_label(precision: str, device: str) -> str:
+    """The backend label of PyTorch eager rows, e.g. 'pytorch eager fp32 (cpu)'."""
+    return f"{PYTORCH_LABEL} {precision} ({device})"
+
+
+def is_pytorch(label: str) -> bool:
+    return label.startswith(PYTORCH_LABEL + " ")
+
+
 def runner_device(runner) -> str:
     """The device a runner computes on: 'cpu' for ``onnxruntime-cpu`` and ``pytorch-cpu``,
     'cuda' for every GPU backend."""
@@ -70,8 +80,8 @@ def runner_device(runner) -> str:
 
 def cpu_peak_gflops(size: int = PEAK_MATMUL_SIZE, repeats: int = 5) -> tuple[float, str]:
     """(FP32 GFLOP/s this CPU reaches on a large matrix product, how it was found): the best
-    of ``repeats`` numpy float32 matmuls of ``size`` x ``size`` through numpy's BLAS on every
-    core. Measured, because cores x nominal clock x vector width missed by 1.65x on the AMD
+    of ``repeats`` numpy float32 matmuls of ``size`` x ``size`` through numpy's BLAS (with its
+    own threads, by default one per core). Measured, because cores x nominal clock x vector width missed by 1.65x on the AMD
     EPYC (Zen 4) VM this was written on: its AVX-512 units are 256 bits wide and it reports
     no boost clock (flags and clock: 332 GFLOP/s; numpy's matmul 201; ONNX Runtime ran
     iaunet_r50 at about 205)."""
@@ -145,7 +155,7 @@ def vs_pytorch(timings: list[Timing]) -> list[float | None]:
     """Each row's samples/s over PyTorch's model-only row of the same device and batch (CPU
     rows over PyTorch FP32 on the CPU, GPU rows over PyTorch FP16 on the GPU); None for
     end-to-end rows and where PyTorch was not timed."""
-    torch_rows = {(t.device, t.batch): t for t in timings if t.backend.startswith("pytorch") and t.kind == "model"}
+    torch_rows = {(t.device, t.batch): t for t in timings if is_pytorch(t.backend) and t.kind == "model"}
     refs = [torch_rows.get((t.device, t.batch)) if t.kind != "end-to-end" else None for t in timings]
     return [t.samples_per_s / ref.samples_per_s if ref else None for t, ref in zip(timings, refs)]
 
@@ -159,5 +169,5 @@ def table(timings: list[Timing], peak: float, how: str) -> list[str]:
         gf = f"{t.gflops_per_s:8.1f}" if t.gflops_per_s else f"{'':8}"
         lines.append(f"{t.backend[:38]:38} {t.batch:5d} {t.kind:12} {t.p50_ms:8.2f} {t.p99_ms:8.2f} "
                      f"{t.samples_per_s:10.1f} {gf} {t.peak_rss_mb:7.0f} {ratio:>8}")
-    lines.append(f"CPU peak estimate: {peak:.0f} GFLOP/s ({how})")
+    lines.append(f"CPU peak: {peak:.0f} GFLOP/s ({how})")
     return lines

@@ -29,6 +29,30 @@ def is_engine(path) -> bool:
     return path.suffix in ENGINE_SUFFIXES or sidecar_path(path).is_file()
 
 
+def model_file(path) -> Path:
+    """``path`` as a Path, or an IAUnetError when it is not a file."""
+    path = Path(path)
+    if not path.is_file():
+        raise IAUnetError(f"model {path} not found; expected an .onnx file or a TensorRT engine")
+    return path
+
+
+def read_card(path) -> ModelCard:
+    """The model card of an ONNX file or an engine, read from the file's metadata or the
+    engine's sidecar without opening either in a runtime (the ONNX file is mapped, so its
+    weights are not read)."""
+    import mmap
+    from iaunet.core import onnx_wire
+    from iaunet.runtime.engine_card import read_sidecar
+    path = model_file(path)
+    if is_engine(path):
+        return ModelCard.from_props(read_sidecar(path)["metadata"], path)
+    if not path.stat().st_size:
+        raise IAUnetError(f"{path} is empty; expected an ONNX file")
+    with open(path, "rb") as f, mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_READ) as data:
+        return ModelCard.from_props(onnx_wire.read_model(data, path)[0], path)
+
+
 def l2_normalize(x: np.ndarray) -> np.ndarray:
     return x / np.maximum(np.linalg.norm(x, axis=1, keepdims=True), 1e-12)
 
@@ -39,9 +63,7 @@ def open_runner(path, backend: str = "auto", threads: int | None = None, cuda_gr
     from iaunet.runtime.runners import OnnxRuntimeRunner, best_ort_device
     if backend not in BACKENDS:
         raise IAUnetError(f"unknown backend {backend!r}; expected one of {', '.join(BACKENDS)}")
-    path = Path(path)
-    if not path.is_file():
-        raise IAUnetError(f"model {path} not found; expected an .onnx file or a TensorRT engine")
+    path = model_file(path)
     if is_engine(path):
         if backend not in ("auto", "tensorrt"):
             raise IAUnetError(f"{path} is a TensorRT engine; it runs only on the 'tensorrt' backend")

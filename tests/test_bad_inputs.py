@@ -63,6 +63,19 @@ def _file(name, text="not an engine"):
     return setup
 
 
+def _engine_of(name, onnx):
+    """An engine file with a complete sidecar carrying fixture ``onnx``'s metadata (its model card)."""
+    def setup(cwd, fx):
+        from iaunet.core.onnx_wire import read_model
+        from iaunet.runtime.engine_card import FORMAT, sidecar_path
+        (cwd / name).write_bytes(b"\0" * 64)
+        card = {"format": FORMAT, "tensorrt_version": "10.3.0", "gpu_name": "Orin", "compute_capability": 87,
+                "precision": "fp32", "profile": {}, "plugin_route": "native", "plugins": [], "onnx_sha256": "",
+                "toolkit_version": "0", "metadata": read_model(fx[onnx].read_bytes(), onnx)[0]}
+        sidecar_path(cwd / name).write_text(json.dumps(card))
+    return setup
+
+
 def _foreign_demo_folder(cwd, fx):
     """A previous demo's folder (demo.json lists a.txt) with a file the demo did not write."""
     (cwd / "prev").mkdir()
@@ -408,7 +421,12 @@ def cases() -> list[Case]:
         ("checkpoint-of-another-model", "--checkpoint {other_ckpt}", "was not exported from"),
         ("checkpoint-is-the-onnx", "--checkpoint {onnx}", "was not exported from"),
     ])
-    add("bench", "-o bench", [("model-missing", "nowhere.onnx", "nowhere.onnx not found")])
+    add("bench", "-o bench", [
+        ("model-missing", "nowhere.onnx", "nowhere.onnx not found"),
+        ("second-model-missing", "{onnx} nowhere.onnx", "nowhere.onnx not found"),
+        ("engine-of-another-checkpoint", "m.engine --checkpoint {other_ckpt}", "was not exported from",
+         {"setup": _engine_of("m.engine", "onnx")}),
+    ])
     add("build", "-o m.engine", [
         ("onnx-missing", "nowhere.onnx", "nowhere.onnx not found"),
         ("onnx-is-text", "{text}", "not an ONNX file"),

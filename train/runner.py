@@ -2,8 +2,8 @@
 so evaluation, export checks and parity feed PyTorch exactly as they feed ONNX Runtime
 and TensorRT: float32 0..255 RGB in (normalised here, as the ONNX graph does itself),
 float32 embeddings out, eval mode, no autograd. ``half=True`` runs the model in FP16
-(``model.half()``; the channel affinity still computes in FP32, ``iau.channel_affinity``):
-the GPU baseline ``iaunet bench`` times TensorRT FP16 against.
+(``model.half()``, in place; the channel affinity still computes in FP32,
+``iau.channel_affinity``): the PyTorch row ``iaunet bench`` compares its GPU rows with.
 """
 from __future__ import annotations
 
@@ -15,7 +15,7 @@ from iaunet.runtime.runners import Runner
 
 class TorchRunner(Runner):
     """``model`` in eval mode on ``device``; ``flip`` averages with the mirrored input
-    (test-time augmentation, an option of ``iaunet eval``); ``half`` runs it in FP16."""
+    (test-time augmentation, an option of ``iaunet eval``); ``half`` converts it to FP16 in place."""
 
     def __init__(self, model, config, device="cpu", flip: bool = False, half: bool = False):
         from iaunet.train.trainer import normalize

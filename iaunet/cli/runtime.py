@@ -45,7 +45,8 @@ def add_commands(sub):
     p.add_argument("models", nargs="+", metavar="MODEL", help=".onnx files or TensorRT engines to time")
     p.add_argument("--checkpoint", metavar="CKPT",
                    help="also time PyTorch eager on this checkpoint (the models' source): FP32 on the CPU, "
-                        "and FP16 on the GPU when GPU backends are timed")
+                        "and FP16 on the GPU when GPU backends are timed and torch sees the GPU; "
+                        "refused unless the models were exported from it")
     p.add_argument("--batch", type=_batches, default=[1, 8], metavar="B,B,...", help="batch sizes")
     p.add_argument("--backend", action="append", metavar="BACKEND",
                    help="backend to time (repeatable; default: every one this machine has for each model)")

@@ -2,7 +2,7 @@
 the CPU, FP16 on the GPU)."""
 import pytest
 
-from iaunet.runtime.bench import Timing, runner_device, table
+from iaunet.runtime.bench import Timing, table, vs_pytorch
 
 
 def _row(backend, batch, samples_per_s, device, kind="model"):
@@ -11,23 +11,19 @@ def _row(backend, batch, samples_per_s, device, kind="model"):
 
 def test_rows_compare_with_pytorch_on_their_own_device():
     timings = [_row("m.onnx onnxruntime-cpu", 8, 13.0, "cpu"),
+               _row("m.onnx onnxruntime-cpu", 8, 12.0, "cpu", "bare session"),
+               _row("m.onnx onnxruntime-cpu", 8, 11.0, "cpu", "end-to-end"),
                _row("m.engine tensorrt", 8, 960.0, "cuda"),
                _row("m.onnx onnxruntime-cuda", 8, 500.0, "cuda"),
                _row("m.onnx onnxruntime-cuda", 32, 700.0, "cuda"),
+               _row("pytorch.onnx onnxruntime-cpu", 8, 26.0, "cpu"),  # a file named pytorch*: not a baseline
                _row("pytorch eager fp32 (cpu)", 8, 10.0, "cpu"),
                _row("pytorch eager fp16 (cuda)", 8, 320.0, "cuda")]
-    ratios = [line[-8:].strip() for line in table(timings, 200.0, "numpy")[1:-1]]  # the last column, row by row
-    # by hand: 13/10, 960/320, 500/320; nothing at batch 32 on the GPU (no PyTorch row there)
-    assert ratios == ["1.30x", "3.00x", "1.56x", "", "1.00x", "1.00x"]
-
-
-def test_runner_device_follows_the_backend_name():
-    class Named:
-        def __init__(self, name):
-            self.name = name
-    assert [runner_device(Named(n)) for n in ("onnxruntime-cpu", "pytorch-cpu", "onnxruntime-cuda",
-                                               "onnxruntime-tensorrt", "tensorrt", "pytorch-cuda")] == \
-        ["cpu", "cpu", "cuda", "cuda", "cuda", "cuda"]
+    # by hand: 13/10, 12/10, none end-to-end, 960/320, 500/320, no PyTorch row at batch 32 on the GPU, 26/10
+    expected = [1.3, 1.2, None, 3.0, 1.5625, None, 2.6, 1.0, 1.0]
+    assert vs_pytorch(timings) == [pytest.approx(e) if e else None for e in expected]
+    printed = [line[-8:].strip() for line in table(timings, 200.0, "numpy")[1:-1]]  # the last column
+    assert printed == ["1.30x", "1.20x", "", "3.00x", "1.56x", "", "2.60x", "1.00x", "1.00x"]
 
 
 @pytest.mark.gpu
