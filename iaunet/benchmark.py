@@ -38,6 +38,19 @@ def _torch_runners(checkpoint, devices):
         yield TorchRunner.from_checkpoint(checkpoint, device="cuda", half=True)
 
 
+def _no_tensorrt_rows(timings) -> str | None:
+    """Why no TensorRT engine was timed, said rather than left out silently; None when one was."""
+    from iaunet.core.errors import IAUnetError
+    from iaunet.runtime.trt_runner import import_tensorrt
+    if any(t.backend.endswith(" tensorrt") for t in timings):
+        return None
+    try:
+        import_tensorrt()
+    except IAUnetError as exc:
+        return f"no TensorRT rows: {exc}"
+    return "no TensorRT rows: give an engine from 'iaunet build' to time TensorRT"
+
+
 def _check_sources(models, checkpoint) -> None:
     """Before anything is timed: every model exists and carries a model card, and
     ``checkpoint`` (when given) is the one they were exported (or their engines built) from."""
@@ -86,11 +99,12 @@ def benchmark(models, out, batches, repeats, checkpoint=None, backend=None, thre
         t.gflops_per_s = flops[model] * t.batch / (t.p50_ms / 1e3) / 1e9 if model in flops else None
         timings.append(t)
     peak, how = bench.cpu_peak_gflops()
+    no_tensorrt = _no_tensorrt_rows(timings)
     if not quiet:
-        for line in bench.table(timings, peak, how):
+        for line in bench.table(timings, peak, how) + ([no_tensorrt] if no_tensorrt else []):
             print(line)
     Path(out).mkdir(exist_ok=True)
-    result = {"cpu_peak_gflops": peak, "peak_estimate": how,
+    result = {"cpu_peak_gflops": peak, "peak_estimate": how, "no_tensorrt_rows": no_tensorrt,
               "timings": [{**t.as_dict(), "vs_pytorch": vs} for t, vs in zip(timings, bench.vs_pytorch(timings))]}
     write_json(Path(out) / "bench.json", result)
     with atomic_output(Path(out) / "bench.png") as png:

@@ -74,6 +74,7 @@ def test_bench_writes_figures_and_a_plot(capsys, tmp_path, image_onnx, image_che
         assert t["vs_pytorch"] == pytest.approx(expected)
     assert (tmp_path / "b" / "bench.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     assert "vs torch" in out and "1.00x" in out
+    assert record["no_tensorrt_rows"].startswith("no TensorRT rows: ") and record["no_tensorrt_rows"] in out
 
 
 def test_skip_bad_counts_unreadable_images(capsys, tmp_path, image_onnx, market_synth):
