@@ -147,7 +147,7 @@ def restore_float32_outputs(model) -> None:
     """Make every graph output float32 again. (The converter leaves an output FP16 behind
     a ``Cast(to fp16)`` when the node producing it was kept in FP32, keep_io_types or not.)"""
     from onnx import TensorProto, helper
-    producers = {o: n for n in model.graph.node for o in n.output}
+    producers = graph.producers(model.graph)
     for out in model.graph.output:
         if out.type.tensor_type.elem_type != TensorProto.FLOAT16:
             continue

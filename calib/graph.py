@@ -11,9 +11,10 @@ from collections import defaultdict
 import numpy as np
 import onnx
 
-from iaunet.core.plugin_contract import DOMAIN, PLUGIN_OPS
+from iaunet.core.plugin_contract import DOMAIN
 from iaunet.core.files import atomic_output
 from iaunet.core.graph_io import INPUT_NAME, METADATA_PREFIX
+from iaunet.export.functions import plugin_nodes
 
 FP16_MAX = 65504.0
 OVERFLOW_MARGIN = 0.5  # keep a node in FP32 when its output comes within 2x of FP16's limit
@@ -42,7 +43,7 @@ def consumers(graph) -> dict:
 
 
 def plugin_node_names(model) -> set:
-    return {n.name for n in model.graph.node if n.domain == DOMAIN and n.op_type in PLUGIN_OPS}
+    return {n.name for n in plugin_nodes(model)}
 
 
 def native_affinity_nodes(model) -> set:

@@ -30,7 +30,7 @@ import onnx
 from onnx import numpy_helper
 
 from iaunet.calib import METHODS, graph
-from iaunet.calib.data import PROBE_SAMPLES, calibration_sources, load_inputs, pick
+from iaunet.calib.data import CALIBRATION_SAMPLES, PROBE_SAMPLES, calibration_sources, load_inputs, pick
 from iaunet.calib.sensitivity import DEFAULT_MAX_FP16_LAYERS, fall_back, plot
 from iaunet.export.checks import compare, run_onnxruntime, tensorrt_lint
 from iaunet.export.flops import node_flops
@@ -45,7 +45,6 @@ from iaunet.core.validate import COSINE_TARGET, COUNT, check
 log = get_logger("calib")
 QUANTIZED_OPS = ["Conv", "Gemm", "MatMul", "Add"]
 ENTROPY_BINS, ENTROPY_QUANTIZED_BINS = 2048, 128  # TensorRT's entropy calibrator histogram
-CALIBRATION_SAMPLES = 128  # training images the ranges come from, by default
 HELD_OUT = 32        # training images kept out of calibration to judge the variant
 MIN_HELD_OUT = 8     # fewer cannot steer the fallback
 
@@ -201,16 +200,16 @@ class _Quantizer:
 
     def __init__(self, src: Path, ranges: Path, method: str, exclude: set, overflow: dict, folder: Path):
         self.src, self.ranges, self.method, self.exclude, self.overflow = src, ranges, method, exclude, overflow
-        self.path, self._made = folder / "q.onnx", {}
+        self.path, self._last = folder / "q.onnx", (None, None)
         self.layers = quantized_layers(self.qdq(set()))
 
     def qdq(self, kept_out: set) -> onnx.ModelProto:
         """The Q/DQ graph with ``kept_out`` left in float; shared, so read it, do not change it."""
         key = frozenset(kept_out)
-        if key not in self._made:
+        if self._last[0] != key:  # the latest only: each graph is the model's size
             _quantize(self.src, self.path, self.ranges, self.method, self.exclude | kept_out)
-            self._made = {key: load_onnx(self.path)}  # the latest only: each is the model's size
-        return self._made[key]
+            self._last = (key, load_onnx(self.path))
+        return self._last[1]
 
     def alone(self, layer: str) -> bytes:
         """The Q/DQ graph (FP32 elsewhere) with only ``layer`` quantized."""

@@ -81,10 +81,10 @@ def runner_device(runner) -> str:
 def cpu_peak_gflops(size: int = PEAK_MATMUL_SIZE, repeats: int = 5) -> tuple[float, str]:
     """(FP32 GFLOP/s this CPU reaches on a large matrix product, how it was found): the best
     of ``repeats`` numpy float32 matmuls of ``size`` x ``size`` through numpy's BLAS (with its
-    own threads, by default one per core). Measured, because cores x nominal clock x vector width missed by 1.65x on the AMD
-    EPYC (Zen 4) VM this was written on: its AVX-512 units are 256 bits wide and it reports
-    no boost clock (flags and clock: 332 GFLOP/s; numpy's matmul 201; ONNX Runtime ran
-    iaunet_r50 at about 205)."""
+    own threads, by default one per core). Measured, because cores x nominal clock x vector
+    width missed by 1.65x on the AMD EPYC (Zen 4) VM this was written on: its AVX-512 units
+    are 256 bits wide and it reports no boost clock (flags and clock: 332 GFLOP/s; numpy's
+    matmul 201; ONNX Runtime ran iaunet_r50 at about 205)."""
     rng = np.random.default_rng(0)
     a, b = rng.random((size, size), dtype=np.float32), rng.random((size, size), dtype=np.float32)
     seconds = time_calls(lambda: a @ b, repeats, warmup=1).min()

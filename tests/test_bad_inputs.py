@@ -64,15 +64,14 @@ def _file(name, text="not an engine"):
 
 
 def _engine_of(name, onnx):
-    """An engine file with a complete sidecar carrying fixture ``onnx``'s metadata (its model card)."""
+    """An engine file with the sidecar ``iaunet build`` would write for fixture ``onnx``."""
     def setup(cwd, fx):
-        from iaunet.core.onnx_wire import read_model
-        from iaunet.runtime.engine_card import FORMAT, sidecar_path
+        from iaunet.engines.plan import BuildOptions, plan_build
+        from iaunet.runtime.embedder import read_card
+        from iaunet.runtime.engine_card import Machine, sidecar_path
         (cwd / name).write_bytes(b"\0" * 64)
-        card = {"format": FORMAT, "tensorrt_version": "10.3.0", "gpu_name": "Orin", "compute_capability": 87,
-                "precision": "fp32", "profile": {}, "plugin_route": "native", "plugins": [], "onnx_sha256": "",
-                "toolkit_version": "0", "metadata": read_model(fx[onnx].read_bytes(), onnx)[0]}
-        sidecar_path(cwd / name).write_text(json.dumps(card))
+        plan = plan_build(read_card(fx[onnx]), "cd" * 32, True, Machine("Orin", 87, "10.3.0"), BuildOptions())
+        sidecar_path(cwd / name).write_text(json.dumps(plan.sidecar()))
     return setup
 
 

@@ -22,11 +22,15 @@ class TorchRunner(Runner):
         frames = (config.frames,) if config.variant == "video" else ()
         super().__init__((*frames, 3, config.height, config.width), config.embedding_dim)
         self.model, self.config, self.device, self.flip = model.eval(), config, torch.device(device), flip
-        self.dtype, self.precision = (torch.float16, "fp16") if half else (torch.float32, "fp32")
+        self.dtype = torch.float16 if half else torch.float32
         if half:
             self.model.half()
         self._normalize = normalize
         self.name = f"pytorch-{self.device.type}"
+
+    @property
+    def precision(self) -> str:
+        return "fp16" if self.dtype == torch.float16 else "fp32"
 
     @classmethod
     def from_checkpoint(cls, path, device="cpu", flip: bool = False, half: bool = False) -> "TorchRunner":

@@ -9,6 +9,7 @@ from iaunet.core.validate import COUNT, COSINE_TARGET, PERCENTILE
 
 def add_commands(sub):
     from iaunet.calib import METHODS
+    from iaunet.calib.data import CALIBRATION_SAMPLES, PROBE_SAMPLES
     from iaunet.calib.sensitivity import DEFAULT_MAX_FP16_LAYERS
     p = common.command(sub, "calib", "make an FP16 or INT8 variant of an exported ONNX")
     p.add_argument("model", help="FP32 ONNX written by 'iaunet export'")
@@ -17,7 +18,8 @@ def add_commands(sub):
     common.data(p, "training split (data set root) or folder of crops; required for int8, optional FP16 overflow "
                    "probe for fp16", required=False)
     p.add_argument("--method", choices=METHODS, default="entropy", help="int8 activation calibration")
-    p.add_argument("--samples", type=COUNT, help="calibration images (default: int8 128, fp16 probe 16)")
+    p.add_argument("--samples", type=COUNT, help=f"calibration images (default: int8 {CALIBRATION_SAMPLES}, "
+                                                  f"fp16 probe {PROBE_SAMPLES})")
     p.add_argument("--percentile", type=PERCENTILE, default=99.99, help="int8 --method percentile: the percentile")
     p.add_argument("--trt-version", default="10.3.0", help="TensorRT version written in the .calib header")
     p.add_argument("--target-cosine", type=COSINE_TARGET, help="int8: move the most sensitive layers to FP16 until "
@@ -59,11 +61,12 @@ def run_calib(args):
         check_output_path(output.with_suffix(".sensitivity.png" if suffix == ".png" else suffix), inputs=[args.model])
     record_path = output.with_suffix(".json")
     if args.precision == "fp16":
-        from iaunet.calib.fp16 import convert_fp16
         from iaunet.calib.data import PROBE_SAMPLES
+        from iaunet.calib.fp16 import convert_fp16
         record = convert_fp16(args.model, output, args.data, args.samples or PROBE_SAMPLES, args.seed)
     else:
-        from iaunet.calib.int8 import CALIBRATION_SAMPLES, quantize_int8
+        from iaunet.calib.data import CALIBRATION_SAMPLES
+        from iaunet.calib.int8 import quantize_int8
         from iaunet.calib.sensitivity import DEFAULT_MAX_FP16_LAYERS
         record = quantize_int8(args.model, output, args.data, args.method, args.samples or CALIBRATION_SAMPLES,
                                args.percentile, args.trt_version, args.cache_dir, args.seed, args.target_cosine,

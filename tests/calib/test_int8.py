@@ -227,8 +227,7 @@ def test_int8_calibration_needs_no_torch(trained_setup, tmp_path):
     code = ("import sys; sys.modules['torch'] = None\n"
             "from iaunet.calib.int8 import quantize_int8\n"
             f"quantize_int8({str(trained_setup['plugin'])!r}, {str(tmp_path / 'q.onnx')!r}, "
-            f"{str(trained_setup['data'])!r}, method='minmax', samples=8, cache_dir={str(tmp_path / 'c')!r})\n"
-            "assert 'torch' not in [m for m in sys.modules if sys.modules[m] is not None and m == 'torch']\n")
+            f"{str(trained_setup['data'])!r}, method='minmax', samples=8, cache_dir={str(tmp_path / 'c')!r})\n")
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)
     assert result.returncode == 0, result.stderr[-1500:]
     assert onnx.load(str(tmp_path / "q.onnx")).functions
