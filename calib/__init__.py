@@ -3,7 +3,10 @@ explicit Q/DQ graphs with FP16 outside the Q/DQ, per-layer sensitivity and the f
 to FP16, a TensorRT calibration cache, and accuracy parity of every variant against
 PyTorch, measured on ONNX Runtime.
 
-Imports onnx and onnxruntime where used; torch only inside ``iaunet.calib.parity.run_parity``.
+This package module imports nothing (the CLI reads the stage's defaults here); onnx and
+onnxruntime are imported where used, torch only inside ``iaunet.calib.parity.run_parity``.
 """
 
 METHODS = ("entropy", "percentile", "minmax")  # INT8 activation calibration, ONNX Runtime's names
+CALIBRATION_SAMPLES = 128  # training images INT8's activation ranges come from, by default
+PROBE_SAMPLES = 16  # images the FP16 overflow probe reads (and INT8's judge when none can be held out)

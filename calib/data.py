@@ -14,8 +14,6 @@ from iaunet.core.validate import require_same_variant
 EVAL_SPLITS = {"query", "bounding_box_test", "bbox_test", "gallery", "test"}
 LAYOUT_MARKERS = ("bounding_box_train", "bbox_train", "list_train.txt")
 IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp"}
-CALIBRATION_SAMPLES = 128  # training images INT8's activation ranges come from, by default
-PROBE_SAMPLES = 16  # images the FP16 overflow probe reads (and INT8's judge when none can be held out)
 
 
 def calibration_sources(data, video: bool) -> list:

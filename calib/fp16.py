@@ -12,8 +12,8 @@ import re
 import warnings
 from pathlib import Path
 
-from iaunet.calib import graph
-from iaunet.calib.data import PROBE_SAMPLES, calibration_sources, load_inputs, pick
+from iaunet.calib import PROBE_SAMPLES, graph
+from iaunet.calib.data import calibration_sources, load_inputs, pick
 from iaunet.export.checks import compare, run_onnxruntime
 from iaunet.export.metadata import load_onnx, metadata_of
 from iaunet.core.plugin_contract import PLUGIN_OPS

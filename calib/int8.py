@@ -29,8 +29,8 @@ import numpy as np
 import onnx
 from onnx import numpy_helper
 
-from iaunet.calib import METHODS, graph
-from iaunet.calib.data import CALIBRATION_SAMPLES, PROBE_SAMPLES, calibration_sources, load_inputs, pick
+from iaunet.calib import CALIBRATION_SAMPLES, METHODS, PROBE_SAMPLES, graph
+from iaunet.calib.data import calibration_sources, load_inputs, pick
 from iaunet.calib.sensitivity import DEFAULT_MAX_FP16_LAYERS, fall_back, plot
 from iaunet.export.checks import compare, run_onnxruntime, tensorrt_lint
 from iaunet.export.flops import node_flops

@@ -134,7 +134,7 @@ def _pipeline(out: Path, identities: int, epochs: int, seed: int) -> tuple:
     import torch
 
     from iaunet.calib.fp16 import convert_fp16
-    from iaunet.calib.data import CALIBRATION_SAMPLES
+    from iaunet.calib import CALIBRATION_SAMPLES
     from iaunet.calib.int8 import HELD_OUT, MIN_HELD_OUT, quantize_int8, sensitivity_plot_path
     from iaunet.calib.parity import run_parity
     from iaunet.export.exporter import export_checkpoint

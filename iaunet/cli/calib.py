@@ -8,8 +8,7 @@ from iaunet.core.validate import COUNT, COSINE_TARGET, PERCENTILE
 
 
 def add_commands(sub):
-    from iaunet.calib import METHODS
-    from iaunet.calib.data import CALIBRATION_SAMPLES, PROBE_SAMPLES
+    from iaunet.calib import CALIBRATION_SAMPLES, METHODS, PROBE_SAMPLES
     from iaunet.calib.sensitivity import DEFAULT_MAX_FP16_LAYERS
     p = common.command(sub, "calib", "make an FP16 or INT8 variant of an exported ONNX")
     p.add_argument("model", help="FP32 ONNX written by 'iaunet export'")
@@ -61,11 +60,11 @@ def run_calib(args):
         check_output_path(output.with_suffix(".sensitivity.png" if suffix == ".png" else suffix), inputs=[args.model])
     record_path = output.with_suffix(".json")
     if args.precision == "fp16":
-        from iaunet.calib.data import PROBE_SAMPLES
+        from iaunet.calib import PROBE_SAMPLES
         from iaunet.calib.fp16 import convert_fp16
         record = convert_fp16(args.model, output, args.data, args.samples or PROBE_SAMPLES, args.seed)
     else:
-        from iaunet.calib.data import CALIBRATION_SAMPLES
+        from iaunet.calib import CALIBRATION_SAMPLES
         from iaunet.calib.int8 import quantize_int8
         from iaunet.calib.sensitivity import DEFAULT_MAX_FP16_LAYERS
         record = quantize_int8(args.model, output, args.data, args.method, args.samples or CALIBRATION_SAMPLES,
