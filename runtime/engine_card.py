@@ -3,9 +3,10 @@
 An engine is tied to a GPU architecture and a TensorRT version. The sidecar, written by
 the engines stage beside every engine, says which, with the precision, the batch
 profile, the plugin route and the ONNX file's metadata. ``refusal`` compares it with
-the machine (and, when asked, with the model the caller expects) in plain Python, so a
-mismatched engine is refused with the sidecar's reason before TensorRT is asked to load
-it. Standard library only.
+the model the caller expects and with the machine in plain Python, so a mismatched engine
+is refused with the sidecar's reason before TensorRT is asked to deserialize it;
+``other_gpu_model`` words the warning for another GPU model of the same architecture,
+which TensorRT loads but advises against. Standard library only.
 """
 from __future__ import annotations
 
@@ -61,7 +62,16 @@ def version_tuple(version: str, parts: int = 2) -> tuple:
         raise IAUnetError(f"TensorRT version {version!r} is not MAJOR.MINOR[...]") from None
 
 
-def refusal(card: dict, machine: Machine, expect_model: str | None = None) -> str | None:
+def model_refusal(card: dict, expect_model: str | None) -> str | None:
+    """Why the engine is not the model the caller expects (a gallery's), or None."""
+    built_from = card["metadata"].get("iaunet.checkpoint_sha256", "")
+    if expect_model and built_from != expect_model:
+        return (f"the engine embeds for model {built_from[:12] or '(unknown)'} but model {expect_model[:12]} "
+                "was expected; use the engine built from that model's ONNX")
+    return None
+
+
+def machine_refusal(card: dict, machine: Machine) -> str | None:
     """Why this machine must not load the engine, or None. TensorRT engines load only on
     the GPU architecture and the TensorRT release they were built with."""
     cc = int(card["compute_capability"])
@@ -71,8 +81,19 @@ def refusal(card: dict, machine: Machine, expect_model: str | None = None) -> st
     if version_tuple(card["tensorrt_version"], 3) != version_tuple(machine.tensorrt_version, 3):
         return (f"the engine was built with TensorRT {card['tensorrt_version']} but this machine has "
                 f"{machine.tensorrt_version}; rebuild it here with 'iaunet build'")
-    built_from = card["metadata"].get("iaunet.checkpoint_sha256", "")
-    if expect_model and built_from != expect_model:
-        return (f"the engine embeds for model {built_from[:12] or '(unknown)'} but model {expect_model[:12]} "
-                "was expected; use the engine built from that model's ONNX")
     return None
+
+
+def refusal(card: dict, machine: Machine, expect_model: str | None = None) -> str | None:
+    """The model's refusal, else the machine's, else None."""
+    return model_refusal(card, expect_model) or machine_refusal(card, machine)
+
+
+def other_gpu_model(card: dict, machine: Machine) -> str | None:
+    """A warning when the engine was built on another GPU model of the same architecture:
+    TensorRT loads it but advises against it (its tactics were timed on the other model)."""
+    if card["gpu_name"] == machine.gpu_name:
+        return None
+    return (f"the engine was built on {card['gpu_name']} and runs here on {machine.gpu_name} "
+            f"(both sm_{machine.compute_capability}); TensorRT advises rebuilding on this GPU model "
+            "for its speed ('iaunet build')")

@@ -1,16 +1,20 @@
 """The TensorRT runner: a serialized engine through TensorRT's Python API, with pycuda
 for the buffers and the stream (the design card's choice).
 
-Before TensorRT is imported, the engine's sidecar is checked against this machine
-(``engine_card.refusal``): another GPU architecture, another TensorRT release or
-another model is refused with the sidecar's reason. Then: the device's primary context
-is retained and pushed (shared with every other CUDA user in the process, as the CUDA
-runtime and PyTorch do, instead of a private context); the plugins the engine needs are
-registered (the Python ``IPluginV3`` route; AOT plugins travel inside the engine); the
-engine is deserialized; page-locked host buffers and device buffers are sized from the
-optimisation profile's maximum; every call is ``set_input_shape`` /
-``set_tensor_address`` / ``execute_async_v3`` on one stream. With ``cuda_graph=True``
-the first call at each batch size is captured as a CUDA graph and replayed after.
+Before the engine is deserialized, its sidecar is checked (``engine_card``): another
+model than the caller expects is refused before TensorRT or the GPU is touched; another
+GPU architecture or TensorRT release is refused with the sidecar's reason once this
+machine's facts are read; another GPU model of the same architecture loads with a
+warning, as TensorRT itself does. Then: the device's primary context is retained (shared
+with every other CUDA user in the process, as the CUDA runtime and PyTorch do, instead of
+a private context) and pushed around every call that touches the GPU, so any thread may
+call the runner; the plugins the engine needs are registered (the Python ``IPluginV3``
+route; AOT plugins travel inside the engine); the engine is deserialized; page-locked
+host buffers and device buffers are sized from the optimisation profile's maximum; every
+call is ``set_input_shape`` / ``set_tensor_address`` / ``execute_async_v3`` on one stream.
+With ``cuda_graph=True`` the runner keeps one CUDA graph for one fixed batch (the first
+call's): smaller calls are padded up to it, a larger call recaptures it, so the context's
+shapes never change under a captured graph.
 
 Checked against the TensorRT binding wheels and pycuda's source
 (tests/engines/test_trt_names.py, tests/runtime/test_pycuda_names.py); it runs only
@@ -18,6 +22,7 @@ where TensorRT's libraries and a GPU are.
 """
 from __future__ import annotations
 
+from contextlib import contextmanager
 from pathlib import Path
 
 import numpy as np
@@ -25,10 +30,13 @@ import numpy as np
 from iaunet.core import cuda_driver
 from iaunet.core.errors import IAUnetError
 from iaunet.core.graph_io import INPUT_NAME, OUTPUT_NAME
+from iaunet.core.log import get_logger
 from iaunet.core.plugin_contract import TRT_MIN_VERSION, tensorrt_version
-from iaunet.runtime.engine_card import Machine, read_sidecar, refusal
+from iaunet.runtime.engine_card import Machine, machine_refusal, model_refusal, other_gpu_model, read_sidecar
 from iaunet.runtime.model_card import ModelCard
 from iaunet.runtime.runners import Runner
+
+log = get_logger("runtime")
 
 
 def import_tensorrt():
@@ -45,12 +53,17 @@ def import_tensorrt():
     return tensorrt
 
 
+def _pycuda():
+    """pycuda.driver, initialised (cuInit is idempotent)."""
+    import pycuda.driver as cuda
+    cuda.init()
+    return cuda
+
+
 def machine_facts(device: int = 0) -> Machine:
     """This machine's GPU (through pycuda) and TensorRT release (the module's version)."""
     trt = import_tensorrt()
-    import pycuda.driver as cuda
-    cuda.init()
-    gpu = cuda.Device(device)
+    gpu = _pycuda().Device(device)
     major, minor = gpu.compute_capability()
     return Machine(gpu.name(), major * 10 + minor, trt.__version__)
 
@@ -61,6 +74,20 @@ def _register_plugins(card: dict) -> None:
         register_plugins()
 
 
+def check_engine(engine, sidecar: dict, device: int, expect_model: str | None, machine: Machine | None) -> None:
+    """Refuse ``engine`` for another model (checked first: it needs no GPU), then for
+    another GPU architecture or TensorRT release; warn for another GPU model."""
+    reason = model_refusal(sidecar, expect_model)
+    if not reason:
+        machine = machine or machine_facts(device)
+        reason = machine_refusal(sidecar, machine)
+    if reason:
+        raise IAUnetError(f"{engine}: {reason}")
+    warning = other_gpu_model(sidecar, machine)
+    if warning:
+        log.warning("%s: %s", engine, warning)
+
+
 class TensorRTRunner(Runner):
     """A TensorRT engine with its sidecar. ``expect_model``: the checkpoint SHA-256 the
     caller needs (a gallery's), refused before loading when the engine has another.
@@ -69,29 +96,35 @@ class TensorRTRunner(Runner):
     def __init__(self, engine, device: int = 0, cuda_graph: bool = False, expect_model: str | None = None,
                  machine: Machine | None = None):
         self.sidecar = read_sidecar(engine)
-        reason = refusal(self.sidecar, machine or machine_facts(device), expect_model)
-        if reason:
-            raise IAUnetError(f"{engine}: {reason}")
-        import pycuda.driver as cuda
-        trt = import_tensorrt()
+        check_engine(engine, self.sidecar, device, expect_model, machine)
+        cuda, trt = _pycuda(), import_tensorrt()
         self.card = ModelCard.from_props(self.sidecar["metadata"], engine)
-        self.name, self._cuda, self._graphs = "tensorrt", cuda, {}
+        self.name, self._cuda, self._graph = "tensorrt", cuda, None  # _graph: (batch, executable)
+        self.cuda_graph = cuda_graph
         self._context = cuda.Device(device).retain_primary_context()
-        self._context.push()
-        try:
+        with self._current():
             _register_plugins(self.sidecar)
             self._logger = trt.Logger(trt.Logger.ERROR)
             self._engine = trt.Runtime(self._logger).deserialize_cuda_engine(Path(engine).read_bytes())
             if self._engine is None:
                 raise IAUnetError(f"TensorRT could not deserialize {engine}; rebuild it with 'iaunet build'")
+            dim = tuple(self._engine.get_tensor_shape(OUTPUT_NAME))[-1]
+            if dim != self.card.embedding_dim:
+                raise IAUnetError(f"{engine} gives {dim}-d embeddings but its sidecar says "
+                                  f"{self.card.embedding_dim}; rebuild it with 'iaunet build'")
             self._execution = self._engine.create_execution_context()
             max_shape = tuple(self._engine.get_tensor_profile_shape(INPUT_NAME, 0)[2])
-            super().__init__(max_shape[1:], self.card.embedding_dim, max_batch=max_shape[0])
+            super().__init__(max_shape[1:], dim, max_batch=max_shape[0])
             self._allocate(trt, max_shape)
-        except BaseException:
+
+    @contextmanager
+    def _current(self):
+        """The primary context made current on this thread for the duration."""
+        self._context.push()
+        try:
+            yield
+        finally:
             self._context.pop()
-            raise
-        self.cuda_graph = cuda_graph
 
     def _allocate(self, trt, max_shape: tuple) -> None:
         cuda = self._cuda
@@ -104,35 +137,52 @@ class TensorRTRunner(Runner):
         self._execution.set_tensor_address(INPUT_NAME, int(self._device_in))
         self._execution.set_tensor_address(OUTPUT_NAME, int(self._device_out))
 
-    def _enqueue(self) -> None:
+    def _rows(self, n: int) -> int:
+        """The batch to run for ``n`` samples: ``n``, or the CUDA graph's fixed batch when it holds them."""
+        if self._graph is None or n > self._graph[0]:
+            return n
+        return self._graph[0]
+
+    def _execute(self) -> None:
         if not self._execution.execute_async_v3(self._stream.handle):
             raise IAUnetError("TensorRT's execute_async_v3 failed (see TensorRT's log above)")
 
-    def _run(self, n: int) -> None:
+    def _run(self, rows: int) -> None:
         if not self.cuda_graph:
-            return self._enqueue()
-        if n not in self._graphs:
-            self._enqueue()  # a plain run first: TensorRT finishes its shape-dependent set-up outside the capture
+            self._execution.set_input_shape(INPUT_NAME, (rows, *self.sample_shape))
+            return self._execute()
+        if self._graph is None or self._graph[0] != rows:  # first call, or a larger batch: (re)capture
+            self._drop_graph()
+            self._execution.set_input_shape(INPUT_NAME, (rows, *self.sample_shape))
+            self._execute()  # a plain run first: TensorRT finishes its shape-dependent set-up outside the capture
             self._stream.synchronize()
-            self._graphs[n] = cuda_driver.capture_graph(self._stream.handle, self._enqueue)
-        cuda_driver.launch_graph(self._graphs[n], self._stream.handle)
+            self._graph = (rows, cuda_driver.capture_graph(self._stream.handle, self._execute))
+        cuda_driver.launch_graph(self._graph[1], self._stream.handle)
+
+    def _drop_graph(self) -> None:
+        if self._graph is not None:
+            cuda_driver.destroy_graph(self._graph[1])
+            self._graph = None
 
     def _infer(self, images: np.ndarray) -> np.ndarray:
         cuda, n = self._cuda, len(images)
-        self._host_in[:n] = images
-        self._execution.set_input_shape(INPUT_NAME, images.shape)
-        cuda.memcpy_htod_async(self._device_in, self._host_in[:n], self._stream)
-        self._run(n)
-        cuda.memcpy_dtoh_async(self._host_out[:n], self._device_out, self._stream)
-        self._stream.synchronize()
+        with self._current():
+            rows = self._rows(n)
+            self._host_in[:n] = images
+            self._host_in[n:rows] = 0
+            cuda.memcpy_htod_async(self._device_in, self._host_in[:rows], self._stream)
+            self._run(rows)
+            cuda.memcpy_dtoh_async(self._host_out[:rows], self._device_out, self._stream)
+            self._stream.synchronize()
         return np.array(self._host_out[:n], dtype=np.float32)
 
     def close(self) -> None:
+        """Free the graph, the buffers and the engine in the primary context. The context
+        itself is released by pycuda when the runner is collected."""
         if getattr(self, "_execution", None) is None:
             return
-        for executable in self._graphs.values():
-            cuda_driver.destroy_graph(executable)
-        self._device_in.free()
-        self._device_out.free()
-        self._execution = self._engine = None
-        self._context.pop()
+        with self._current():
+            self._drop_graph()
+            self._device_in.free()
+            self._device_out.free()
+            self._execution = self._engine = None

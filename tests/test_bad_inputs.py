@@ -39,6 +39,7 @@ class Case:
     setup: Callable | None = None   # setup(cwd: Path, fx: dict) before the "before" snapshot
     cwd: str = "tmp"        # "tmp": a fresh folder per case; "fx": the fixture root (for ./x spellings)
     code: int = 1
+    machine: tuple | None = None  # (GPU name, compute capability, TensorRT version) the GPU machine reports
 
     @property
     def id(self) -> str:
@@ -402,7 +403,15 @@ def cases() -> list[Case]:
         ("threads-negative", "--threads -2", "--threads"),
         ("backend-unknown", "--backend openvino", "invalid choice: 'openvino'"),
     ])
+    orin_engine = {"setup": _engine_of("m.engine", "onnx")}
+    add("embed", "{data}/query -m m.engine -o g.npz", [
+        ("engine-for-another-gpu", "", "built for sm_87 (Orin) but this GPU is sm_90 (NVIDIA H100 80GB HBM3)",
+         {**orin_engine, "machine": ("NVIDIA H100 80GB HBM3", 90, "10.3.0")}),
+        ("engine-for-another-tensorrt", "", "built with TensorRT 10.3.0 but this machine has 10.7.0",
+         {**orin_engine, "machine": ("Orin", 87, "10.7.0")}),
+    ])
     add("search", SEARCH, [
+        ("engine-of-another-model", "-m m.engine", "but model cdcdcdcdcdcd was expected", orin_engine),
         ("gallery-of-another-model", "", "but model cdcdcdcdcdcd was expected"),
         ("gallery-missing", "--gallery nowhere.npz", "nowhere.npz not found"),
         ("gallery-is-text", "--gallery {text}", "notes.txt"),
@@ -424,7 +433,7 @@ def cases() -> list[Case]:
         ("model-missing", "nowhere.onnx", "nowhere.onnx not found"),
         ("second-model-missing", "{onnx} nowhere.onnx", "nowhere.onnx not found"),
         ("engine-of-another-checkpoint", "m.engine --checkpoint {other_ckpt}", "was not exported from",
-         {"setup": _engine_of("m.engine", "onnx")}),
+         orin_engine),
     ])
     add("build", "-o m.engine", [
         ("onnx-missing", "nowhere.onnx", "nowhere.onnx not found"),
@@ -636,6 +645,9 @@ def test_bad_input(case, fx, tmp_path, monkeypatch, capfd):
         and not out_parent.resolve().is_relative_to(fx["fx"].resolve())
     monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "xdg-cache"))  # a default cache would show up here
     monkeypatch.chdir(cwd)
+    if case.machine:  # what pycuda and TensorRT would report on that GPU machine
+        from iaunet.runtime.engine_card import Machine
+        monkeypatch.setattr("iaunet.runtime.trt_runner.machine_facts", lambda device=0: Machine(*case.machine))
     before = (snapshot(fx["fx"]), snapshot(tmp_path), _listing(out_parent) if watched else None)
     output_existed = output is not None and os.path.lexists(cwd / output)
     capfd.readouterr()

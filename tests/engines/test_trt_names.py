@@ -287,8 +287,11 @@ MEMBERS = {
     "engines/builder.py": ("create_network", "parse", "num_errors", "get_error", "node_name", "node_operator",
                            "desc", "DLA_core"),
     "runtime/trt_runner.py": ("deserialize_cuda_engine", "create_execution_context", "get_tensor_profile_shape",
-                              "get_tensor_dtype", "set_tensor_address", "execute_async_v3", "set_input_shape"),
+                              "get_tensor_dtype", "get_tensor_shape", "set_tensor_address", "execute_async_v3",
+                              "set_input_shape"),
 }
+# the runner's TensorRT objects, whose every member called must be listed above
+TRT_OBJECTS = {"runtime/trt_runner.py": ("self._engine", "self._execution")}
 
 
 @pytest.mark.parametrize("rel", sorted(MEMBERS))
@@ -299,6 +302,13 @@ def test_members_called_on_tensorrt_objects_exist(rel, wheel_names):
     for version, names in wheel_names.items():
         missing = [m for m in MEMBERS[rel] if m not in names["trt"]]
         assert not missing, f"{rel} calls members TensorRT {version} lacks: {missing}"
+
+
+@pytest.mark.parametrize("rel", sorted(TRT_OBJECTS))
+def test_every_member_called_is_listed(rel):
+    source = (ROOT / rel).read_text()
+    called = {m for obj in TRT_OBJECTS[rel] for m in re.findall(rf"{re.escape(obj)}\.(\w+)", source)}
+    assert called and not called - set(MEMBERS[rel]), f"{rel} calls unlisted members: {called - set(MEMBERS[rel])}"
 
 
 def test_the_member_list_catches_a_missing_member(wheel_names):

@@ -1,12 +1,13 @@
-"""An engine's sidecar against the machine: refused with the sidecar's reason before
-TensorRT is imported (plain Python, so tested here with sidecars)."""
+"""An engine's sidecar against the expected model and the machine: refused with the
+sidecar's reason before TensorRT deserializes it, the model before TensorRT or pycuda is
+even imported (plain Python, so tested here with sidecars)."""
 import json
 import sys
 
 import pytest
 
 from iaunet.core.errors import IAUnetError
-from iaunet.runtime.engine_card import FIELDS, Machine, read_sidecar, refusal, sidecar_path
+from iaunet.runtime.engine_card import FIELDS, Machine, other_gpu_model, read_sidecar, refusal, sidecar_path
 
 ORIN = Machine("Orin", 87, "10.3.0")
 CKPT = "ab" * 32
@@ -51,6 +52,26 @@ def test_runner_refuses_before_importing_tensorrt(tmp_path):
     with pytest.raises(IAUnetError, match="built for sm_87 .* this GPU is sm_90"):
         TensorRTRunner(engine, machine=Machine("H100", 90, "10.3.0"))
     assert {m for m in sys.modules if m.split(".")[0] in ("tensorrt", "pycuda")} == before
+
+
+def test_another_model_is_refused_before_the_machine_is_read(tmp_path):
+    """No machine is given, so reading it would import TensorRT (absent here: 'not installed')."""
+    from iaunet.runtime.trt_runner import TensorRTRunner
+    engine = _engine(tmp_path, _card())
+    before = {m for m in sys.modules if m.split(".")[0] in ("tensorrt", "pycuda")}
+    with pytest.raises(IAUnetError, match="embeds for model abababababab but model efefefefefef was expected"):
+        TensorRTRunner(engine, expect_model="ef" * 32)
+    assert {m for m in sys.modules if m.split(".")[0] in ("tensorrt", "pycuda")} == before
+
+
+def test_another_gpu_model_of_the_same_architecture_is_a_warning():
+    """TensorRT loads an engine on another GPU model of the same SM with a warning; so do we."""
+    rtx = Machine("NVIDIA GeForce RTX 4090", 89, "10.3.0")
+    card = _card(gpu_name="NVIDIA L40S", compute_capability=89)
+    assert refusal(card, rtx) is None
+    warning = other_gpu_model(card, rtx)
+    assert warning and "NVIDIA L40S" in warning and "RTX 4090" in warning and "sm_89" in warning
+    assert other_gpu_model(_card(), ORIN) is None
 
 
 @pytest.mark.parametrize("sidecar, message", [

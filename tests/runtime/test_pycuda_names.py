@@ -18,6 +18,8 @@ ROOT = Path(__file__).parents[2]
 RUNNER = (ROOT / "runtime" / "trt_runner.py").read_text()
 # methods and properties called on pycuda objects (Device, Context, Stream, DeviceAllocation)
 METHODS = ("name", "compute_capability", "retain_primary_context", "push", "pop", "synchronize", "handle", "free")
+# the runner's pycuda objects, whose every member used must be listed above
+OBJECTS = ("self._context", "self._stream", "self._device_in", "self._device_out", "gpu", r"cuda\.Device\([^)]*\)")
 
 
 def _sdist() -> Path:
@@ -35,11 +37,13 @@ def _sdist() -> Path:
 
 @pytest.fixture(scope="module")
 def bound_names():
-    """Names pycuda.driver exposes: what the wrapper binds plus what driver.py defines."""
+    """Names pycuda defines: what its Boost.Python wrappers (src/wrapper/*.cpp) bind plus
+    what its Python package (pycuda/*.py) defines."""
     with tarfile.open(_sdist()) as sdist:
         read = {m.name.split("/", 1)[1]: sdist.extractfile(m).read().decode(errors="replace")
-                for m in sdist.getmembers() if m.name.endswith(("src/wrapper/wrap_cudadrv.cpp", "pycuda/driver.py"))}
-    wrapper, driver = read["src/wrapper/wrap_cudadrv.cpp"], read["pycuda/driver.py"]
+                for m in sdist.getmembers() if m.isfile()}
+    wrapper = "\n".join(t for name, t in read.items() if re.fullmatch(r"src/wrapper/\w+\.cpp", name))
+    driver = "\n".join(t for name, t in read.items() if re.fullmatch(r"pycuda/\w+\.py", name))
     names = set(re.findall(r'(?:def|add_property)\s*\(\s*"(\w+)"', wrapper))
     names |= set(re.findall(r'py::class_<[^;]*?\(\s*"(\w+)"', wrapper, re.S))  # class names
     names |= set(re.findall(r"DEF_SIMPLE_(?:METHOD|FUNCTION)\((\w+)\)", wrapper))
@@ -53,6 +57,11 @@ def test_module_functions_exist(bound_names):
             "Stream"} <= used
     missing = sorted(used - bound_names)
     assert not missing, f"pycuda.driver has no {missing}"
+
+
+def test_every_member_used_is_listed():
+    used = {m for obj in OBJECTS for m in re.findall(rf"\b{obj}\.(\w+)", RUNNER)}
+    assert used and not used - set(METHODS), f"trt_runner.py uses unlisted pycuda members: {used - set(METHODS)}"
 
 
 def test_object_methods_exist(bound_names):
