@@ -56,6 +56,36 @@ def test_runner_refuses_wrong_input(image_onnx):
         runner.infer(np.zeros((0, 3, 64, 32), np.float32))
 
 
+class ProfileBound(OnnxRuntimeRunner):
+    """ONNX Runtime posing as an engine whose profile takes at most 4 samples, recording
+    the batch sizes it is given."""
+
+    def __init__(self, path):
+        super().__init__(path)
+        self.max_batch, self.seen = 4, []
+
+    def _infer(self, images):
+        self.seen.append(len(images))
+        return super()._infer(images)
+
+
+def test_a_profile_bound_runner_gets_full_batches_and_the_result_is_trimmed(image_onnx):
+    from iaunet.runtime.embedder import read_card
+    x = (np.random.default_rng(1).random((10, 3, 64, 32), dtype=np.float32) * 255).astype(np.float32)
+    expected = OnnxRuntimeRunner(image_onnx).infer(x)
+    runner, card = ProfileBound(image_onnx), read_card(image_onnx)
+    embedder = Embedder(runner, card)
+    assert embedder.batch == 4  # the default batch, capped at the profile's maximum
+    got = embedder.embed(x, normalize=False)
+    assert runner.seen == [4, 4, 4]  # 10 = 4 + 4 + 2, the last padded to 4
+    assert got.shape == (10, card.embedding_dim)
+    np.testing.assert_allclose(got, expected, rtol=1e-5)  # the same samples, other batch shapes
+    with pytest.raises(IAUnetError, match=r"batch 5 is outside 1\.\.4"):
+        Embedder(runner, card, batch=5)
+    with pytest.raises(IAUnetError, match="at most 4 samples at once"):
+        runner.infer(x[:5])
+
+
 def test_open_refuses_what_it_cannot_run(image_onnx, tmp_path):
     with pytest.raises(IAUnetError, match="unknown backend"):
         Embedder.open(image_onnx, backend="tensorflow")
