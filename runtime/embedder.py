@@ -118,12 +118,13 @@ class Embedder:
             if items.shape[1:] != self.card.sample_shape:
                 raise IAUnetError(f"the array is {items.shape}; expected (N, {', '.join(map(str, self.card.sample_shape))})")
             return (items[i:i + self.batch] for i in range(0, len(items), self.batch))
-        return read_batches(list(items), self.card, self.batch, self.read_threads, on_error)
+        return read_batches(items, self.card, self.batch, self.read_threads, on_error)
 
     def embed(self, items, normalize: bool = True, progress=None, on_error=None) -> np.ndarray:
         """N items (see ``iaunet.runtime.images``) -> float32 (N, D); ``progress``: a
         callable given the number of samples done after each batch. With ``on_error``,
         unreadable items are left out of the result and reported to it (index, error)."""
+        items = items if isinstance(items, np.ndarray) else list(items)
         outs = []
         for batch in self._batches(items, on_error):
             n = len(batch)
@@ -133,7 +134,8 @@ class Embedder:
             if progress:
                 progress(n)
         if not outs:
-            raise IAUnetError("nothing to embed: no images were given")
+            raise IAUnetError(f"nothing to embed: all {len(items)} images were unreadable and skipped" if len(items)
+                              else "nothing to embed: no images were given")
         out = np.concatenate(outs)
         return l2_normalize(out).astype(np.float32) if normalize and not self.card.normalized else out
 

@@ -24,7 +24,8 @@ from iaunet.runtime.gallery import UNKNOWN, Gallery
 log = get_logger("runtime")
 THUMB = (64, 128)          # grid thumbnail (width, height)
 FRAME = 4                  # grid match frame, pixels
-GRID_MAX_QUERIES = 20
+SHOWN_QUERIES = 20        # queries drawn in the grid and printed on the terminal (all are in --json)
+SHOWN_MATCHES = 10        # matches per query printed on the terminal
 
 
 def labels(paths) -> tuple[list, np.ndarray, np.ndarray]:
@@ -76,19 +77,20 @@ def embed_files(model, paths, output, backend="auto", batch=None, threads=None, 
 
 
 def search_files(model, gallery_path, queries, k=10, threshold=None, backend="auto", batch=None, threads=None,
-                 grid=None, json_path=None) -> list[dict]:
-    """Rank the gallery for each query image; optionally draw ``grid`` and write ``json_path``."""
+                 grid=None, json_path=None, skip_bad=False) -> list[dict]:
+    """Rank the gallery for each query image; optionally draw ``grid`` and write ``json_path``.
+    With ``skip_bad``, unreadable queries are counted and left out instead of stopping the run."""
     outputs = [check_output_path(p, inputs=[model, gallery_path, *queries]) for p in (grid, json_path) if p]
     gallery = Gallery.load(gallery_path)
     kept, q_ids, _ = labels(queries)
     with Embedder.open(model, backend, batch, threads, expect_model=gallery.model_id or None) as embedder:
         gallery.check_model(embedder.model_id, embedder.card.embedding_dim)
-        emb, _ = embed_paths(embedder, kept, "queries")
+        emb, good = embed_paths(embedder, kept, "queries", skip_bad)
     matches = gallery.search(emb, k, threshold)
-    results = [{"query": str(q), "id": int(q_ids[i]),
+    results = [{"query": str(kept[q]), "id": int(q_ids[q]),
                 "matches": [{"path": str(gallery.paths[j]), "id": int(gallery.ids[j]), "score": float(s)}
                             for j, s in zip(matches.indices[i], matches.scores[i]) if j >= 0]}
-               for i, q in enumerate(kept)]
+               for i, q in enumerate(good)]
     if json_path:
         write_json(outputs[-1], {"gallery": str(gallery_path), "k": k, "threshold": threshold, "results": results})
     if grid:
@@ -110,7 +112,9 @@ def draw_grid(results, path) -> None:
     """Each query (black frame) beside its matches: green frame same id, red another id,
     white when ids are unknown."""
     from PIL import Image
-    rows = results[:GRID_MAX_QUERIES]
+    rows = results[:SHOWN_QUERIES]
+    if len(results) > len(rows):
+        log.info("the grid draws the first %d of %d queries", len(rows), len(results))
     k = max((len(r["matches"]) for r in rows), default=0)
     gap = THUMB[0] // 4
     canvas = Image.new("RGB", (THUMB[0] * (k + 1) + gap, THUMB[1] * len(rows)), (255, 255, 255))
@@ -124,18 +128,21 @@ def draw_grid(results, path) -> None:
         canvas.save(tmp, format="PNG")
 
 
-def describe(results, limit: int = 10) -> list[str]:
-    """Lines for the terminal: each query's top matches with scores (✓/✗ where ids are known)."""
+def describe(results, json_path=None) -> list[str]:
+    """Lines for the terminal: the first queries' top matches with scores (✓/✗ where ids
+    are known), and what was left out, with where to find it."""
+    where = f"all in {json_path}" if json_path else "all with --json"
     lines = []
-    for result in results[:limit]:
+    for result in results[:SHOWN_QUERIES]:
         marks = []
-        for m in result["matches"][:5]:
+        for m in result["matches"][:SHOWN_MATCHES]:
             tick = "" if UNKNOWN in (result["id"], m["id"]) else (" ✓" if m["id"] == result["id"] else " ✗")
             marks.append(f"{Path(m['path']).name} {m['score']:.3f}{tick}")
-        lines.append(f"{Path(result['query']).name}: " + ", ".join(marks))
-    if len(results) > limit:
-        lines.append(f"... {len(results) - limit} more queries" + (" (all in --json)" if results else ""))
+        hidden = len(result["matches"]) - len(marks)
+        more = f", ... {hidden} more" if hidden > 0 else ""
+        lines.append(f"{Path(result['query']).name}: " + (", ".join(marks) or "no match above the threshold") + more)
+    if len(results) > SHOWN_QUERIES:
+        lines.append(f"... {len(results) - SHOWN_QUERIES} more queries ({where})")
+    elif any(len(r["matches"]) > SHOWN_MATCHES for r in results):
+        lines.append(f"(matches beyond the first {SHOWN_MATCHES}: {where})")
     return lines
-
-
-

@@ -22,13 +22,17 @@ def _model_options(p) -> None:
     p.add_argument("--threads", type=Bounded(int, 1, 1024), help="ONNX Runtime intra-op threads (default: one per core)")
 
 
+def _skip_bad(p) -> None:
+    p.add_argument("--skip-bad", action="store_true", help="skip unreadable images and count them, instead of stopping")
+
+
 def add_commands(sub):
     p = common.command(sub, "embed", "images -> embeddings (.npz gallery file), on the runtime's backends")
     p.add_argument("inputs", nargs="+", metavar="IMAGES_OR_DIRS",
                    help="image files and folders of images; Market-1501-style names give ids and cameras")
     _model_options(p)
     common.output(p, "the .npz gallery file to write (replaced if it exists)")
-    p.add_argument("--skip-bad", action="store_true", help="skip unreadable images and count them, instead of stopping")
+    _skip_bad(p)
     p.set_defaults(func=run_embed)
 
     p = common.command(sub, "search", "rank a gallery for query images: top-k matches with cosine scores")
@@ -39,6 +43,7 @@ def add_commands(sub):
     p.add_argument("--threshold", type=Bounded(float, -1, 1), help="drop matches whose cosine is below this")
     p.add_argument("--grid", metavar="PNG", help="draw each query beside its matches (replaced if it exists)")
     p.add_argument("--json", metavar="PATH", help="also write the matches as JSON (replaced if it exists)")
+    _skip_bad(p)
     p.set_defaults(func=run_search)
 
     p = common.command(sub, "bench", "latency, throughput and memory of the runtime's backends (and PyTorch eager)")
@@ -101,8 +106,8 @@ def run_embed(args):
 def run_search(args):
     from iaunet.runtime.tasks import describe, search_files
     results = search_files(args.model, args.gallery, collect_images(args.queries), args.top_k, args.threshold,
-                           args.backend, args.batch, args.threads, args.grid, args.json)
-    for line in describe(results):
+                           args.backend, args.batch, args.threads, args.grid, args.json, args.skip_bad)
+    for line in describe(results, args.json):
         print(line)
     for path, what in ((args.grid, "grid"), (args.json, "matches")):
         if path:

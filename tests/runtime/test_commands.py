@@ -47,9 +47,55 @@ def test_search_ranks_and_draws(capsys, tmp_path, image_onnx, market_synth):
         scores = [m["score"] for m in r["matches"]]
         assert len(scores) == 4 and scores == sorted(scores, reverse=True)
     from PIL import Image
+    from iaunet.runtime.tasks import FRAME, THUMB
     with Image.open(tmp_path / "grid.png") as grid:
-        assert grid.size[1] == 3 * 128  # a row per query
+        assert grid.size == (THUMB[0] * 5 + THUMB[0] // 4, 3 * THUMB[1])  # a row per query, the query and 4 matches
+        colours = set()
+        for row, r in enumerate(results):  # the market names give ids: green frame same id, red another
+            assert grid.getpixel((FRAME // 2, row * THUMB[1] + FRAME // 2)) == (0, 0, 0)  # the query's frame
+            for col, m in enumerate(r["matches"]):
+                x, y = THUMB[0] // 4 + THUMB[0] * (col + 1) + FRAME // 2, row * THUMB[1] + THUMB[1] // 2
+                want = (0, 170, 0) if m["id"] == r["id"] else (210, 0, 0)
+                assert grid.getpixel((x, y)) == want, (row, col, m["id"], r["id"])
+                colours.add(want)
+        assert len(colours) == 2  # both kinds of frame were checked
     assert out.count("\n") >= 3 and queries[0].name in out
+
+
+def test_search_skips_unreadable_queries_when_asked(capsys, tmp_path, image_onnx, market_synth):
+    assert run(capsys, "embed", market_synth / "bounding_box_test", "-m", image_onnx, "-o", tmp_path / "g.npz")[0] == 0
+    queries = tmp_path / "q"
+    shutil.copytree(market_synth / "query", queries)
+    files = sorted(queries.glob("*.jpg"))[:3]
+    files[0].write_bytes(b"junk")
+    code, _, err = run(capsys, "search", *files, "-m", image_onnx, "--gallery", tmp_path / "g.npz")
+    assert code == 1 and str(files[0]) in err
+    code, _, err = run(capsys, "search", *files, "-m", image_onnx, "--gallery", tmp_path / "g.npz", "--skip-bad",
+                       "--json", tmp_path / "m.json")
+    assert code == 0, err
+    results = json.loads((tmp_path / "m.json").read_text())["results"]
+    assert [r["query"] for r in results] == [str(f) for f in files[1:]]
+
+
+def test_skip_bad_says_when_every_image_was_unreadable(capsys, tmp_path, image_onnx):
+    for i in range(2):
+        (tmp_path / f"{i}.jpg").write_bytes(b"junk")
+    code, _, err = run(capsys, "embed", tmp_path, "-m", image_onnx, "-o", tmp_path / "g.npz", "--skip-bad")
+    assert code == 1 and "all 2 images were unreadable" in err and not (tmp_path / "g.npz").exists()
+
+
+def test_the_terminal_says_what_it_leaves_out():
+    from iaunet.runtime.tasks import SHOWN_MATCHES, SHOWN_QUERIES, describe
+    matches = [{"path": f"g/{j}.jpg", "id": j % 2, "score": 1 - j / 100} for j in range(SHOWN_MATCHES + 2)]
+    results = [{"query": f"q/{i}.jpg", "id": 0, "matches": matches} for i in range(SHOWN_QUERIES + 3)]
+    lines = describe(results)
+    assert len(lines) == SHOWN_QUERIES + 1 and lines[-1] == "... 3 more queries (all with --json)"
+    assert lines[0].startswith("0.jpg: 0.jpg 1.000 ✓, 1.jpg 0.990 ✗") and lines[0].endswith(", ... 2 more")
+    assert lines[0].count("✓") + lines[0].count("✗") == SHOWN_MATCHES
+    few = describe(results[:2], "m.json")
+    assert len(few) == 3 and few[-1] == f"(matches beyond the first {SHOWN_MATCHES}: all in m.json)"
+    empty = describe([{"query": "q/0.jpg", "id": 0, "matches": []}])
+    assert empty == ["0.jpg: no match above the threshold"]
 
 
 def test_bench_writes_figures_and_a_plot(capsys, tmp_path, image_onnx, image_checkpoint):
