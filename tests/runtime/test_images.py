@@ -1,0 +1,78 @@
+"""``read_batches``: batches come out in order, the next batch decodes while the caller
+works on the current one, and unreadable items stop the run or are reported and left out.
+And why the runtime does not decode JPEGs at reduced size (Pillow's ``draft``)."""
+import threading
+import time
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from iaunet.core.errors import IAUnetError
+from iaunet.core.preprocess import load_image, to_model_array
+from iaunet.runtime import images
+from iaunet.runtime.model_card import ModelCard
+
+CARD = ModelCard(name="t", variant="image", height=4, width=2, frames=0, embedding_dim=8,
+                 resize_filter="bilinear", model_id="")
+
+
+@pytest.fixture
+def slow_decode(monkeypatch):
+    """``to_sample`` replaced by one that takes ``item`` seconds (an item is its duration,
+    or an exception to raise) and records when each decode began."""
+    started, lock = {}, threading.Lock()
+
+    def fake(item, card, what):
+        index = int(what.split()[-1])
+        with lock:
+            started[index] = time.monotonic()
+        if isinstance(item, Exception):
+            raise item
+        time.sleep(item)
+        return np.full(card.sample_shape, index, np.float32)
+    monkeypatch.setattr(images, "to_sample", fake)
+    return started
+
+
+def test_batches_keep_their_order_whatever_finishes_first(slow_decode):
+    durations = [0.06, 0.0, 0.04, 0.0, 0.02, 0.0, 0.0]  # early items finish last
+    got = list(images.read_batches(durations, CARD, batch=3, threads=3))
+    assert [len(b) for b in got] == [3, 3, 1]
+    assert [int(s[0, 0, 0]) for b in got for s in b] == list(range(7))
+
+
+def test_the_next_batch_decodes_while_the_caller_works(slow_decode):
+    batches = images.read_batches([0.2] * 4, CARD, batch=2, threads=4)
+    next(batches)
+    handed_out = time.monotonic()
+    time.sleep(0.05)  # the caller's inference
+    assert {2, 3} <= slow_decode.keys()  # batch 1 began before batch 0 was handed out, not after
+    assert max(slow_decode[2], slow_decode[3]) < handed_out - 0.1
+    assert len(next(batches)) == 2
+
+
+def test_unreadable_items_stop_the_run_or_are_reported(slow_decode):
+    items = [0.0, IAUnetError("input 1 is corrupt"), 0.0, IAUnetError("input 3 is corrupt")]
+    with pytest.raises(IAUnetError, match="input 1 is corrupt"):
+        list(images.read_batches(items, CARD, batch=2))
+    reported = []
+    got = list(images.read_batches(items, CARD, batch=2, on_error=lambda i, e: reported.append((i, str(e)))))
+    assert [int(s[0, 0, 0]) for b in got for s in b] == [0, 2]
+    assert reported == [(1, "input 1 is corrupt"), (3, "input 3 is corrupt")]
+
+
+def test_reduced_size_jpeg_decoding_would_change_the_pixels(tmp_path):
+    """Pillow's ``draft`` decodes a JPEG at 1/2, 1/4 or 1/8 scale in the DCT; resizing that
+    to the model's size does not give the pixels of a full decode resized, which training
+    sees. This is why ``images`` decodes in full and overlaps decoding with inference instead."""
+    rng = np.random.default_rng(0)
+    pixels = np.kron(rng.integers(0, 256, (64, 32, 3), dtype=np.uint8), np.ones((8, 8, 1), np.uint8))
+    path = tmp_path / "big.jpg"
+    Image.fromarray(pixels).save(path, quality=95)  # 512 x 256, the size of a high-resolution crop
+    full = to_model_array(load_image(path), 256, 128, "bilinear")
+    with Image.open(path) as img:
+        img.draft("RGB", (128, 256))
+        assert img.size == (128, 256)  # decoded at half size
+        drafted = to_model_array(img.convert("RGB"), 256, 128, "bilinear")
+    assert np.abs(drafted - full).max() > 8  # whole grey levels apart, not rounding
