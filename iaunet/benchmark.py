@@ -11,6 +11,7 @@ from iaunet.core.graph_io import INPUT_NAME, OUTPUT_NAME
 
 def _runners(models, backend=None, threads=None):
     """(model, label, runner, card, bare session call or None) for every model and backend asked."""
+    from iaunet.runtime.bench import reset_peak_rss
     from iaunet.runtime.embedder import is_engine, open_runner
     from iaunet.runtime.runners import ORT_PROVIDERS
     for model in models:
@@ -22,6 +23,7 @@ def _runners(models, backend=None, threads=None):
             import onnxruntime as ort
             backends = [f"onnxruntime-{d}" for d in ("cpu", "cuda") if ORT_PROVIDERS[d] in ort.get_available_providers()]
         for name in backends:
+            reset_peak_rss()  # each backend's memory figure counts from its opening
             runner, card = open_runner(model, name, threads)
             session = getattr(runner, "session", None)
             bare = (lambda x, s=session: s.run([OUTPUT_NAME], {INPUT_NAME: x})[0]) if session else None
@@ -32,9 +34,12 @@ def _torch_runners(checkpoint, devices):
     """PyTorch eager on the CPU in FP32, and in FP16 on the GPU when GPU backends were timed
     and torch sees a GPU: the baselines the rows of the same device are compared with."""
     import torch
+    from iaunet.runtime.bench import reset_peak_rss
     from iaunet.train.runner import TorchRunner
+    reset_peak_rss()
     yield TorchRunner.from_checkpoint(checkpoint)
     if "cuda" in devices and torch.cuda.is_available():
+        reset_peak_rss()
         yield TorchRunner.from_checkpoint(checkpoint, device="cuda", half=True)
 
 

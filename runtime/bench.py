@@ -8,9 +8,11 @@ calls after warm-up, never a single call; the CPU's peak is the best of a few ma
 from __future__ import annotations
 
 import platform
+import re
 import resource
 import time
 from dataclasses import asdict, dataclass
+from pathlib import Path
 
 import numpy as np
 
@@ -27,7 +29,7 @@ class Timing:
     p50_ms: float
     p99_ms: float
     samples_per_s: float
-    peak_rss_mb: float   # of this process so far (the backends are timed one after another)
+    peak_rss_mb: float   # of this process since this backend was opened (see reset_peak_rss)
     gflops_per_s: float | None = None
     device: str = "cpu"  # "cpu" or "cuda": rows are compared with PyTorch on the same device
 
@@ -35,9 +37,25 @@ class Timing:
         return asdict(self)
 
 
+def reset_peak_rss() -> bool:
+    """Start a new peak of resident memory at what the process holds now, so a backend's
+    figure is not an earlier backend's peak (Linux: ``5 > /proc/self/clear_refs``). False
+    where the system cannot, and the peak stays the process's."""
+    try:
+        Path("/proc/self/clear_refs").write_text("5")
+        return True
+    except OSError:
+        return False
+
+
 def peak_rss_mb() -> float:
-    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-    return peak / 1024 if platform.system() != "Darwin" else peak / 2**20
+    """Peak resident memory in MB since the last ``reset_peak_rss`` (Linux's VmHWM), else
+    since the process began."""
+    try:
+        return int(re.search(r"^VmHWM:\s+(\d+) kB", Path("/proc/self/status").read_text(), re.M)[1]) / 1024
+    except (OSError, TypeError):
+        peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+        return peak / 1024 if platform.system() != "Darwin" else peak / 2**20
 
 
 def time_calls(fn, repeats: int = DEFAULT_REPEATS, warmup: int = DEFAULT_WARMUP) -> np.ndarray:

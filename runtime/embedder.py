@@ -18,10 +18,9 @@ from iaunet.core.errors import IAUnetError
 from iaunet.runtime.engine_card import sidecar_path
 from iaunet.runtime.images import DEFAULT_READ_THREADS, read_batches
 from iaunet.runtime.model_card import ModelCard
-from iaunet.runtime.runners import BACKENDS
+from iaunet.runtime.runners import BACKENDS, DEFAULT_BATCH
 
 ENGINE_SUFFIXES = (".engine", ".plan", ".trt")
-DEFAULT_BATCH = 16
 
 
 def is_engine(path) -> bool:

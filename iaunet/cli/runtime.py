@@ -13,12 +13,12 @@ BACKEND_HELP = ("auto: an engine on TensorRT, an ONNX file on ONNX Runtime CUDA 
 
 
 def _model_options(p) -> None:
-    from iaunet.runtime.runners import BACKENDS
+    from iaunet.runtime.runners import BACKENDS, DEFAULT_BATCH
     p.add_argument("-m", "--model", required=True, metavar="MODEL",
                    help="an .onnx file from 'iaunet export'/'calib', or a TensorRT engine with its sidecar")
     p.add_argument("--backend", choices=BACKENDS, default="auto", help=BACKEND_HELP)
     p.add_argument("--batch", type=Bounded(int, 1, 4096), help="images per inference call "
-                   "(default: 16, at most the engine profile's maximum)")
+                   f"(default: {DEFAULT_BATCH}, at most the engine profile's maximum)")
     p.add_argument("--threads", type=Bounded(int, 1, 1024), help="ONNX Runtime intra-op threads (default: one per core)")
 
 
@@ -27,6 +27,7 @@ def _skip_bad(p) -> None:
 
 
 def add_commands(sub):
+    from iaunet.runtime.bench import DEFAULT_REPEATS
     p = common.command(sub, "embed", "images -> embeddings (.npz gallery file), on the runtime's backends")
     p.add_argument("inputs", nargs="+", metavar="IMAGES_OR_DIRS",
                    help="image files and folders of images; Market-1501-style names give ids and cameras")
@@ -55,7 +56,7 @@ def add_commands(sub):
     p.add_argument("--batch", type=_batches, default=[1, 8], metavar="B,B,...", help="batch sizes")
     p.add_argument("--backend", action="append", metavar="BACKEND",
                    help="backend to time (repeatable; default: every one this machine has for each model)")
-    p.add_argument("--repeats", type=Bounded(int, 3, 10000), default=30, help="timed calls per figure")
+    p.add_argument("--repeats", type=Bounded(int, 3, 10000), default=DEFAULT_REPEATS, help="timed calls per figure")
     p.add_argument("--images", metavar="DIR", help="JPEG files for the end-to-end figures (default: generated crops)")
     p.add_argument("--threads", type=Bounded(int, 1, 1024), help="ONNX Runtime intra-op threads (default: one per core)")
     common.output(p, "report folder (created if missing; bench.json and bench.png in it are replaced)",

@@ -1,8 +1,11 @@
 """``iaunet bench``'s table: each row's ratio is to PyTorch on the same device and batch (FP32 on
 the CPU, FP16 on the GPU)."""
+from pathlib import Path
+
+import numpy as np
 import pytest
 
-from iaunet.runtime.bench import Timing, table, vs_pytorch
+from iaunet.runtime.bench import Timing, peak_rss_mb, reset_peak_rss, table, vs_pytorch
 
 
 def _row(backend, batch, samples_per_s, device, kind="model"):
@@ -39,3 +42,19 @@ def test_gpu_rows_are_compared_with_pytorch_fp16_on_the_gpu(tmp_path, image_onnx
         assert gpu["device"] == torch_gpu["device"] == "cuda"
         assert torch_gpu["backend"] == "pytorch eager fp16 (cuda)"
         assert gpu["vs_pytorch"] == pytest.approx(gpu["samples_per_s"] / torch_gpu["samples_per_s"])
+
+
+@pytest.mark.skipif(not Path("/proc/self/clear_refs").exists(), reason="resetting the peak needs Linux's clear_refs")
+def test_each_backend_starts_its_own_memory_peak():
+    """A backend's peak must not be an earlier backend's: 200 MB held and freed before the
+    reset is in the peak before it and not after it."""
+    block = np.ones(200 * 2**20 // 8)
+    held = peak_rss_mb()
+    del block
+    assert reset_peak_rss()
+    after = peak_rss_mb()
+    assert after < held - 150, (held, after)
+    block = np.ones(100 * 2**20 // 8)
+    assert peak_rss_mb() > after + 80  # and it grows again from there
+    del block
+
