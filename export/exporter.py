@@ -31,9 +31,11 @@ from iaunet.core.graph_io import DEFAULT_OPSET, INPUT_NAME, OPSET_RANGE, OUTPUT_
 from iaunet.core.log import get_logger
 from iaunet.core.preprocess import to_model_array
 from iaunet.core.validate import require_memory, require_same_variant
+from iaunet.runtime.embedder import l2_normalize
 from iaunet.runtime.runners import OnnxRuntimeRunner
 from iaunet.train.checkpoint import load_checkpoint
 from iaunet.train.iau import affinity_ops
+from iaunet.train.runner import TorchRunner
 
 log = get_logger("export")
 PARITY_BATCHES = (1, 7)
@@ -157,8 +159,9 @@ def export_checkpoint(checkpoint, output, mode: str = "plugin", opset: int = DEF
     problems = checks.tensorrt_lint(onnx_model)
     if problems:
         raise IAUnetError(f"the graph would not parse in TensorRT 10.3: {problems[0]} (+{len(problems) - 1} more)")
-    with torch.no_grad():
-        expected = wrapper(torch.from_numpy(inputs)).numpy()
+    expected = TorchRunner(model, config).infer(inputs)  # the reference, through the one inference path
+    if normalize_embeddings:
+        expected = l2_normalize(expected)
     with atomic_output(output) as tmp:
         onnx.save(onnx_model, tmp)
         runner = OnnxRuntimeRunner(tmp)
