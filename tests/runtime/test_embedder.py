@@ -86,6 +86,27 @@ def test_a_profile_bound_runner_gets_full_batches_and_the_result_is_trimmed(imag
         runner.infer(x[:5])
 
 
+def test_video_clips_embed_through_onnxruntime_as_pytorch_does(video_checkpoint, tmp_path):
+    """Clips as lists of frames (longer than the model's 3: the evaluation's frames are
+    taken) and as ready arrays, through a real session, against PyTorch on the same clips."""
+    from iaunet.core.preprocess import clip_frame_indices, to_model_array
+    from iaunet.export.exporter import export_checkpoint
+    from iaunet.train.runner import TorchRunner
+    onnx_path = export_checkpoint(video_checkpoint, tmp_path / "v.onnx", "plugin", parity_batches=(1,)).path
+    rng = np.random.default_rng(2)
+    clips = [[rng.integers(0, 256, (90, 41, 3), dtype=np.uint8) for _ in range(n)] for n in (5, 3, 7)]
+    ready = np.stack([np.stack([to_model_array(Image.fromarray(clip[k]), 64, 32, "bilinear")
+                                for k in clip_frame_indices(len(clip), 3)]) for clip in clips])
+    reference = TorchRunner.from_checkpoint(video_checkpoint).infer(ready)
+    with Embedder.open(onnx_path, backend="onnxruntime-cpu", batch=2) as embedder:
+        assert embedder.card.sample_shape == (3, 3, 64, 32)
+        from_frames = embedder.embed(clips, normalize=False)
+        from_arrays = embedder.embed(ready, normalize=False)
+    np.testing.assert_array_equal(from_frames, from_arrays)
+    cos = (from_frames * reference).sum(1) / np.linalg.norm(from_frames, axis=1) / np.linalg.norm(reference, axis=1)
+    assert from_frames.shape == (3, reference.shape[1]) and cos.min() > 0.99999
+
+
 def test_open_refuses_what_it_cannot_run(image_onnx, tmp_path):
     with pytest.raises(IAUnetError, match="unknown backend"):
         Embedder.open(image_onnx, backend="tensorflow")
