@@ -97,6 +97,7 @@ def benchmark(models, out, batches, repeats, checkpoint=None, backend=None, thre
                 found = bench.bench_runner(runner, bench.pytorch_label(runner.precision, runner.device.type),
                                            card, batches, repeats)
                 per_model += [(models[0], t) for t in found]
+                del runner  # before the next one's memory peak begins
     # FLOPs are counted after the timings, so onnx's copy of the graph is not in the runtime's memory figures
     flops = {m: count_flops(m) for m in models if not is_engine(m)}
     timings = []

@@ -3,7 +3,8 @@
 per second, peak resident memory, achieved GFLOP/s against the machine's estimated peak,
 and each row's ratio to PyTorch on the same device. Standard library and numpy; the
 callables timed are whatever runners the caller built. Figures are medians of repeated
-calls after warm-up, never a single call; the CPU's peak is the best of a few matmuls.
+calls after warm-up (end-to-end: of every batch of at least two calls), never a single
+call; the CPU's peak is the best of a few matmuls.
 """
 from __future__ import annotations
 
@@ -87,7 +88,9 @@ def timing(seconds: np.ndarray, backend: str, batch: int, kind: str, flops_per_s
 
 def end_to_end_seconds(embedder, files, calls: int) -> np.ndarray:
     """Seconds per batch of ``embedder.embed(files)`` (decoding overlapping inference), each
-    batch timed as it completes (the embedder's progress callback), after one untimed call."""
+    batch timed as it completes (the embedder's progress callback), after one untimed call.
+    A call's first batch waits for its own decoding (nothing runs beside it yet), as a
+    camera's first batch does; its share of the batches is 1 / ``E2E_BATCHES_PER_CALL``."""
     embedder.embed(files)
     seconds = []
     for _ in range(calls):
@@ -162,7 +165,7 @@ def bench_runner(runner, label: str, card, batches, repeats: int, jpegs=(), flop
         if len(jpegs) and card.variant == "image":
             files = list(jpegs[:batch * E2E_BATCHES_PER_CALL])
             embedder = Embedder(runner, card, batch)
-            calls = max(1, repeats // E2E_BATCHES_PER_CALL)  # as many batches timed as the model-only rows
+            calls = max(2, -(-repeats // E2E_BATCHES_PER_CALL))  # at least as many batches as model-only rows
             out.append(timing(end_to_end_seconds(embedder, files, calls), label, batch, "end-to-end", flops, device))
     return out
 

@@ -5,8 +5,8 @@ its sidecar (``.engine``/``.plan``), reads the preprocessing and model config fr
 file's metadata (the engine's sidecar), and picks the backend: for an engine, TensorRT;
 for ONNX, ONNX Runtime on CUDA where this onnxruntime has it, else CPU. ``embed``
 batches up to the batch size (at most the engine profile's maximum), pads a short last
-batch for TensorRT (whose CUDA graphs and tuned kernels are per shape) and trims the
-result, and returns N x D float32, L2-normalised unless asked not to.
+batch for TensorRT (so an engine sees one shape: its CUDA graph is for one batch, its
+kernels were tuned per shape) and trims the result, and returns N x D float32, L2-normalised unless asked not to.
 """
 from __future__ import annotations
 
@@ -18,7 +18,7 @@ from iaunet.core.errors import IAUnetError
 from iaunet.runtime.engine_card import sidecar_path
 from iaunet.runtime.images import DEFAULT_READ_THREADS, read_batches
 from iaunet.runtime.model_card import ModelCard
-from iaunet.runtime.runners import BACKENDS, DEFAULT_BATCH
+from iaunet.runtime.runners import BACKENDS, DEFAULT_EMBED_BATCH
 
 ENGINE_SUFFIXES = (".engine", ".plan", ".trt")
 
@@ -87,7 +87,7 @@ class Embedder:
     def __init__(self, runner, card: ModelCard, batch: int | None = None,
                  read_threads: int = DEFAULT_READ_THREADS):
         limit = runner.max_batch
-        batch = batch or min(DEFAULT_BATCH, limit or DEFAULT_BATCH)
+        batch = batch or min(DEFAULT_EMBED_BATCH, limit or DEFAULT_EMBED_BATCH)
         if batch < 1 or (limit and batch > limit):
             raise IAUnetError(f"batch {batch} is outside 1..{limit or 'any'} (the engine's profile)")
         if not runner.accepts(card.sample_shape):

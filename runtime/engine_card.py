@@ -2,9 +2,10 @@
 
 An engine is tied to a GPU architecture and a TensorRT version. The sidecar, written by
 the engines stage beside every engine, says which, with the precision, the batch
-profile, the plugin route and the ONNX file's metadata. ``refusal`` compares it with
-the model the caller expects and with the machine in plain Python, so a mismatched engine
-is refused with the sidecar's reason before TensorRT is asked to deserialize it;
+profile, the plugin route and the ONNX file's metadata. ``model_refusal`` compares it
+with the model the caller expects, ``machine_refusal`` with the machine (``refusal``:
+both), in plain Python, so a mismatched engine is refused with the sidecar's reason
+before TensorRT is asked to deserialize it;
 ``other_gpu_model`` words the warning for another GPU model of the same architecture,
 which TensorRT loads but advises against. Standard library only.
 """

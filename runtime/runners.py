@@ -21,7 +21,7 @@ from iaunet.core.errors import IAUnetError
 from iaunet.core.graph_io import INPUT_NAME, OUTPUT_NAME
 
 BACKENDS = ("auto", "tensorrt", "onnxruntime", "onnxruntime-cpu", "onnxruntime-cuda", "onnxruntime-tensorrt")
-DEFAULT_BATCH = 16  # samples per inference call when the caller names none (at most an engine profile's maximum)
+DEFAULT_EMBED_BATCH = 16  # samples per inference call when the caller names none (at most an engine profile's maximum)
 ORT_PROVIDERS = {"cpu": "CPUExecutionProvider", "cuda": "CUDAExecutionProvider",
                  "tensorrt": "TensorrtExecutionProvider"}
 

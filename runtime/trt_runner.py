@@ -7,13 +7,15 @@ GPU architecture or TensorRT release is refused with the sidecar's reason once t
 machine's facts are read; another GPU model of the same architecture loads with a
 warning, as TensorRT itself does. Then: the device's primary context is retained (shared
 with every other CUDA user in the process, as the CUDA runtime and PyTorch do, instead of
-a private context) and pushed around every call that touches the GPU, so any thread may
-call the runner; the plugins the engine needs are registered (the Python ``IPluginV3``
-route; AOT plugins travel inside the engine); the engine is deserialized; page-locked
-host buffers and device buffers are sized from the optimisation profile's maximum; every
-call is ``set_input_shape`` / ``set_tensor_address`` / ``execute_async_v3`` on one stream.
-With ``cuda_graph=True`` the runner keeps one CUDA graph for one fixed batch (the first
-call's): smaller calls are padded up to it, a larger call recaptures it, so the context's
+a private context) and pushed around every call that touches the GPU, so the runner may
+be called from any thread, one call at a time (a lock sees to it); the plugins the engine
+needs are registered (the Python ``IPluginV3`` route; AOT plugins travel inside the
+engine); the engine is deserialized; page-locked host buffers and device buffers are
+sized from the optimisation profile's maximum and their addresses set once
+(``set_tensor_address``); a call sets its batch's shape (``set_input_shape``) and runs
+``execute_async_v3`` on one stream. With ``cuda_graph=True`` the runner keeps one CUDA
+graph for one fixed batch (the first call's): smaller calls are padded up to it and run
+the graph without touching the shapes, a larger call recaptures it, so the context's
 shapes never change under a captured graph.
 
 Checked against the TensorRT binding wheels and pycuda's source
@@ -22,6 +24,7 @@ where TensorRT's libraries and a GPU are.
 """
 from __future__ import annotations
 
+import threading
 from contextlib import contextmanager
 from pathlib import Path
 
@@ -100,7 +103,7 @@ class TensorRTRunner(Runner):
         cuda, trt = _pycuda(), import_tensorrt()
         self.card = ModelCard.from_props(self.sidecar["metadata"], engine)
         self.name, self._cuda, self._graph = "tensorrt", cuda, None  # _graph: (batch, executable)
-        self.cuda_graph = cuda_graph
+        self.cuda_graph, self._lock = cuda_graph, threading.Lock()
         self._context = cuda.Device(device).retain_primary_context()
         with self._current():
             _register_plugins(self.sidecar)
@@ -166,7 +169,7 @@ class TensorRTRunner(Runner):
 
     def _infer(self, images: np.ndarray) -> np.ndarray:
         cuda, n = self._cuda, len(images)
-        with self._current():
+        with self._lock, self._current():
             rows = self._rows(n)
             self._host_in[:n] = images
             self._host_in[n:rows] = 0
@@ -177,12 +180,14 @@ class TensorRTRunner(Runner):
         return np.array(self._host_out[:n], dtype=np.float32)
 
     def close(self) -> None:
-        """Free the graph, the buffers and the engine in the primary context. The context
-        itself is released by pycuda when the runner is collected."""
+        """Free the graph, the device and page-locked buffers, the stream and the engine
+        while the primary context is current. The runner's hold on the context itself is
+        released by pycuda when the runner is collected."""
         if getattr(self, "_execution", None) is None:
             return
-        with self._current():
+        with self._lock, self._current():
             self._drop_graph()
             self._device_in.free()
             self._device_out.free()
+            self._host_in = self._host_out = self._stream = None
             self._execution = self._engine = None

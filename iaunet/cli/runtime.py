@@ -13,12 +13,12 @@ BACKEND_HELP = ("auto: an engine on TensorRT, an ONNX file on ONNX Runtime CUDA 
 
 
 def _model_options(p) -> None:
-    from iaunet.runtime.runners import BACKENDS, DEFAULT_BATCH
+    from iaunet.runtime.runners import BACKENDS, DEFAULT_EMBED_BATCH
     p.add_argument("-m", "--model", required=True, metavar="MODEL",
                    help="an .onnx file from 'iaunet export'/'calib', or a TensorRT engine with its sidecar")
     p.add_argument("--backend", choices=BACKENDS, default="auto", help=BACKEND_HELP)
     p.add_argument("--batch", type=Bounded(int, 1, 4096), help="images per inference call "
-                   f"(default: {DEFAULT_BATCH}, at most the engine profile's maximum)")
+                   f"(default: {DEFAULT_EMBED_BATCH}, at most the engine profile's maximum)")
     p.add_argument("--threads", type=Bounded(int, 1, 1024), help="ONNX Runtime intra-op threads (default: one per core)")
 
 

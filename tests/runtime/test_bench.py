@@ -51,7 +51,8 @@ def test_each_backend_starts_its_own_memory_peak():
     block = np.ones(200 * 2**20 // 8)
     held = peak_rss_mb()
     del block
-    assert reset_peak_rss()
+    if not reset_peak_rss():
+        pytest.skip("this system does not let a process reset its memory peak")
     after = peak_rss_mb()
     assert after < held - 150, (held, after)
     block = np.ones(100 * 2**20 // 8)

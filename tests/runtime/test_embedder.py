@@ -87,8 +87,8 @@ def test_a_profile_bound_runner_gets_full_batches_and_the_result_is_trimmed(imag
 
 
 def test_video_clips_embed_through_onnxruntime_as_pytorch_does(video_checkpoint, tmp_path):
-    """Clips as lists of frames (longer than the model's 3: the evaluation's frames are
-    taken) and as ready arrays, through a real session, against PyTorch on the same clips."""
+    """Clips as lists of frames (5, 3 and 7 frames: the evaluation's 3 are taken) and as
+    ready arrays, through a real session, against PyTorch on the same clips."""
     from iaunet.core.preprocess import clip_frame_indices, to_model_array
     from iaunet.export.exporter import export_checkpoint
     from iaunet.train.runner import TorchRunner

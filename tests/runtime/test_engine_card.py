@@ -74,6 +74,16 @@ def test_another_gpu_model_of_the_same_architecture_is_a_warning():
     assert other_gpu_model(_card(), ORIN) is None
 
 
+def test_the_runner_logs_the_other_gpu_model_warning(tmp_path, caplog):
+    from iaunet.runtime.trt_runner import check_engine
+    card = _card(gpu_name="NVIDIA L40S", compute_capability=89)
+    with caplog.at_level("WARNING", logger="iaunet.runtime"):
+        check_engine("m.engine", card, 0, CKPT, Machine("NVIDIA GeForce RTX 4090", 89, "10.3.0"))
+        check_engine("m.engine", _card(), 0, CKPT, ORIN)
+    assert [r.getMessage() for r in caplog.records] == [
+        "m.engine: " + other_gpu_model(card, Machine("NVIDIA GeForce RTX 4090", 89, "10.3.0"))]
+
+
 @pytest.mark.parametrize("sidecar, message", [
     (None, "has no sidecar"),
     ("{not json", "not readable JSON"),

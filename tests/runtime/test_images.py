@@ -42,14 +42,20 @@ def test_batches_keep_their_order_whatever_finishes_first(slow_decode):
     assert [int(s[0, 0, 0]) for b in got for s in b] == list(range(7))
 
 
-def test_the_next_batch_decodes_while_the_caller_works(slow_decode):
-    batches = images.read_batches([0.2] * 4, CARD, batch=2, threads=4)
-    next(batches)
-    handed_out = time.monotonic()
-    time.sleep(0.05)  # the caller's inference
-    assert {2, 3} <= slow_decode.keys()  # batch 1 began before batch 0 was handed out, not after
-    assert max(slow_decode[2], slow_decode[3]) < handed_out - 0.1
-    assert len(next(batches)) == 2
+def test_the_next_batch_decodes_while_the_caller_works(monkeypatch):
+    """Batch 0's items finish only once batch 1's items have begun decoding: were batch 1
+    submitted after batch 0 is handed out, batch 0 would wait out its timeout and fail."""
+    begun = {i: threading.Event() for i in range(4)}
+
+    def fake(item, card, what):
+        index = int(what.split()[-1])
+        begun[index].set()
+        if index < 2 and not (begun[2].wait(5) and begun[3].wait(5)):
+            raise AssertionError("batch 1 had not begun while batch 0 was decoding")
+        return np.full(card.sample_shape, index, np.float32)
+    monkeypatch.setattr(images, "to_sample", fake)
+    got = list(images.read_batches([None] * 4, CARD, batch=2, threads=4))
+    assert [int(s[0, 0, 0]) for b in got for s in b] == [0, 1, 2, 3]
 
 
 def test_unreadable_items_stop_the_run_or_are_reported(slow_decode):
@@ -75,4 +81,4 @@ def test_reduced_size_jpeg_decoding_would_change_the_pixels(tmp_path):
         img.draft("RGB", (128, 256))
         assert img.size == (128, 256)  # decoded at half size
         drafted = to_model_array(img.convert("RGB"), 256, 128, "bilinear")
-    assert np.abs(drafted - full).max() > 8  # whole grey levels apart, not rounding
+    assert np.abs(drafted - full).max() > 40  # tens of grey levels apart, not rounding (84 here)

@@ -37,13 +37,16 @@ def _sdist() -> Path:
 
 @pytest.fixture(scope="module")
 def bound_names():
-    """Names pycuda defines: what its Boost.Python wrappers (src/wrapper/*.cpp) bind plus
-    what its Python package (pycuda/*.py) defines."""
+    """Names ``pycuda.driver`` has: what the wrappers compiled into its ``_driver``
+    extension bind (src/wrapper/wrap_cudadrv.cpp and mempool.cpp, as pycuda's setup.py
+    lists them) plus what pycuda/driver.py defines. Not the other wrappers and modules
+    (gpuarray, curand, ...): a name of theirs is not ``pycuda.driver``'s."""
     with tarfile.open(_sdist()) as sdist:
         read = {m.name.split("/", 1)[1]: sdist.extractfile(m).read().decode(errors="replace")
                 for m in sdist.getmembers() if m.isfile()}
-    wrapper = "\n".join(t for name, t in read.items() if re.fullmatch(r"src/wrapper/\w+\.cpp", name))
-    driver = "\n".join(t for name, t in read.items() if re.fullmatch(r"pycuda/\w+\.py", name))
+    assert '"src/wrapper/wrap_cudadrv.cpp"' in read["setup.py"] and '"src/wrapper/mempool.cpp"' in read["setup.py"]
+    wrapper = read["src/wrapper/wrap_cudadrv.cpp"] + read["src/wrapper/mempool.cpp"]
+    driver = read["pycuda/driver.py"]
     names = set(re.findall(r'(?:def|add_property)\s*\(\s*"(\w+)"', wrapper))
     names |= set(re.findall(r'py::class_<[^;]*?\(\s*"(\w+)"', wrapper, re.S))  # class names
     names |= set(re.findall(r"DEF_SIMPLE_(?:METHOD|FUNCTION)\((\w+)\)", wrapper))

@@ -56,3 +56,21 @@ def test_engine_matches_onnxruntime(engine, cuda_graph):
     cos = (got * expected).sum(1) / np.linalg.norm(got, axis=1) / np.linalg.norm(expected, axis=1)
     assert got.shape == expected.shape and cos.min() > 0.9999
     np.testing.assert_array_equal(got, again)
+
+
+def test_one_cuda_graph_serves_smaller_calls_and_a_larger_one_recaptures(engine):
+    """Called directly (the embedder always pads to its batch): 3 rows capture the graph,
+    2 rows are padded up to 3 and replay it, 8 rows recapture, 3 rows are padded to 8."""
+    from iaunet.runtime.trt_runner import TensorRTRunner
+    path, _ = engine
+    x = (np.random.default_rng(1).random((8, 3, 64, 32), dtype=np.float32) * 255).astype(np.float32)
+    plain = TensorRTRunner(path)
+    graph = TensorRTRunner(path, cuda_graph=True)
+    try:
+        for n, graph_batch in ((3, 3), (2, 3), (8, 8), (3, 8)):
+            got = graph.infer(x[:n])
+            assert graph._graph[0] == graph_batch
+            np.testing.assert_allclose(got, plain.infer(x[:n]), rtol=1e-5, atol=1e-5 * np.abs(got).max())
+    finally:
+        graph.close()
+        plain.close()
