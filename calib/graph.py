@@ -97,7 +97,8 @@ def fp16_overflow_nodes(model, inputs: np.ndarray, batch: int = 4) -> dict:
 
 def _tensor_peaks(model, inputs: np.ndarray, batch: int) -> dict:
     """{float tensor name: max |value|} over ``inputs``, from ONNX Runtime without graph
-    optimisations (so every tensor of the file is computed as written)."""
+    optimisations (so every tensor of the file is computed as written). Its own session,
+    not a runtime ``Runner``: a runner returns the embeddings, this needs every tensor."""
     import onnxruntime as ort
     probe = onnx.ModelProto()
     probe.CopyFrom(model)
