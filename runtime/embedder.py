@@ -6,7 +6,8 @@ file's metadata (the engine's sidecar), and picks the backend: for an engine, Te
 for ONNX, ONNX Runtime on CUDA where this onnxruntime has it, else CPU. ``embed``
 batches up to the batch size (at most the engine profile's maximum), pads a short last
 batch for TensorRT (so an engine sees one shape: its CUDA graph is for one batch, its
-kernels were tuned per shape) and trims the result, and returns N x D float32, L2-normalised unless asked not to.
+kernels were tuned per shape) and trims the result, and returns N x D float32,
+L2-normalised unless asked not to.
 """
 from __future__ import annotations
 

@@ -3,11 +3,10 @@
 An engine is tied to a GPU architecture and a TensorRT version. The sidecar, written by
 the engines stage beside every engine, says which, with the precision, the batch
 profile, the plugin route and the ONNX file's metadata. ``model_refusal`` compares it
-with the model the caller expects, ``machine_refusal`` with the machine (``refusal``:
-both), in plain Python, so a mismatched engine is refused with the sidecar's reason
-before TensorRT is asked to deserialize it;
-``other_gpu_model`` words the warning for another GPU model of the same architecture,
-which TensorRT loads but advises against. Standard library only.
+with the model the caller expects and ``machine_refusal`` with the machine, in plain
+Python, so a mismatched engine is refused with the sidecar's reason before TensorRT is
+asked to deserialize it; ``other_gpu_model`` words the warning for another GPU model of
+the same architecture, which TensorRT loads but advises against. Standard library only.
 """
 from __future__ import annotations
 
@@ -83,11 +82,6 @@ def machine_refusal(card: dict, machine: Machine) -> str | None:
         return (f"the engine was built with TensorRT {card['tensorrt_version']} but this machine has "
                 f"{machine.tensorrt_version}; rebuild it here with 'iaunet build'")
     return None
-
-
-def refusal(card: dict, machine: Machine, expect_model: str | None = None) -> str | None:
-    """The model's refusal, else the machine's, else None."""
-    return model_refusal(card, expect_model) or machine_refusal(card, machine)
 
 
 def other_gpu_model(card: dict, machine: Machine) -> str | None:

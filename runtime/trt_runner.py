@@ -151,16 +151,17 @@ class TensorRTRunner(Runner):
             raise IAUnetError("TensorRT's execute_async_v3 failed (see TensorRT's log above)")
 
     def _run(self, rows: int) -> None:
-        if not self.cuda_graph:
-            self._execution.set_input_shape(INPUT_NAME, (rows, *self.sample_shape))
-            return self._execute()
-        if self._graph is None or self._graph[0] != rows:  # first call, or a larger batch: (re)capture
-            self._drop_graph()
-            self._execution.set_input_shape(INPUT_NAME, (rows, *self.sample_shape))
-            self._execute()  # a plain run first: TensorRT finishes its shape-dependent set-up outside the capture
+        """Replay the CUDA graph when it is for ``rows``; else a plain run, after which (with
+        ``cuda_graph``) the graph is captured for ``rows``. The plain run's output stands, and
+        TensorRT has finished its shape-dependent set-up outside the capture."""
+        if self._graph is not None and self._graph[0] == rows:
+            return cuda_driver.launch_graph(self._graph[1], self._stream.handle)
+        self._drop_graph()
+        self._execution.set_input_shape(INPUT_NAME, (rows, *self.sample_shape))
+        self._execute()
+        if self.cuda_graph:
             self._stream.synchronize()
             self._graph = (rows, cuda_driver.capture_graph(self._stream.handle, self._execute))
-        cuda_driver.launch_graph(self._graph[1], self._stream.handle)
 
     def _drop_graph(self) -> None:
         if self._graph is not None:

@@ -95,8 +95,8 @@ def test_sidecar_holds_what_the_runtime_reads():
     assert card["plugin_route"] == "python" and card["plugins"] == ["iaunet::IAUChannelAffinity", "iaunet::IAUPartAffinity"]
     assert card["profile"]["max"] == [16, 3, 256, 128] and card["compute_capability"] == 87
     assert card["metadata"] == CARD.props and card["onnx_sha256"] == "cd" * 32
-    from iaunet.runtime.engine_card import refusal
-    assert refusal(card, ORIN, expect_model="ab" * 32) is None
+    from iaunet.runtime.engine_card import machine_refusal, model_refusal
+    assert model_refusal(card, "ab" * 32) is None and machine_refusal(card, ORIN) is None
 
 
 def test_legacy_int8_needs_a_cache_and_a_version_that_has_it():

@@ -7,7 +7,8 @@ import sys
 import pytest
 
 from iaunet.core.errors import IAUnetError
-from iaunet.runtime.engine_card import FIELDS, Machine, other_gpu_model, read_sidecar, refusal, sidecar_path
+from iaunet.runtime.engine_card import FIELDS, Machine, other_gpu_model, read_sidecar, sidecar_path
+from iaunet.runtime.trt_runner import check_engine
 
 ORIN = Machine("Orin", 87, "10.3.0")
 CKPT = "ab" * 32
@@ -30,8 +31,8 @@ def _engine(tmp_path, card):
 
 
 def test_a_matching_machine_is_accepted():
-    assert refusal(_card(), ORIN) is None
-    assert refusal(_card(), Machine("Orin", 87, "10.3.0.26"), expect_model=CKPT) is None
+    check_engine("m.engine", _card(), 0, None, ORIN)
+    check_engine("m.engine", _card(), 0, CKPT, Machine("Orin", 87, "10.3.0.26"))
 
 
 @pytest.mark.parametrize("machine, expect, words", [
@@ -41,8 +42,10 @@ def test_a_matching_machine_is_accepted():
     (ORIN, "ef" * 32, ["model abababababab", "model efefefefefef was expected"]),
 ])
 def test_mismatches_are_refused_with_the_reason(machine, expect, words):
-    reason = refusal(_card(), machine, expect)
-    assert reason is not None and all(w in reason for w in words), reason
+    with pytest.raises(IAUnetError) as refused:
+        check_engine("m.engine", _card(), 0, expect, machine)
+    reason = str(refused.value)
+    assert reason.startswith("m.engine: ") and all(w in reason for w in words), reason
 
 
 def test_runner_refuses_before_importing_tensorrt(tmp_path):
@@ -68,14 +71,13 @@ def test_another_gpu_model_of_the_same_architecture_is_a_warning():
     """TensorRT loads an engine on another GPU model of the same SM with a warning; so do we."""
     rtx = Machine("NVIDIA GeForce RTX 4090", 89, "10.3.0")
     card = _card(gpu_name="NVIDIA L40S", compute_capability=89)
-    assert refusal(card, rtx) is None
+    check_engine("m.engine", card, 0, None, rtx)  # not refused
     warning = other_gpu_model(card, rtx)
     assert warning and "NVIDIA L40S" in warning and "RTX 4090" in warning and "sm_89" in warning
     assert other_gpu_model(_card(), ORIN) is None
 
 
 def test_the_runner_logs_the_other_gpu_model_warning(tmp_path, caplog):
-    from iaunet.runtime.trt_runner import check_engine
     card = _card(gpu_name="NVIDIA L40S", compute_capability=89)
     with caplog.at_level("WARNING", logger="iaunet.runtime"):
         check_engine("m.engine", card, 0, CKPT, Machine("NVIDIA GeForce RTX 4090", 89, "10.3.0"))
