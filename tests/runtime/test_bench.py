@@ -45,19 +45,31 @@ def test_gpu_rows_are_compared_with_pytorch_fp16_on_the_gpu(tmp_path, image_onnx
 
 
 @pytest.mark.skipif(not Path("/proc/self/clear_refs").exists(), reason="resetting the peak needs Linux's clear_refs")
+def _resident_block(mb: int):
+    """``mb`` MB of fresh resident pages: an anonymous mapping, every page written, so the
+    figure does not depend on what the process's allocator already holds (a whole test
+    session's heap can serve a numpy array from pages that are resident already)."""
+    import mmap
+    block = mmap.mmap(-1, mb * 2**20)
+    pages = np.frombuffer(block, np.uint8)
+    pages[:] = 1
+    del pages  # the mapping can be closed only once no view holds it
+    return block
+
+
 def test_each_backend_starts_its_own_memory_peak():
-    """A backend's peak must not be an earlier backend's: 200 MB held and freed before the
-    reset is in the peak before it and not after it."""
-    block = np.ones(200 * 2**20 // 8)
+    """A backend's peak must not be an earlier backend's: 200 MB held and unmapped before
+    the reset is in the peak before it and not after it."""
+    block = _resident_block(200)
     held = peak_rss_mb()
-    del block
+    block.close()
     if not reset_peak_rss():
         pytest.skip("this system does not let a process reset its memory peak")
     after = peak_rss_mb()
     assert after < held - 150, (held, after)
-    block = np.ones(100 * 2**20 // 8)
+    block = _resident_block(100)
     assert peak_rss_mb() > after + 80  # and it grows again from there
-    del block
+    block.close()
 
 
 def test_end_to_end_rows_time_every_batch(monkeypatch):
