@@ -263,8 +263,8 @@ def _search(out: Path, data: Path, engines: dict) -> dict:
 
 def _bench(out: Path, checkpoint: Path, engines: list) -> dict:
     """ONNX Runtime (and the engines, where built) against PyTorch eager; ratios per backend."""
-    from iaunet.benchmark import benchmark
-    from iaunet.runtime.bench import is_pytorch
+    from iaunet.model_bench import benchmark
+    from iaunet.runtime.perf_figures import is_pytorch
     result = benchmark([out / "model.onnx", *engines], out / "bench", BENCH_BATCHES, BENCH_REPEATS, checkpoint,
                        quiet=True)
     result["repeats"] = BENCH_REPEATS

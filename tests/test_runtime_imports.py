@@ -73,7 +73,7 @@ TORCH_AT_IMPORT = {"iaunet.export.exporter", "iaunet.export.plugin_nodes"}
 CALIB_WITHOUT_TORCH = PRELUDE.format(rule='top in ("torch", "torchvision", "triton", "tensorrt", "pycuda")') + '''
 print(json.dumps(import_all(walk("iaunet.calib", "iaunet.export") + [
     "iaunet.cli.calib", "iaunet.cli.export", "iaunet.core.plugin_contract", "iaunet.engines.aot",
-    "iaunet.engines.aot_plugins", "iaunet.engines.bench"])))
+    "iaunet.engines.aot_plugins", "iaunet.engines.kernel_bench"])))
 '''
 
 

@@ -28,7 +28,7 @@ def add_commands(sub):
 
 
 def run_bench(args):
-    from iaunet.engines.bench import format_rows, format_sweep, run, sweep
+    from iaunet.engines.kernel_bench import format_rows, format_sweep, run, sweep
     if args.sweep:
         print(format_sweep(sweep(args.output, min(args.repeats, 20))))
         print(f"wrote {args.output}/kernel_sweep.json")

@@ -1,5 +1,5 @@
 """``iaunet embed``, ``iaunet search`` and ``iaunet bench``: arguments only; the work is
-in ``iaunet.runtime`` and, for bench, ``iaunet.benchmark``."""
+in ``iaunet.runtime`` and, for bench, ``iaunet.model_bench``."""
 from __future__ import annotations
 
 import argparse
@@ -27,7 +27,7 @@ def _skip_bad(p) -> None:
 
 
 def add_commands(sub):
-    from iaunet.runtime.bench import DEFAULT_REPEATS
+    from iaunet.runtime.perf_figures import DEFAULT_REPEATS
     p = common.command(sub, "embed", "images -> embeddings (.npz gallery file), on the runtime's backends")
     p.add_argument("inputs", nargs="+", metavar="IMAGES_OR_DIRS",
                    help="image files and folders of images; Market-1501-style names give ids and cameras")
@@ -117,7 +117,7 @@ def run_search(args):
 
 
 def run_bench(args):
-    from iaunet.benchmark import benchmark
+    from iaunet.model_bench import benchmark
     from iaunet.core.files import check_report_folder
     out = check_report_folder(args.output)
     jpegs = collect_images([args.images]) if args.images else None

@@ -11,7 +11,7 @@ from iaunet.core.graph_io import INPUT_NAME, OUTPUT_NAME
 
 def _runners(models, backend=None, threads=None):
     """(model, label, runner, card, bare session call or None) for every model and backend asked."""
-    from iaunet.runtime.bench import reset_peak_rss
+    from iaunet.runtime.perf_figures import reset_peak_rss
     from iaunet.runtime.embedder import is_engine, open_runner
     from iaunet.runtime.runners import ORT_PROVIDERS
     for model in models:
@@ -34,7 +34,7 @@ def _torch_runners(checkpoint, devices):
     """PyTorch eager on the CPU in FP32, and in FP16 on the GPU when GPU backends were timed
     and torch sees a GPU: the baselines the rows of the same device are compared with."""
     import torch
-    from iaunet.runtime.bench import reset_peak_rss
+    from iaunet.runtime.perf_figures import reset_peak_rss
     from iaunet.train.runner import TorchRunner
     reset_peak_rss()
     yield TorchRunner.from_checkpoint(checkpoint)
@@ -82,19 +82,19 @@ def benchmark(models, out, batches, repeats, checkpoint=None, backend=None, thre
     import tempfile
     from iaunet.core.files import atomic_output, write_json
     from iaunet.export.flops import count_flops
-    from iaunet.runtime import bench
+    from iaunet.runtime import perf_figures
     from iaunet.runtime.embedder import is_engine
     _check_sources(models, checkpoint)
     card, per_model = None, []
     with tempfile.TemporaryDirectory() as tmp:
-        jpegs = jpegs or bench.generated_jpegs(tmp, max(batches) * bench.E2E_BATCHES_PER_CALL)
+        jpegs = jpegs or perf_figures.generated_jpegs(tmp, max(batches) * perf_figures.E2E_BATCHES_PER_CALL)
         for model, label, runner, card, bare in _runners(models, backend, threads):
             with runner:
-                found = bench.bench_runner(runner, label, card, batches, repeats, jpegs, None, bare)
+                found = perf_figures.bench_runner(runner, label, card, batches, repeats, jpegs, None, bare)
             per_model += [(model, t) for t in found]
         if checkpoint:
             for runner in _torch_runners(checkpoint, {t.device for _, t in per_model}):
-                found = bench.bench_runner(runner, bench.pytorch_label(runner.precision, runner.device.type),
+                found = perf_figures.bench_runner(runner, perf_figures.pytorch_label(runner.precision, runner.device.type),
                                            card, batches, repeats)
                 per_model += [(models[0], t) for t in found]
                 del runner  # before the next one's memory peak begins
@@ -104,15 +104,15 @@ def benchmark(models, out, batches, repeats, checkpoint=None, backend=None, thre
     for model, t in per_model:
         t.gflops_per_s = flops[model] * t.batch / (t.p50_ms / 1e3) / 1e9 if model in flops else None
         timings.append(t)
-    peak, how = bench.cpu_peak_gflops()
+    peak, how = perf_figures.cpu_peak_gflops()
     no_tensorrt = _no_tensorrt_rows(timings)
     if not quiet:
-        for line in bench.table(timings, peak, how) + ([no_tensorrt] if no_tensorrt else []):
+        for line in perf_figures.table(timings, peak, how) + ([no_tensorrt] if no_tensorrt else []):
             print(line)
     Path(out).mkdir(exist_ok=True)
     result = {"cpu_peak_gflops": peak, "peak_estimate": how, "no_tensorrt_rows": no_tensorrt,
-              "timings": [{**t.as_dict(), "vs_pytorch": vs} for t, vs in zip(timings, bench.vs_pytorch(timings))]}
+              "timings": [{**t.as_dict(), "vs_pytorch": vs} for t, vs in zip(timings, perf_figures.vs_pytorch(timings))]}
     write_json(Path(out) / "bench.json", result)
     with atomic_output(Path(out) / "bench.png") as png:
-        bench.plot(timings, png)
+        perf_figures.plot(timings, png)
     return result

@@ -5,7 +5,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from iaunet.runtime.bench import Timing, end_to_end_seconds, peak_rss_mb, reset_peak_rss, table, vs_pytorch
+from iaunet.runtime.perf_figures import Timing, end_to_end_seconds, peak_rss_mb, reset_peak_rss, table, vs_pytorch
 
 
 def _row(backend, batch, samples_per_s, device, kind="model"):
@@ -34,7 +34,7 @@ def test_gpu_rows_are_compared_with_pytorch_fp16_on_the_gpu(tmp_path, image_onnx
     ort = pytest.importorskip("onnxruntime")
     if "CUDAExecutionProvider" not in ort.get_available_providers():
         pytest.skip("this onnxruntime has no CUDA provider (pip install onnxruntime-gpu)")
-    from iaunet.benchmark import benchmark
+    from iaunet.model_bench import benchmark
     result = benchmark([image_onnx], tmp_path / "b", [1, 32], 5, image_checkpoint, ["onnxruntime-cuda"], quiet=True)
     rows = {(t["backend"].split()[-1], t["batch"], t["kind"]): t for t in result["timings"]}
     for batch in (1, 32):
@@ -74,9 +74,9 @@ def test_each_backend_starts_its_own_memory_peak():
 
 def test_end_to_end_rows_time_every_batch(monkeypatch):
     """Each batch is timed as it completes, so p99 rests on many batches, not a few calls."""
-    from iaunet.runtime import bench
+    from iaunet.runtime import perf_figures
     clock = [0.0]
-    monkeypatch.setattr(bench.time, "perf_counter", lambda: clock[0])
+    monkeypatch.setattr(perf_figures.time, "perf_counter", lambda: clock[0])
 
     class Batches:  # an embedder whose batches take 10, 30, 10, 30 ms on the clock above
         calls = 0

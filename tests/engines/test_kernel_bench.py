@@ -11,7 +11,7 @@ pytest.importorskip("triton", reason="triton is not installed")
 
 @pytest.mark.parametrize("hw", [128, 512, 100])
 def test_sweep_candidates_are_valid_and_include_the_default(hw):
-    from iaunet.engines.bench import sweep_configs
+    from iaunet.engines.kernel_bench import sweep_configs
     from iaunet.engines.kernels.channel_affinity import launch_config
     candidates = sweep_configs(hw)
     assert candidates and len({tuple(sorted(c.items())) for c in candidates}) == len(candidates)
