@@ -9,10 +9,21 @@ float32, so the inner product is the cosine.
 
 Ranking is by score, then by gallery index: of equal scores the earlier entry comes
 first, in both backends. Identical embeddings (the same image added twice) tie exactly:
-each distinct embedding is scored once and its score given to all its copies, because a
-BLAS matrix product may score two copies a last bit apart (edge tiles of the product
-sum in another order). The numpy backend selects with ``argpartition`` in blocks of
-queries (``BLOCK_SCORES`` scores at a time, whatever the gallery's size); the FAISS
+each distinct embedding is scored once and its score given to all its copies.
+
+What the numpy backend promises, whatever the machine and however the queries are split
+into blocks: the same indices, in the same order, and the same float32 scores. A float32
+BLAS product does not give that: its kernel and summation order depend on the matrix
+shapes and the CPU (AVX2 against AVX-512), so one score can move by a last bit between a
+block of 2 queries and one of 50, and two near-equal scores can swap. So the scores are
+accumulated in float64 and rounded once to float32. float64's steps are 2^29 times finer
+than float32's; the sums of two shapes or CPUs differ by a few of them and round to the
+same float32 unless one lies that close to a rounding midpoint (then they are one float32
+step apart). The ranking rule applies to those rounded scores, and the distinct
+embeddings are also kept in float64 for it (twice the gallery's memory again).
+
+The numpy backend selects with ``argpartition`` in blocks of queries (``BLOCK_SCORES``
+scores at a time, whatever the gallery's size); the FAISS
 backend (``IndexFlatIP``, exact) is built once per gallery state and checked at the
 k-th place, where FAISS does not say which of equal scores it keeps. faiss is imported
 only inside the search that uses it.
@@ -32,7 +43,7 @@ from iaunet.core.validate import COUNT, Bounded, check
 
 FORMAT = 1
 FAISS_FROM = 50_000        # entries from which "auto" searches with FAISS (when installed)
-BLOCK_SCORES = 1 << 23     # query x gallery scores per numpy block: 32 MiB float32, ~150 MiB at peak
+BLOCK_SCORES = 1 << 22     # query x gallery scores per numpy block: 32 MiB float64, ~150 MiB at peak
 SEARCH_BACKENDS = ("auto", "numpy", "faiss")
 UNKNOWN = -1               # id, camera or track not known
 COSINE = Bounded(float, -1, 1)
@@ -151,7 +162,7 @@ class Gallery:
         groups = self._distinct()
         want = min(groups.size, k + 1)
         rows = max(1, BLOCK_SCORES // len(self))
-        found = [_top(groups.scores(q[s:s + rows], self.embeddings), want) for s in range(0, len(q), rows)]
+        found = [_top(groups.scores(q[s:s + rows]), want) for s in range(0, len(q), rows)]
         cols = np.concatenate([f[0] for f in found]) if found else np.zeros((0, want), np.int64)
         scores = np.concatenate([f[1] for f in found]) if found else np.zeros((0, want), np.float32)
         return groups.expand(cols, scores, k)
@@ -171,7 +182,7 @@ class Gallery:
         # needed score equals the first one left out, rank that query again with numpy
         unsure = groups.unsure(cols, scores, k) if want < groups.size else np.zeros(len(q), bool)
         if unsure.any():
-            cols[unsure], scores[unsure] = _top(groups.scores(q[unsure], self.embeddings), want)
+            cols[unsure], scores[unsure] = _top(groups.scores(q[unsure]), want)
         return groups.expand(cols, scores, k)
 
     # -- files
@@ -226,10 +237,12 @@ class _Groups:
     """The distinct embeddings of a gallery: ``first`` (ascending) holds the first entry of
     each, ``members`` every entry grouped by distinct embedding (ascending within a group),
     ``starts`` and ``counts`` where each group lies in ``members``. ``first`` is None when
-    all entries are distinct (then groups are entries)."""
+    all entries are distinct (then groups are entries). ``distinct``: their embeddings in
+    float64, one row per group."""
 
-    def __init__(self, size, first=None, members=None, starts=None, counts=None):
-        self.size, self.first, self.members, self.starts, self.counts = size, first, members, starts, counts
+    def __init__(self, distinct, first=None, members=None, starts=None, counts=None):
+        self.distinct = distinct  # float64 copy of the distinct embeddings, scored by ``scores``
+        self.size, self.first, self.members, self.starts, self.counts = len(distinct), first, members, starts, counts
 
     @classmethod
     def of(cls, emb: np.ndarray) -> "_Groups":
@@ -243,18 +256,19 @@ class _Groups:
             _, first, group = np.unique(rows, return_index=True, return_inverse=True)
             group = group.ravel()
         if len(first) == n:
-            return cls(n)
+            return cls(emb.astype(np.float64))
         rank = np.empty(len(first), np.int64)
         rank[np.argsort(first)] = np.arange(len(first))   # number the groups by their first entry
         group = rank[group]
         counts = np.bincount(group)
         starts = np.concatenate([[0], np.cumsum(counts)[:-1]])
-        return cls(len(first), np.sort(first), np.argsort(group, kind="stable"), starts, counts)
+        first = np.sort(first)
+        return cls(emb[first].astype(np.float64), first, np.argsort(group, kind="stable"), starts, counts)
 
-    def scores(self, q: np.ndarray, emb: np.ndarray) -> np.ndarray:
-        """Cosine of each query with each distinct embedding (one column per group)."""
-        sims = q @ emb.T
-        return sims if self.first is None else sims[:, self.first]
+    def scores(self, q: np.ndarray) -> np.ndarray:
+        """float32 cosine of each query with each distinct embedding (one column per group),
+        accumulated in float64 and rounded once, so the same whatever the block's shape."""
+        return (q.astype(np.float64) @ self.distinct.T).astype(np.float32)
 
     def unsure(self, cols: np.ndarray, scores: np.ndarray, k: int) -> np.ndarray:
         """Rows whose last group needed for k entries scores no higher than the last group

@@ -176,16 +176,47 @@ def test_equal_scores_at_the_kth_place_keep_the_lowest_indices(backend):
     assert (found.scores == 0).all()
 
 
-def test_blocks_of_queries_give_the_same_result(monkeypatch):
+@pytest.mark.parametrize("per_block", [1, 2, 7])
+def test_blocks_of_queries_give_the_same_indices_and_float32_scores(monkeypatch, per_block):
+    # the promise: the same indices in the same order; scores the float32 rounding of the
+    # exact cosine, so at most one float32 step apart whatever the block's shape or CPU
     g, rng = _with_copies(distinct=300, copies_of=[5, 5, 40, 299], dim=16, seed=3)
     q = rng.normal(size=(50, 16)).astype(np.float32)
     whole = g.search(q, 6, backend="numpy")
-    monkeypatch.setattr(gallery_module, "BLOCK_SCORES", 700)  # two queries per block
+    monkeypatch.setattr(gallery_module, "BLOCK_SCORES", per_block * len(g))
     blocked = g.search(q, 6, backend="numpy")
     np.testing.assert_array_equal(blocked.indices, whole.indices)
-    np.testing.assert_array_equal(blocked.scores, whole.scores)
-    expected, _ = _reference(g, q, 6)
+    np.testing.assert_array_max_ulp(blocked.scores, whole.scores, maxulp=1)
+    expected, exact = _reference(g, q, 6)
     np.testing.assert_array_equal(whole.indices, expected)
+    np.testing.assert_array_max_ulp(whole.scores, exact.astype(np.float32), maxulp=1)
+
+
+def test_scores_closer_than_a_float32_step_tie_and_rank_by_index(monkeypatch):
+    # two distinct entries whose exact cosines to the query differ by ~1e-12: one float32 score,
+    # so the earlier entry ranks first in every block shape. A float32 BLAS product sums them in
+    # a shape- and CPU-dependent order and may put either first.
+    rng = np.random.default_rng(5)
+    dim = 64
+    q = _unit(rng.normal(size=(1, dim)))
+    q[0, 7] = np.float32(1e-6)  # the component that tells the two entries apart hardly counts
+    base = _unit(q + 0.2 * rng.normal(size=(1, dim)))[0]  # the best match
+    twin = base.copy()
+    twin[7] = np.nextafter(base[7], np.float32(np.inf))  # one float32 step in one component
+    exact = (q.astype(np.float64) @ np.stack([base, twin]).astype(np.float64).T)[0]
+    assert exact[0] != exact[1] and np.float32(exact[0]) == np.float32(exact[1]), "pick another seed"
+    others = _unit(rng.normal(size=(40, dim)))
+    g = Gallery(dim, MODEL)
+    g.add(np.concatenate([others[:20], twin[None], others[20:], base[None]]), ids=np.arange(42))
+    queries = np.concatenate([rng.normal(size=(12, dim)).astype(np.float32), q, q, q])
+    for per_block in (1, 3, 15):
+        monkeypatch.setattr(gallery_module, "BLOCK_SCORES", per_block * len(g))
+        found = g.search(queries, 3, backend="numpy")
+        for row in (12, 13, 14):
+            pair = [i for i in found.indices[row] if i in (20, 41)]
+            assert pair == [20, 41], (per_block, found.indices[row])
+            where = [list(found.indices[row]).index(i) for i in pair]
+            assert found.scores[row, where[0]] == found.scores[row, where[1]]
 
 
 def test_threshold_keeps_exactly_the_scores_at_or_above_it():

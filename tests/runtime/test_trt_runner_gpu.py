@@ -55,7 +55,9 @@ def test_engine_matches_onnxruntime(engine, cuda_graph):
         again = embedder.embed(x, normalize=False)
     cos = (got * expected).sum(1) / np.linalg.norm(got, axis=1) / np.linalg.norm(expected, axis=1)
     assert got.shape == expected.shape and cos.min() > 0.9999
-    np.testing.assert_array_equal(got, again)
+    # the padded graph replay against the first call: one engine, but TensorRT does not promise
+    # bitwise-equal runs (a tactic may accumulate with atomics), so equal to float32 rounding
+    np.testing.assert_allclose(again, got, rtol=1e-5, atol=1e-6 * np.abs(got).max())
 
 
 def test_one_cuda_graph_serves_smaller_calls_and_a_larger_one_recaptures(engine):
