@@ -41,21 +41,13 @@ from iaunet.core.graph_io import INPUT_NAME
 from iaunet.core.log import get_logger
 from iaunet.core.progress import Progress
 from iaunet.core.validate import COSINE_TARGET, COUNT, check
+from iaunet.core.calib_cache import header as calib_header, trt_version_code  # noqa: F401  (re-exported)
 
 log = get_logger("calib")
 QUANTIZED_OPS = ["Conv", "Gemm", "MatMul", "Add"]
 ENTROPY_BINS, ENTROPY_QUANTIZED_BINS = 2048, 128  # TensorRT's entropy calibrator histogram
 HELD_OUT = 32        # training images kept out of calibration to judge the variant
 MIN_HELD_OUT = 8     # fewer cannot steer the fallback
-
-
-def trt_version_code(version: str) -> int:
-    """'10.3.0' -> 100300 (TensorRT's NV_TENSORRT_VERSION for 10.x)."""
-    try:
-        major, minor, patch = (int(p) for p in (version.split(".") + ["0", "0"])[:3])
-    except ValueError:
-        raise IAUnetError(f"TensorRT version {version!r} is not MAJOR.MINOR[.PATCH]") from None
-    return major * 10000 + minor * 100 + patch if major >= 10 else major * 1000 + minor * 100 + patch
 
 
 def activation_scales(model: onnx.ModelProto) -> dict:
@@ -74,7 +66,7 @@ def activation_scales(model: onnx.ModelProto) -> dict:
 
 def write_trt_cache(scales: dict, path: Path, trt_version: str = "10.3.0") -> None:
     """TensorRT calibration cache: header, then ``tensor: hex(float32 scale)`` lines."""
-    lines = [f"TRT-{trt_version_code(trt_version)}-EntropyCalibration2"]
+    lines = [calib_header(trt_version)]
     lines += [f"{name}: {struct.pack('>f', scale).hex()}" for name, scale in sorted(scales.items())]
     with atomic_output(path) as tmp:
         Path(tmp).write_text("\n".join(lines) + "\n")

@@ -3,7 +3,9 @@ built with Polygraphy's loaders (ONNX bytes -> strongly typed network -> config 
 serialized engine), cached by everything that decides it.
 
 The decisions are ``engines.plan``'s; this module only chains the loaders and reads the
-machine. Arguments are checked and the plan made before TensorRT builds anything; the
+machine: it picks the PTX folder for this GPU (a bundle's ``ptx`` may hold one ``smXX``
+folder per architecture), hashes its contents into the cache key, re-stamps a legacy
+``.calib`` for this TensorRT, and counts the layers TensorRT can place on DLA. Arguments are checked and the plan made before TensorRT builds anything; the
 engine and ``<engine>.json`` are written through temporary names. A parser failure is
 one error naming each failing node, its op and the parser's reason. Polygraphy's own
 log lines are shown only with ``-v``.
@@ -13,10 +15,14 @@ none of it can run on a machine without TensorRT's libraries and a GPU.
 """
 from __future__ import annotations
 
+import hashlib
+import io
+import json
 import shutil
+from dataclasses import replace
 from pathlib import Path
 
-from iaunet.core import cuda_driver, onnx_wire
+from iaunet.core import calib_cache, cuda_driver, onnx_wire
 from iaunet.core.errors import IAUnetError
 from iaunet.core.files import atomic_output, cache_folder, check_output_path, sha256_file, write_json
 from iaunet.core.graph_io import INPUT_NAME
@@ -78,10 +84,14 @@ def polygraphy_trt():
     return _import_quietly("polygraphy.backend.trt")
 
 
-def loaders(data: bytes, plan: Plan, memory_pool_limits=None, calibrator=None, mark_all: bool = False):
+def loaders(data: bytes, plan: Plan, memory_pool_limits=None, calibrator=None, mark_all: bool = False,
+            report: dict | None = None):
     """Polygraphy's lazy loader chain for ``plan``: nothing is built until it is called.
     ``memory_pool_limits``: {trt.MemoryPoolType.WORKSPACE: bytes} when a workspace is set.
-    ``mark_all``: every layer's output becomes an engine output (layer-wise triage)."""
+    ``mark_all``: every layer's output becomes an engine output (layer-wise triage).
+    ``report``: filled with the layer counts on DLA when the plan uses it. The legacy INT8
+    path is weakly typed: FP16 is enabled beside INT8, else every layer the calibrator does
+    not cover runs in FP32."""
     backend = polygraphy_trt()
     CreateConfig, EngineBytesFromNetwork = backend.CreateConfig, backend.EngineBytesFromNetwork
     NetworkFromOnnxBytes, PostprocessConfig, Profile = backend.NetworkFromOnnxBytes, backend.PostprocessConfig, backend.Profile
@@ -92,13 +102,17 @@ def loaders(data: bytes, plan: Plan, memory_pool_limits=None, calibrator=None, m
         network = backend.ModifyNetworkOutputs(network, outputs=constants.MARK_ALL)
     profile = Profile().add(INPUT_NAME, *(plan.profile[k] for k in ("min", "opt", "max")))
     config = CreateConfig(
-        profiles=[profile], int8=options.legacy_int8, calibrator=calibrator,
+        profiles=[profile], int8=options.legacy_int8, fp16=options.legacy_int8, calibrator=calibrator,
         memory_pool_limits=memory_pool_limits,
         load_timing_cache=options.timing_cache, builder_optimization_level=options.opt_level,
         use_dla=options.dla_core is not None, allow_gpu_fallback=options.dla_core is not None)
     if options.dla_core is not None:
         def on_dla(builder, network, config):
             config.DLA_core = options.dla_core
+            if report is not None:
+                layers = [network.get_layer(i) for i in range(network.num_layers)]
+                report.update(dla_layers=sum(bool(config.can_run_on_DLA(layer)) for layer in layers),
+                              network_layers=len(layers))
         config = PostprocessConfig(config, on_dla)
     return EngineBytesFromNetwork(network, config, save_timing_cache=options.timing_cache)
 
@@ -142,12 +156,56 @@ def check_paths(onnx_path, output, options: BuildOptions) -> Path:
     return output
 
 
+def ptx_for_gpu(ptx_dir, compute_capability: int):
+    """The PTX folder for this GPU: ``ptx_dir`` itself (it holds a manifest), or its
+    ``sm<cc>`` subfolder (a bundle for several architectures); None stays None."""
+    if ptx_dir is None:
+        return None
+    folder = Path(ptx_dir)
+    if (folder / "manifest.json").is_file():
+        return str(folder)
+    mine = folder / f"sm{compute_capability}"
+    if (mine / "manifest.json").is_file():
+        return str(mine)
+    have = sorted(p.name for p in folder.glob("sm*") if (p / "manifest.json").is_file())
+    raise IAUnetError(f"{folder} holds no PTX for this GPU (sm_{compute_capability}): it has "
+                      f"{', '.join(have) or 'no manifest.json'}; compile with "
+                      f"'iaunet plugins compile --arch {compute_capability}'")
+
+
+def folder_digest(folder) -> str:
+    """SHA-256 over a folder's files (relative names and contents): what changes the PTX."""
+    if folder is None:
+        return ""
+    digest = hashlib.sha256()
+    for path in sorted(p for p in Path(folder).rglob("*") if p.is_file()):
+        digest.update(path.relative_to(folder).as_posix().encode() + b"\0" + sha256_file(path).encode())
+    return digest.hexdigest()
+
+
+def cache_key(plan: Plan) -> str:
+    """The engine cache key of ``plan``, with the contents of its calibration cache and PTX."""
+    options = plan.options
+    return plan.cache_key(sha256_file(options.calib) if options.calib else "", folder_digest(options.ptx_dir))
+
+
 def plan_for(onnx_path, options: BuildOptions):
     """(tensorrt, the ONNX bytes, the build plan on this machine) for ``onnx_path``."""
     data, card, has_plugins = read_onnx(onnx_path)
-    check_options(options, has_plugins)
+    check_options(options, has_plugins, card.precision)
     trt = import_tensorrt()
-    return trt, data, plan_build(card, sha256_file(onnx_path), has_plugins, this_machine(trt), options)
+    machine = this_machine(trt)
+    if has_plugins and options.plugins != "native":
+        options = replace(options, ptx_dir=ptx_for_gpu(options.ptx_dir, machine.compute_capability))
+    return trt, data, plan_build(card, sha256_file(onnx_path), has_plugins, machine, options)
+
+
+def calibration_cache(plan: Plan):
+    """The legacy path's .calib as a file object, its header stamped for this TensorRT
+    (TensorRT skips a cache of another version and would then calibrate with no data)."""
+    path = plan.options.calib
+    text = calib_cache.for_version(Path(path).read_text(errors="replace"), plan.machine.tensorrt_version, path)
+    return io.BytesIO(text.encode())
 
 
 def build_engine(onnx_path, output, options: BuildOptions = BuildOptions(), cache_dir=None) -> dict:
@@ -155,35 +213,43 @@ def build_engine(onnx_path, output, options: BuildOptions = BuildOptions(), cach
     with ``cache_hit`` and the paths."""
     output = check_paths(onnx_path, output, options)
     trt, data, plan = plan_for(onnx_path, options)
-    key = plan.cache_key(sha256_file(options.calib) if options.calib else "")
+    key = cache_key(plan)
     cached = cache_folder("engines", cache_dir) / f"{key}.engine"
-    hit = cached.is_file()
+    extra = Path(str(cached) + ".build.json")  # what the build found out (layers on DLA)
+    hit = cached.is_file() and extra.is_file()
     if hit:
-        log.info("engine cache hit: %s (same ONNX, TensorRT, GPU and flags)", cached)
+        log.info("engine cache hit: %s (same ONNX, PTX, TensorRT, GPU and flags)", cached)
     else:
-        _build_into(trt, data, plan, cached)
+        found = _build_into(trt, data, plan, cached)
+        write_json(extra, found)
     with atomic_output(output) as tmp:
         shutil.copyfile(cached, tmp)
-    record = plan.sidecar()
+    record = {**plan.sidecar(), **json.loads(extra.read_text())}
     write_json(sidecar_path(output), record)
     return {**record, "cache_hit": hit, "engine": str(output), "cache_key": key}
 
 
-def _build_into(trt, data: bytes, plan: Plan, cached: Path) -> None:
+def _build_into(trt, data: bytes, plan: Plan, cached: Path) -> dict:
+    """Build the engine into ``cached``; returns what the build found out for the sidecar."""
     Calibrator = polygraphy_trt().Calibrator
     register_route_plugins(plan)
     parsed = parser_copy(data, plan)
-    calibrator = Calibrator(data_loader=[], cache=plan.options.calib) if plan.options.legacy_int8 else None
+    calibrator = Calibrator(data_loader=[], cache=calibration_cache(plan)) if plan.options.legacy_int8 else None
+    report = {}
     log.info("building %s engine (%s plugins, batch %s) with TensorRT %s on %s", plan.precision, plan.route,
              "/".join(map(str, plan.options.batch)), plan.machine.tensorrt_version, plan.machine.gpu_name)
     try:
         pools = {trt.MemoryPoolType.WORKSPACE: plan.options.workspace_mb << 20} if plan.options.workspace_mb else None
-        engine = loaders(parsed, plan, pools, calibrator)()
+        engine = loaders(parsed, plan, pools, calibrator, report=report)()
     except Exception as exc:
         problems = parser_errors(trt, parsed)
         if problems:
             raise IAUnetError(f"TensorRT's ONNX parser failed on {len(problems)} node(s): " + "; ".join(problems)) from None
         raise IAUnetError(f"TensorRT could not build the engine: {str(exc).splitlines()[0][:300]}") from None
+    if plan.options.dla_core is not None:
+        log.info("DLA core %d: TensorRT can place %d of %d layers there; the rest run on the GPU",
+                 plan.options.dla_core, report.get("dla_layers", 0), report.get("network_layers", 0))
     cached.parent.mkdir(parents=True, exist_ok=True)
     with atomic_output(cached) as tmp:
         Path(tmp).write_bytes(bytes(engine))
+    return report

@@ -5,14 +5,23 @@ Engines are tied to a GPU and a TensorRT release, so a bundle carries the ONNX v
 capability, the toolkit's wheel when it can be built here, a manifest (model config,
 preprocessing, SHA-256 of every file, the TensorRT versions the code was checked
 against, the plugin route each supported version takes) and a README with the commands
-to run on the device. ``--for deepstream`` adds nvinfer and tracker ReID configs;
-``--for triton`` writes a Triton Inference Server model repository instead of ``models/``.
+to run on the device. ``--for deepstream`` adds nvinfer and tracker ReID configs (always for the native graph:
+DeepStream runs TensorRT from C++, and when it builds its own engine from the ONNX no
+Python plugin can be registered there), whose engine path is where the README's build
+writes; ``--for triton`` writes a Triton Inference Server model repository instead of
+``models/``.
 
-The folder is built in a temporary sibling and renamed when complete.
+The README's commands are meant to run as written on the device: a virtualenv with
+``--system-site-packages`` (JetPack's TensorRT is a system package, and pip refuses the
+system Python on JetPack 7), the toolkit with Polygraphy first, the build, then pycuda
+(built from source on Jetson: nvcc on PATH and the Python headers) for the bench. The
+wheel is built without the network (no index, no pip version check). The folder is built
+in a temporary sibling and renamed when complete.
 """
 from __future__ import annotations
 
 import json
+import os
 import shutil
 import subprocess
 import sys
@@ -76,8 +85,12 @@ def _wheel(out: Path) -> str | None:
     root = Path(__file__).resolve().parents[1]
     if not (root / "pyproject.toml").is_file():
         return None
-    r = subprocess.run([sys.executable, "-m", "pip", "wheel", "-q", "--no-deps", "--no-build-isolation", "-w",
-                        str(out), str(root)], capture_output=True, text=True, timeout=600)
+    # --no-index and no version check: nothing touches the network (the build backend is the
+    # setuptools already installed, --no-build-isolation)
+    env = {**os.environ, "PIP_NO_INDEX": "1", "PIP_DISABLE_PIP_VERSION_CHECK": "1"}
+    r = subprocess.run([sys.executable, "-m", "pip", "wheel", "-q", "--no-deps", "--no-build-isolation", "--no-index",
+                        "--disable-pip-version-check", "-w", str(out), str(root)], capture_output=True, text=True,
+                       timeout=600, env=env)
     wheels = sorted(out.glob("iaunet_toolkit-*.whl"))
     if r.returncode or not wheels:
         log.info("could not build the toolkit's wheel here (%s); the README says how to install it",
@@ -97,21 +110,25 @@ def build_bundle(artifacts, target: str, kind: str, output, cache_dir=None) -> d
     spec, has_plugins = TARGETS[target], any(p for _, _, p in variants)
     route = choose_route(version_tuple(spec["tensorrt"]), "auto", has_plugins)
     with atomic_folder(output) as tmp:
-        files = _models(artifacts, variants, tmp, kind, spec, route)
+        files, deepstream_model = _models(artifacts, variants, tmp, kind, spec, route)
         if has_plugins and kind != "triton":
             for arch in spec["archs"]:
                 _ptx(artifacts, arch, tmp / "ptx" / (f"sm{arch}" if len(spec["archs"]) > 1 else ""), cache_dir)
         wheel = _wheel(tmp)
         manifest = _manifest(tmp, variants, target, kind, route, has_plugins, wheel, files)
+        manifest["graphs"] = {f"models/{p.name}": ("plugin" if plugins else "native") for p, _, plugins in variants
+                              if kind != "triton"}
+        manifest["deepstream_model"] = deepstream_model
         write_json(tmp / "manifest.json", manifest)
         (tmp / "README.md").write_text(_readme(manifest, spec))
     return manifest
 
 
-def _models(artifacts: Path, variants, tmp: Path, kind: str, spec: dict, route: str) -> dict:
-    """Copy the variants where the bundle kind wants them; returns {variant path: precision}."""
+def _models(artifacts: Path, variants, tmp: Path, kind: str, spec: dict, route: str) -> tuple:
+    """Copy the variants where the bundle kind wants them; returns ({variant path: precision},
+    the variant the DeepStream configs use or None)."""
     if kind == "triton":
-        return _triton(variants, tmp)
+        return _triton(variants, tmp), None
     (tmp / "models").mkdir()
     copied = {}
     for path, card, _ in variants:
@@ -119,9 +136,7 @@ def _models(artifacts: Path, variants, tmp: Path, kind: str, spec: dict, route: 
             if extra.is_file():
                 shutil.copy2(extra, tmp / "models" / extra.name)
         copied[f"models/{path.name}"] = card.precision
-    if kind == "deepstream":
-        _deepstream(variants, tmp, spec, route)
-    return copied
+    return copied, (_deepstream(variants, tmp, spec) if kind == "deepstream" else None)
 
 
 def _pick(variants, want_plugins: bool | None = None):
@@ -131,21 +146,29 @@ def _pick(variants, want_plugins: bool | None = None):
     return min(usable, key=lambda v: PRECISION_ORDER.index(v[1].precision)) if usable else None
 
 
-def _deepstream(variants, tmp: Path, spec: dict, route: str) -> None:
-    # DeepStream runs TensorRT from C++: a Python plugin cannot load there, so AOT plugins or the native graph
-    chosen = _pick(variants, None if route == "aot" else False)
+def deepstream_engine(model: str) -> str:
+    """Where the DeepStream configs name the engine of ``model`` (models/X.onnx), from the
+    bundle's root: beside the configs, which DeepStream resolves relative paths against."""
+    return f"deepstream/{Path(model).stem}.engine"
+
+
+def _deepstream(variants, tmp: Path, spec: dict) -> str:
+    """Write the configs for the native graph's leanest variant; returns its bundle path."""
+    chosen = _pick(variants, False)
     if chosen is None:
-        raise IAUnetError(f"DeepStream on TensorRT {spec['tensorrt']} needs the native graph (its TensorRT has no AOT "
-                          "plugins and a Python plugin cannot run inside DeepStream); add one with "
+        raise IAUnetError("a DeepStream bundle needs the native graph (DeepStream runs TensorRT from C++: a Python "
+                          "plugin cannot be registered there when it builds its engine from the ONNX); add one with "
                           "'iaunet export CKPT --mode native' (and calib it) into the artifacts folder")
     from iaunet.engines.deployment_configs import deepstream_files
     path, card, _ = chosen
     calib = path.with_suffix(".calib")
-    files = deepstream_files(card, f"../models/{path.name}", f"{path.stem}.engine",
+    engine = Path(deepstream_engine(f"models/{path.name}")).name
+    files = deepstream_files(card, f"../models/{path.name}", engine,
                              f"../models/{calib.name}" if calib.is_file() else None, card.precision, batch=16)
     (tmp / "deepstream").mkdir()
     for name, text in files.items():
         (tmp / "deepstream" / name).write_text(text)
+    return f"models/{path.name}"
 
 
 def _triton(variants, tmp: Path) -> dict:
@@ -175,31 +198,51 @@ def _manifest(tmp: Path, variants, target: str, kind: str, route: str, has_plugi
 
 
 def device_commands(manifest: dict) -> tuple[str, str]:
-    """(build, bench): what to run in the bundle's folder on the device, for its leanest variant."""
-    best = min(manifest["variants"], key=lambda v: PRECISION_ORDER.index(manifest["variants"][v]))
-    ptx = " --ptx ptx" if manifest["plugin_route_on_target"] == "python" else ""
-    return f"iaunet build {best} -o model.engine{ptx}", "iaunet bench model.engine --batch 1,8"
+    """(build, bench): what to run in the bundle's folder on the device. A DeepStream bundle
+    builds the variant its configs use, where they look for the engine; the others the
+    leanest variant as model.engine. A plugin graph's build names the PTX folder (the
+    builder picks the subfolder for the GPU where there is one per architecture)."""
+    if manifest.get("deepstream_model"):
+        model, engine = manifest["deepstream_model"], deepstream_engine(manifest["deepstream_model"])
+    else:
+        model = min(manifest["variants"], key=lambda v: PRECISION_ORDER.index(manifest["variants"][v]))
+        engine = "model.engine"
+    ptx = " --ptx ptx" if manifest.get("graphs", {}).get(model) == "plugin" else ""
+    return f"iaunet build {model} -o {engine}{ptx}", f"iaunet bench {engine} --batch 1,8"
+
+
+def install_commands(manifest: dict) -> tuple[list, list]:
+    """(before the build, before the bench): the README's install steps, in a virtualenv that
+    sees the system's TensorRT. pycuda comes second: only the bench needs it, and it builds
+    from source (nvcc and the Python headers)."""
+    wheel = f"./{manifest['wheel']}" if manifest["wheel"] else "<the toolkit's source folder>"
+    venv = ["python3 -m venv --system-site-packages .venv", ". .venv/bin/activate",
+            f"python -m pip install '{wheel}[build]'"]
+    return venv, ["export PATH=/usr/local/cuda/bin:$PATH", f"python -m pip install '{wheel}[trt]'"]
 
 
 def _readme(manifest: dict, spec: dict) -> str:
     build, bench = device_commands(manifest)
-    install = (f"python3 -m pip install './{manifest['wheel']}[trt]'" if manifest["wheel"]
-               else "python3 -m pip install '<the toolkit's folder>[trt]'")
+    before_build, before_bench = install_commands(manifest)
     lines = [f"# IAUnet bundle for {manifest['target']} ({spec['what']})", "",
              f"Model {manifest['model']['name']} ({manifest['model_id'][:12]}), {manifest['kind']} bundle, "
              f"toolkit {manifest['toolkit_version']}. Engines are built on the device: they are tied to its GPU "
-             "and TensorRT release.", "", "On the device (TensorRT and pycuda from JetPack / NVIDIA):", "", "```bash",
-             f"{install}",
-             f"{build} && {bench}",
+             "and TensorRT release.", "",
+             "Once per device, the system packages (JetPack brings TensorRT, CUDA and nvcc; pycuda builds from "
+             "source and needs the Python headers):", "", "```bash", "sudo apt-get install -y python3-venv python3-dev",
              "```", "",
+             "Then in this folder: a virtualenv that sees JetPack's TensorRT (`--system-site-packages`; on "
+             "JetPack 7 pip refuses to install into the system Python), the toolkit, the engine, pycuda, the bench:",
+             "", "```bash", *before_build, build, *before_bench, bench, "```", "",
              f"Plugin route on TensorRT {spec['tensorrt']}: {manifest['plugin_route_on_target']}. "
              "Routes by TensorRT version: " + ", ".join(f"{v}: {r}" for v, r in manifest["plugin_routes"].items()) + ".",
              f"The TensorRT calls were checked against the {', '.join(manifest['tensorrt_checked_against'])} bindings.",
              "`manifest.json` lists the SHA-256 of every file."]
     if manifest["kind"] == "deepstream":
-        lines += ["", "DeepStream runs TensorRT from C++, so a Python plugin cannot run in it: the configs in "
-                  "`deepstream/` use the AOT-plugin graph where the target's TensorRT has AOT plugins (10.9+), "
-                  "otherwise the native graph."]
+        lines += ["", "DeepStream runs TensorRT from C++, so no Python plugin can run in it: the configs in "
+                  f"`deepstream/` use the native graph `{manifest['deepstream_model']}`, and the build above writes "
+                  f"`{deepstream_engine(manifest['deepstream_model'])}`, the engine they name (DeepStream would "
+                  "otherwise build its own from the ONNX with its own flags)."]
     if manifest["kind"] == "triton":
         lines += ["", "`model_repository/` serves each variant on ONNX Runtime: `tritonserver "
                   "--model-repository=model_repository`. For TensorRT, put an engine built on the server's GPU as "

@@ -1,7 +1,9 @@
 """What an engine build will be, decided in plain Python before TensorRT is touched: the
 optimisation profile from the batch flags, the plugin route per TensorRT version,
 whether the parser's copy of the ONNX must lose its local functions, whether the legacy
-INT8 calibrator path exists, the engine cache key and the sidecar's contents.
+INT8 calibrator path exists (for the FP32 ONNX only: Polygraphy attaches no calibrator to
+a Q/DQ network), DLA's fixed batch, the engine cache key (covering the plugin PTX's
+contents) and the sidecar's contents.
 
 Tested on CPU for every supported version (10.3, 10.13 to 10.16, 11.x) without TensorRT.
 """
@@ -76,11 +78,24 @@ def check_route_for_graph(asked: str, has_plugins: bool) -> None:
         raise IAUnetError("this ONNX file has IAU plugin nodes; for the native route export with --mode native")
 
 
-def check_options(options: "BuildOptions", has_plugins: bool) -> None:
-    """Every option check that needs no TensorRT, run before it is imported."""
+def check_options(options: "BuildOptions", has_plugins: bool, precision: str = "fp32") -> None:
+    """Every option check that needs no TensorRT, run before it is imported. ``precision``:
+    the ONNX file's (its metadata)."""
     check_route_for_graph(options.plugins, has_plugins)
+    if has_plugins and options.plugins != "native" and not options.ptx_dir:
+        raise IAUnetError("this ONNX file has IAU plugin nodes: building it needs their PTX, --ptx DIR (the output "
+                          "of 'iaunet plugins compile', or a bundle's ptx folder)")
     if options.legacy_int8 and not options.calib:
         raise IAUnetError("--legacy-int8 needs --calib FILE (the .calib 'iaunet calib --precision int8' writes)")
+    if options.legacy_int8 and precision != "fp32":
+        # Polygraphy attaches the calibrator only to a network without Q/DQ layers, and the
+        # .calib names the FP32 export's tensors
+        raise IAUnetError(f"--legacy-int8 calibrates the FP32 ONNX with its .calib; this file is the {precision} "
+                          "variant (its own types give the precision: build it without --legacy-int8)")
+    if options.dla_core is not None and (options.dla_core < 0 or len(set(options.batch)) != 1):
+        raise IAUnetError(f"--dla-core needs a core >= 0 and a fixed batch (--batch N): DLA takes min = opt = max, "
+                          f"and with the dynamic batch {','.join(map(str, options.batch))} TensorRT would put "
+                          "every layer on the GPU")
     if options.opt_level is not None and not OPT_LEVELS[0] <= options.opt_level <= OPT_LEVELS[1]:
         raise IAUnetError(f"--opt-level {options.opt_level} is outside {OPT_LEVELS[0]}..{OPT_LEVELS[1]}")
 
@@ -135,12 +150,14 @@ class Plan:
 
     @property
     def precision(self) -> str:
-        return "int8 (legacy calibrator)" if self.options.legacy_int8 else self.card.precision
+        return "int8 (legacy calibrator, fp16 elsewhere)" if self.options.legacy_int8 else self.card.precision
 
-    def cache_key(self, calib_sha256: str = "") -> str:
+    def cache_key(self, calib_sha256: str = "", ptx_sha256: str = "") -> str:
+        """Everything the engine depends on: the ONNX, TensorRT, GPU, route, flags, and the
+        contents of the calibration cache and of the plugin PTX (which travel into the engine)."""
         payload = {"onnx": self.onnx_sha256, "trt": self.machine.tensorrt_version,
                    "cc": self.machine.compute_capability, "route": self.route, "flags": self.options.flags(),
-                   "calib": calib_sha256, "toolkit": __version__}
+                   "calib": calib_sha256, "ptx": ptx_sha256, "toolkit": __version__}
         return hashlib.sha256(json.dumps(payload, sort_keys=True).encode()).hexdigest()[:32]
 
     def sidecar(self) -> dict:
@@ -154,7 +171,7 @@ class Plan:
 
 def plan_build(card: ModelCard, onnx_sha256: str, has_plugins: bool, machine: Machine,
                options: BuildOptions) -> Plan:
-    check_options(options, has_plugins)
+    check_options(options, has_plugins, card.precision)
     version = version_tuple(machine.tensorrt_version)
     route = choose_route(version, options.plugins, has_plugins)
     if options.legacy_int8:

@@ -92,9 +92,22 @@ def usable_cores() -> int:
     return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
 
 
-def ort_providers(device: str) -> list:
-    """ONNX Runtime providers for ``device`` ('cpu', 'cuda', 'tensorrt'), with fallbacks;
-    a device this onnxruntime build lacks is an IAUnetError naming what it has."""
+def tensorrt_ep_options(precision: str, cache_dir=None) -> dict:
+    """ONNX Runtime's TensorRT execution provider options for a variant: its engines and
+    timing cache kept in the toolkit's cache folder (else every session rebuilds the
+    engine: minutes on Orin), and the precision flags the variant needs (the EP builds
+    weakly typed: FP16 for the fp16 variant, INT8 and FP16 for the Q/DQ int8 one)."""
+    from iaunet.core.files import cache_folder
+    folder = str(cache_folder("ort-tensorrt", cache_dir))
+    return {"trt_engine_cache_enable": True, "trt_engine_cache_path": folder,
+            "trt_timing_cache_enable": True, "trt_timing_cache_path": folder,
+            "trt_fp16_enable": precision in ("fp16", "int8"), "trt_int8_enable": precision == "int8"}
+
+
+def ort_providers(device: str, precision: str = "fp32", cache_dir=None) -> list:
+    """ONNX Runtime providers for ``device`` ('cpu', 'cuda', 'tensorrt'), with fallbacks
+    (the TensorRT EP with its options for ``precision``); a device this onnxruntime build
+    lacks is an IAUnetError naming what it has."""
     import onnxruntime as ort
     if device not in ORT_PROVIDERS:
         raise IAUnetError(f"unknown ONNX Runtime device {device!r}; expected one of {sorted(ORT_PROVIDERS)}")
@@ -103,7 +116,8 @@ def ort_providers(device: str) -> list:
         raise IAUnetError(f"this onnxruntime has no {ORT_PROVIDERS[device]} (it has {', '.join(available)}); "
                           "install onnxruntime-gpu for 'cuda' and 'tensorrt'")
     order = {"tensorrt": ["tensorrt", "cuda", "cpu"], "cuda": ["cuda", "cpu"], "cpu": ["cpu"]}[device]
-    return [ORT_PROVIDERS[d] for d in order if ORT_PROVIDERS[d] in available]
+    return [(ORT_PROVIDERS[d], tensorrt_ep_options(precision, cache_dir)) if d == "tensorrt" else ORT_PROVIDERS[d]
+            for d in order if ORT_PROVIDERS[d] in available]
 
 
 def _return_freed_heap() -> None:
@@ -129,11 +143,20 @@ def best_ort_device() -> str:
     return "cuda" if ORT_PROVIDERS["cuda"] in ort.get_available_providers() else "cpu"
 
 
+def _precision_of(model) -> str:
+    """The precision variant an ONNX file (path or bytes) says it is, from its metadata."""
+    from iaunet.core import onnx_wire
+    from iaunet.core.graph_io import METADATA_PREFIX
+    data = model if isinstance(model, (bytes, bytearray)) else Path(model).read_bytes()
+    props, _ = onnx_wire.read_model(bytes(data), "ONNX model")
+    return props.get(METADATA_PREFIX + "precision", "fp32")
+
+
 class OnnxRuntimeRunner(Runner):
     """An ONNX model on ONNX Runtime. ``threads`` sets the intra-op pool (None: one per
     core this process may use)."""
 
-    def __init__(self, model, device: str = "cpu", threads: int | None = None):
+    def __init__(self, model, device: str = "cpu", threads: int | None = None, cache_dir=None):
         import onnxruntime as ort
         self.source = "ONNX model" if isinstance(model, (bytes, bytearray)) else str(model)
         if not isinstance(model, (bytes, bytearray)):
@@ -150,7 +173,7 @@ class OnnxRuntimeRunner(Runner):
         # iaunet_r50 256x128 at batch 8 (2 cores, ORT 1.32): peak RSS 534 MB with it, 372-460 MB
         # without, same latency (388 vs 387-400 ms).
         options.enable_mem_pattern = False
-        self.session = self._session(model, options, device)
+        self.session = self._session(model, options, device, cache_dir)
         _return_freed_heap()
         self.device = device
         self.name = f"onnxruntime-{device}"
@@ -161,10 +184,11 @@ class OnnxRuntimeRunner(Runner):
         out = next(o for o in outputs if o.name == OUTPUT_NAME).shape
         super().__init__(tuple(inputs[0].shape[1:]), out[-1] if isinstance(out[-1], int) else None)
 
-    def _session(self, model, options, device: str):
+    def _session(self, model, options, device: str, cache_dir=None):
         import onnxruntime as ort
         try:
-            return ort.InferenceSession(model, options, providers=ort_providers(device),
+            providers = ort_providers(device, _precision_of(model) if device == "tensorrt" else "fp32", cache_dir)
+            return ort.InferenceSession(model, options, providers=providers,
                                         disabled_optimizers=ORT_DISABLED_OPTIMIZERS)
         except IAUnetError:
             raise

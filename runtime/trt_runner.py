@@ -77,6 +77,23 @@ def _register_plugins(card: dict) -> None:
         register_plugins()
 
 
+def dla_core(sidecar: dict):
+    """The DLA core the engine was built for (its sidecar's build flags), or None."""
+    flags = sidecar.get("build_flags")
+    core = flags.get("dla_core") if isinstance(flags, dict) else None
+    return core if isinstance(core, int) and core >= 0 else None
+
+
+def _runtime(trt, logger, sidecar: dict):
+    """trt.Runtime set to load onto the DLA core the engine was built for: TensorRT loads a
+    DLA engine onto the runtime's core (0 unless set)."""
+    runtime = trt.Runtime(logger)
+    core = dla_core(sidecar)
+    if core is not None:
+        runtime.DLA_core = core
+    return runtime
+
+
 def check_engine(engine, sidecar: dict, device: int, expect_model: str | None, machine: Machine | None) -> None:
     """Refuse ``engine`` for another model (checked first: it needs no GPU), then for
     another GPU architecture or TensorRT release; warn for another GPU model."""
@@ -108,7 +125,7 @@ class TensorRTRunner(Runner):
         with self._current():
             _register_plugins(self.sidecar)
             self._logger = trt.Logger(trt.Logger.ERROR)
-            self._engine = trt.Runtime(self._logger).deserialize_cuda_engine(Path(engine).read_bytes())
+            self._engine = _runtime(trt, self._logger, self.sidecar).deserialize_cuda_engine(Path(engine).read_bytes())
             if self._engine is None:
                 raise IAUnetError(f"TensorRT could not deserialize {engine}; rebuild it with 'iaunet build'")
             dim = tuple(self._engine.get_tensor_shape(OUTPUT_NAME))[-1]

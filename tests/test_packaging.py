@@ -174,7 +174,7 @@ def test_device_install_stops_at_tensorrt_with_one_line(wheel, tmp_path, image_o
     from iaunet.runtime.embedder import Embedder
     with Embedder.open(image_onnx) as embedder:
         card = embedder.card
-    plan = plan_build(card, "cd" * 32, True, Machine("Orin", 87, "10.3.0"), BuildOptions())
+    plan = plan_build(card, "cd" * 32, True, Machine("Orin", 87, "10.3.0"), BuildOptions(ptx_dir="ptx"))
     sidecar_path(engine).write_text(json.dumps(plan.sidecar()))
     imports = subprocess.run([*python, "-c", "import iaunet.engines.builder, iaunet.engines.bundle, "
                               "iaunet.runtime.trt_runner, polygraphy; import sys; "
@@ -182,7 +182,8 @@ def test_device_install_stops_at_tensorrt_with_one_line(wheel, tmp_path, image_o
                              capture_output=True, text=True, timeout=120)
     assert imports.returncode == 0, imports.stderr[-3000:]
     iaunet = str(bin_dir / "iaunet")
-    for argv in ([iaunet, "build", str(image_onnx), "-o", str(tmp_path / "new.engine")],
+    (tmp_path / "ptx").mkdir()
+    for argv in ([iaunet, "build", str(image_onnx), "-o", str(tmp_path / "new.engine"), "--ptx", str(tmp_path / "ptx")],
                  [iaunet, "embed", str(market_synth / "query"), "-m", str(engine), "-o", str(tmp_path / "g.npz")]):
         done = subprocess.run(argv, capture_output=True, text=True, cwd=tmp_path, timeout=120)
         lines = done.stderr.strip().splitlines()

@@ -166,8 +166,17 @@ def capture_graph(stream: int, work) -> int:
     graph = ctypes.c_void_p()
     try:
         work()
-    finally:
-        check(lib, lib.cuStreamEndCapture(ctypes.c_void_p(stream), ctypes.byref(graph)), "cuStreamEndCapture")
+    except BaseException:
+        # end the capture (the stream is unusable otherwise) but report what work() raised,
+        # not the end-capture error a failed capture also gives; free a graph it returns
+        lib.cuStreamEndCapture(ctypes.c_void_p(stream), ctypes.byref(graph))
+        if graph.value:
+            lib.cuGraphDestroy(graph)
+        raise
+    ended = lib.cuStreamEndCapture(ctypes.c_void_p(stream), ctypes.byref(graph))
+    if ended and graph.value:
+        lib.cuGraphDestroy(graph)
+    check(lib, ended, "cuStreamEndCapture")
     executable = ctypes.c_void_p()
     try:
         check(lib, lib.cuGraphInstantiateWithFlags(ctypes.byref(executable), graph, ctypes.c_ulonglong(0)),

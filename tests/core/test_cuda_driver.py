@@ -58,3 +58,61 @@ def test_called_entry_points_are_exported_under_their_own_names(cuda_h):
         assert re.search(rf"CUresult CUDAAPI {name}\(", cuda_h), f"cuda.h declares no {name}"
         remap = exported_as.get(name, name)
         assert remap == name, f"{name} is compiled as {remap}: call that symbol"
+
+
+class _CaptureDriver:
+    """The four driver calls capture_graph makes, recorded; cuStreamEndCapture returns
+    ``end_result`` and hands back a graph handle when ``hands_graph``. (The capture's
+    control flow, which no GPU is needed to check; its GPU run is in test_cuda_driver_gpu.)"""
+
+    def __init__(self, end_result: int, hands_graph: bool):
+        self.end_result, self.hands_graph, self.calls = end_result, hands_graph, []
+
+    def cuStreamBeginCapture_v2(self, stream, mode):
+        self.calls.append("begin")
+        return 0
+
+    def cuStreamEndCapture(self, stream, graph_ref):
+        self.calls.append("end")
+        if self.hands_graph:
+            graph_ref._obj.value = 0x1234
+        return self.end_result
+
+    def cuGraphDestroy(self, graph):
+        self.calls.append("destroy")
+        return 0
+
+    def cuGraphInstantiateWithFlags(self, executable_ref, graph, flags):
+        self.calls.append("instantiate")
+        return 0
+
+    def cuGetErrorName(self, result, name_ref):
+        return 0
+
+
+CAPTURE_INVALIDATED = 901  # CUDA_ERROR_STREAM_CAPTURE_INVALIDATED, what ending a failed capture returns
+
+
+@pytest.mark.parametrize("end_result, hands_graph", [(CAPTURE_INVALIDATED, False), (0, True)])
+def test_a_failed_capture_raises_its_own_error_and_frees_the_graph(monkeypatch, end_result, hands_graph):
+    """What ``work()`` raised reaches the caller, not the end-capture error it causes, and a
+    graph the end of the capture returned is destroyed."""
+    from iaunet.core import cuda_driver
+    fake = _CaptureDriver(end_result, hands_graph)
+    monkeypatch.setattr(cuda_driver, "driver", lambda: fake)
+
+    def work():
+        raise ValueError("execute_async_v3 failed inside the capture")
+    with pytest.raises(ValueError, match="inside the capture"):
+        cuda_driver.capture_graph(7, work)
+    assert fake.calls == ["begin", "end"] + (["destroy"] if hands_graph else [])
+
+
+def test_an_end_capture_failure_after_good_work_is_reported_and_leaks_nothing(monkeypatch):
+    from iaunet.core import cuda_driver
+    from iaunet.core.errors import IAUnetError
+    fake = _CaptureDriver(CAPTURE_INVALIDATED, True)
+    monkeypatch.setattr(cuda_driver, "driver", lambda: fake)
+    with pytest.raises(IAUnetError, match="cuStreamEndCapture"):
+        cuda_driver.capture_graph(7, lambda: None)
+    assert fake.calls == ["begin", "end", "destroy"]

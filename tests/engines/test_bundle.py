@@ -85,3 +85,43 @@ def test_deepstream_bundle_uses_the_native_graph_on_orin(image_checkpoint, tmp_p
     assert parser["property"]["onnx-file"] == "../models/model.native.onnx"
     assert parser["property"]["infer-dims"] == "3;64;32" and parser["property"]["output-blob-names"] == "embeddings"
     assert not (tmp_path / "ds" / "ptx").exists()  # no plugin nodes, no PTX
+
+
+def test_the_wheel_is_built_without_touching_the_network(tmp_path, monkeypatch):
+    """pip's index and its version check point at a local socket that counts connections
+    (a fresh pip cache, so the weekly version check is due): the wheel is built, and
+    nothing connects."""
+    import socket
+    import threading
+    from iaunet.engines.bundle import _wheel
+    server = socket.socket()
+    server.bind(("127.0.0.1", 0))
+    server.listen(8)
+    server.settimeout(0.2)
+    connections, stop = [], threading.Event()
+
+    def accept():
+        while not stop.is_set():
+            try:
+                conn, _ = server.accept()
+                connections.append(1)
+                conn.close()
+            except OSError:
+                pass
+    thread = threading.Thread(target=accept, daemon=True)
+    thread.start()
+    url = f"http://127.0.0.1:{server.getsockname()[1]}"
+    for name, value in {"PIP_INDEX_URL": f"{url}/simple", "HTTP_PROXY": url, "HTTPS_PROXY": url,
+                        "http_proxy": url, "https_proxy": url, "PIP_CACHE_DIR": str(tmp_path / "pip-cache"),
+                        "PIP_DISABLE_PIP_VERSION_CHECK": "0"}.items():
+        monkeypatch.setenv(name, value)
+    monkeypatch.delenv("NO_PROXY", raising=False)
+    monkeypatch.delenv("no_proxy", raising=False)
+    try:
+        wheel = _wheel(tmp_path / "out")
+    finally:
+        stop.set()
+        thread.join(2)
+        server.close()
+    assert wheel and (tmp_path / "out" / wheel).is_file()
+    assert not connections, f"pip connected {len(connections)} time(s) while building the wheel"

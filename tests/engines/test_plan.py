@@ -17,6 +17,7 @@ CARD = ModelCard(name="iaunet_r50", variant="image", height=256, width=128, fram
 VIDEO = ModelCard(name="iaunet_video_r50", variant="video", height=256, width=128, frames=4, embedding_dim=2048,
                   resize_filter="bilinear", model_id="", props={})
 ORIN = Machine("Orin", 87, "10.3.0")
+PTX = "ptx"  # a plugin graph's build names its PTX folder
 
 
 @pytest.mark.parametrize("version, asked, route", [
@@ -75,21 +76,21 @@ def test_profiles_for_images_and_clips():
 
 
 def test_cache_key_changes_with_what_decides_the_engine():
-    base = plan_build(CARD, "cd" * 32, True, ORIN, BuildOptions())
-    same = plan_build(CARD, "cd" * 32, True, ORIN, BuildOptions(timing_cache="/tmp/t.cache"))
+    base = plan_build(CARD, "cd" * 32, True, ORIN, BuildOptions(ptx_dir=PTX))
+    same = plan_build(CARD, "cd" * 32, True, ORIN, BuildOptions(timing_cache="/tmp/t.cache", ptx_dir=PTX))
     assert base.cache_key() == same.cache_key()  # where the timing cache lives does not change the engine
-    others = [plan_build(CARD, "ef" * 32, True, ORIN, BuildOptions()),
-              plan_build(CARD, "cd" * 32, True, Machine("Orin", 87, "10.3.1"), BuildOptions()),
-              plan_build(CARD, "cd" * 32, True, Machine("H100", 90, "10.3.0"), BuildOptions()),
-              plan_build(CARD, "cd" * 32, True, ORIN, BuildOptions(batch=(1, 4, 8))),
-              plan_build(CARD, "cd" * 32, True, ORIN, BuildOptions(opt_level=5)),
-              plan_build(CARD, "cd" * 32, True, ORIN, BuildOptions(dla_core=0))]
+    others = [plan_build(CARD, "ef" * 32, True, ORIN, BuildOptions(ptx_dir=PTX)),
+              plan_build(CARD, "cd" * 32, True, Machine("Orin", 87, "10.3.1"), BuildOptions(ptx_dir=PTX)),
+              plan_build(CARD, "cd" * 32, True, Machine("H100", 90, "10.3.0"), BuildOptions(ptx_dir=PTX)),
+              plan_build(CARD, "cd" * 32, True, ORIN, BuildOptions(batch=(1, 4, 8), ptx_dir=PTX)),
+              plan_build(CARD, "cd" * 32, True, ORIN, BuildOptions(opt_level=5, ptx_dir=PTX)),
+              plan_build(CARD, "cd" * 32, True, ORIN, BuildOptions(dla_core=0, batch=(8, 8, 8), ptx_dir=PTX))]
     keys = {p.cache_key() for p in others} | {base.cache_key("11" * 32)}
     assert base.cache_key() not in keys and len(keys) == len(others) + 1
 
 
 def test_sidecar_holds_what_the_runtime_reads():
-    plan = plan_build(CARD, "cd" * 32, True, ORIN, BuildOptions(batch=(1, 4, 16)))
+    plan = plan_build(CARD, "cd" * 32, True, ORIN, BuildOptions(batch=(1, 4, 16), ptx_dir=PTX))
     card = plan.sidecar()
     assert set(FIELDS) <= set(card) and json.loads(json.dumps(card)) == card
     assert card["plugin_route"] == "python" and card["plugins"] == ["iaunet::IAUChannelAffinity", "iaunet::IAUPartAffinity"]
@@ -101,9 +102,9 @@ def test_sidecar_holds_what_the_runtime_reads():
 
 def test_legacy_int8_needs_a_cache_and_a_version_that_has_it():
     with pytest.raises(IAUnetError, match="--calib"):
-        plan_build(CARD, "cd" * 32, True, ORIN, BuildOptions(legacy_int8=True))
+        plan_build(CARD, "cd" * 32, True, ORIN, BuildOptions(legacy_int8=True, ptx_dir=PTX))
     with pytest.raises(IAUnetError, match="removed in 11.0"):
-        plan_build(CARD, "cd" * 32, True, Machine("H100", 90, "11.4.0"), BuildOptions(legacy_int8=True, calib="x"))
+        plan_build(CARD, "cd" * 32, True, Machine("H100", 90, "11.4.0"), BuildOptions(legacy_int8=True, calib="x", ptx_dir=PTX))
 
 
 def test_versions_parse():
@@ -116,9 +117,9 @@ def test_polygraphy_loader_chain_accepts_our_keywords(tmp_path):
     """Every keyword the builder passes exists in the installed Polygraphy."""
     pytest.importorskip("polygraphy", reason="polygraphy is not installed (the 'trt' extra)")
     from iaunet.engines.builder import loaders
-    for options in (BuildOptions(), BuildOptions(workspace_mb=512, timing_cache=str(tmp_path / "t.cache"),
-                                                 dla_core=0, opt_level=3),
-                    BuildOptions(legacy_int8=True, calib="x.calib")):
+    for options in (BuildOptions(ptx_dir=PTX), BuildOptions(workspace_mb=512, timing_cache=str(tmp_path / "t.cache"),
+                                                           dla_core=0, opt_level=3, batch=(4, 4, 4), ptx_dir=PTX),
+                    BuildOptions(legacy_int8=True, calib="x.calib", ptx_dir=PTX)):
         plan = plan_build(CARD, "cd" * 32, True, ORIN, options)
         chain = loaders(b"onnx bytes", plan, {"workspace pool": 512 << 20} if options.workspace_mb else None)
         assert callable(chain) and type(chain).__name__ == "EngineBytesFromNetwork"
@@ -130,9 +131,78 @@ def test_triage_runner_marks_every_layer_on_the_builders_chain(image_onnx):
     pytest.importorskip("polygraphy", reason="polygraphy is not installed (the 'calib' extra)")
     from iaunet.engines.builder import loaders
     from iaunet.engines.triage import layer_runner
-    plan = plan_build(CARD, "cd" * 32, True, ORIN, BuildOptions(batch=(4, 4, 4)))
+    plan = plan_build(CARD, "cd" * 32, True, ORIN, BuildOptions(batch=(4, 4, 4), ptx_dir=PTX))
     runner = layer_runner(image_onnx.read_bytes(), plan, "candidate")  # 10.3: its functions stripped first
     assert type(runner).__name__ == "TrtRunner" and runner.name == "candidate"
     network = loaders(b"onnx bytes", plan, mark_all=True)._network
     assert type(network).__name__ == "ModifyNetworkOutputs"
     assert type(loaders(b"onnx bytes", plan)._network).__name__ == "NetworkFromOnnxBytes"
+
+
+def test_a_plugin_graph_without_ptx_is_refused_before_tensorrt(image_onnx, tmp_path):
+    """Without --ptx the AOT route used to reach PtxManifest(None), a TypeError traceback."""
+    from iaunet.engines.builder import build_engine
+    with pytest.raises(IAUnetError, match="--ptx DIR"):
+        build_engine(image_onnx, tmp_path / "m.engine", BuildOptions())
+    assert not list(tmp_path.iterdir())
+    plan_build(CARD, "cd" * 32, False, ORIN, BuildOptions())  # a native graph needs none
+
+
+def test_the_cache_key_covers_the_ptx_contents(tmp_path):
+    """Recompiled kernels (same folder, other bytes) must not hit the old engine."""
+    from iaunet.engines.builder import cache_key
+    (tmp_path / "ptx").mkdir()
+    (tmp_path / "ptx" / "manifest.json").write_text("{}")
+    kernel = tmp_path / "ptx" / "k.sm87.ptx"
+    kernel.write_text("// first compile")
+    plan = plan_build(CARD, "cd" * 32, True, ORIN, BuildOptions(ptx_dir=str(tmp_path / "ptx")))
+    before = cache_key(plan)
+    assert cache_key(plan) == before
+    kernel.write_text("// recompiled")
+    assert cache_key(plan) != before
+
+
+def test_legacy_int8_takes_the_fp32_graph_and_enables_fp16_beside_int8():
+    """Polygraphy attaches no calibrator to a network with Q/DQ layers: the int8 variant
+    with --legacy-int8 would be built from its Q/DQ alone while the sidecar says otherwise."""
+    from dataclasses import replace
+    with pytest.raises(IAUnetError, match="without --legacy-int8"):
+        plan_build(replace(CARD, precision="int8"), "cd" * 32, True, ORIN,
+                   BuildOptions(legacy_int8=True, calib="x.calib", ptx_dir=PTX))
+    pytest.importorskip("polygraphy", reason="polygraphy is not installed (the 'trt' extra)")
+    from iaunet.engines.builder import loaders
+    plan = plan_build(CARD, "cd" * 32, True, ORIN, BuildOptions(legacy_int8=True, calib="x.calib", ptx_dir=PTX))
+    config = loaders(b"onnx bytes", plan)._config
+    assert config.int8 and config.fp16  # weakly typed: FP16 where the calibrator does not reach
+    assert "fp16 elsewhere" in plan.sidecar()["precision"]
+    strongly = loaders(b"onnx bytes", plan_build(CARD, "cd" * 32, True, ORIN, BuildOptions(ptx_dir=PTX)))._config
+    assert not strongly.fp16 and not strongly.int8  # strongly typed: the graph's own types
+
+
+@pytest.mark.parametrize("batch", [(1, 8, 32), (1, 1, 8)])
+def test_dla_needs_a_fixed_batch(batch):
+    with pytest.raises(IAUnetError, match="fixed batch"):
+        plan_build(CARD, "cd" * 32, True, ORIN, BuildOptions(dla_core=0, batch=batch, ptx_dir=PTX))
+    with pytest.raises(IAUnetError, match="core >= 0"):
+        plan_build(CARD, "cd" * 32, True, ORIN, BuildOptions(dla_core=-1, batch=(8, 8, 8), ptx_dir=PTX))
+    assert plan_build(CARD, "cd" * 32, True, ORIN, BuildOptions(dla_core=1, batch=(8, 8, 8), ptx_dir=PTX)
+                      ).sidecar()["build_flags"]["dla_core"] == 1
+
+
+def test_a_bundles_ptx_folder_serves_the_gpu_it_runs_on(tmp_path):
+    """x86 bundles carry ptx/smXX for several architectures; --ptx ptx picks this GPU's."""
+    from iaunet.engines.builder import ptx_for_gpu
+    for arch in (80, 90):
+        (tmp_path / f"sm{arch}").mkdir()
+        (tmp_path / f"sm{arch}" / "manifest.json").write_text("{}")
+    assert ptx_for_gpu(tmp_path, 90) == str(tmp_path / "sm90")
+    assert ptx_for_gpu(tmp_path / "sm80", 80) == str(tmp_path / "sm80")
+    with pytest.raises(IAUnetError, match="no PTX for this GPU .sm_87.: it has sm80, sm90"):
+        ptx_for_gpu(tmp_path, 87)
+
+
+def test_the_dla_core_the_engine_was_built_for_is_the_one_it_loads_onto():
+    from iaunet.runtime.trt_runner import dla_core
+    plan = plan_build(CARD, "cd" * 32, True, ORIN, BuildOptions(dla_core=1, batch=(8, 8, 8), ptx_dir=PTX))
+    assert dla_core(plan.sidecar()) == 1
+    assert dla_core(plan_build(CARD, "cd" * 32, True, ORIN, BuildOptions(ptx_dir=PTX)).sidecar()) is None

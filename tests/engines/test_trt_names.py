@@ -285,10 +285,10 @@ def test_aot_impl_signatures_follow_their_registration():
 # members called on TensorRT objects (not read off the module), per module
 MEMBERS = {
     "engines/builder.py": ("create_network", "parse", "num_errors", "get_error", "node_name", "node_operator",
-                           "desc", "DLA_core"),
+                           "desc", "DLA_core", "get_layer", "num_layers", "can_run_on_DLA"),
     "runtime/trt_runner.py": ("deserialize_cuda_engine", "create_execution_context", "get_tensor_profile_shape",
                               "get_tensor_dtype", "get_tensor_shape", "set_tensor_address", "execute_async_v3",
-                              "set_input_shape"),
+                              "set_input_shape", "DLA_core"),
 }
 # the runner's TensorRT objects, whose every member called must be listed above
 TRT_OBJECTS = {"runtime/trt_runner.py": ("self._engine", "self._execution")}
