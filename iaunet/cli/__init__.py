@@ -25,7 +25,7 @@ COMMAND_MODULES = ("iaunet.cli.train", "iaunet.cli.export", "iaunet.cli.calib", 
 # optional packages -> the pyproject extra that installs them
 EXTRAS = {"scipy": "train", "onnx": "export", "onnxruntime": "export", "onnx_graphsurgeon": "export",
           "onnxconverter_common": "calib",
-          "matplotlib": "calib", "triton": "kernels", "pycuda": "trt", "polygraphy": "calib", "faiss": "faiss"}
+          "matplotlib": "calib", "triton": "kernels", "pycuda": "trt", "polygraphy": "calib", "faiss": "faiss", "av": "cameras"}
 OPTIONAL = {"torch": "pip install torch==2.13.0 (CPU) or your CUDA build",
             "tensorrt": "JetPack's TensorRT or NVIDIA's tensorrt wheels",
             **{name: f"pip install -e '.[{extra}]' in the toolkit's folder" for name, extra in EXTRAS.items()}}
