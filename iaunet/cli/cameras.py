@@ -51,6 +51,7 @@ def run_cameras(args):
     from iaunet.runtime.camera_tasks import run_cameras as run
     options = stream_options(args)
     out = check_report_folder(args.output, inputs=list(args.videos) + list(args.tracks))
+    _refuse_outputs_over_inputs(out, list(args.videos) + list(args.tracks) + [args.model])
     try:
         stats = run(args.videos, args.tracks, args.model, out, options, args.realtime, args.backend, args.threads,
                     args.max_frames)
@@ -65,3 +66,14 @@ def run_cameras(args):
     for name, error in stats["errors"].items():
         print(f"camera {name}: {error}")
     return EXIT_CAMERA_FAILED if stats["errors"] else 0
+
+
+def _refuse_outputs_over_inputs(out, inputs) -> None:
+    """The report's files may go beside the inputs, never over one of them."""
+    from pathlib import Path
+    from iaunet.core.errors import IAUnetError
+    from iaunet.runtime.camera_tasks import OUTPUTS
+    sources = {Path(i).resolve() for i in inputs if "://" not in str(i)}
+    for name in OUTPUTS:
+        if (Path(out) / name).resolve() in sources:
+            raise IAUnetError(f"output {Path(out) / name} is one of the inputs; expected another -o folder")
