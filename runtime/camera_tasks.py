@@ -105,9 +105,10 @@ def video_frames(source, stats: dict):
                 yield index, float(seconds), frame.to_ndarray(format="rgb24")
 
 
-def _feed(camera, source, tracks: dict, realtime: bool, start: float, stop: threading.Event, info: dict,
+def _feed(camera, source, tracks: dict, realtime: float, start: float, stop: threading.Event, info: dict,
           max_frames: int | None) -> None:
-    """One camera's thread: decode, pace, push; report failures in ``info``."""
+    """One camera's thread: decode, pace (``realtime``: the speed against the video's clock,
+    1 live, 2 twice as fast; 0 unpaced), push; report failures in ``info``."""
     last_track = max(tracks, default=0)
     empty = (np.zeros((0, 4)), np.zeros(0, np.int64))
     error = None
@@ -118,7 +119,7 @@ def _feed(camera, source, tracks: dict, realtime: bool, start: float, stop: thre
                 break
             t0 = seconds if t0 is None else t0
             if realtime:
-                delay = start + (seconds - t0) - time.perf_counter()
+                delay = start + (seconds - t0) / realtime - time.perf_counter()
                 if delay > 0:
                     time.sleep(delay)
             camera.push(frame, index, seconds, *tracks.get(index, empty))
@@ -153,15 +154,18 @@ def check_inputs(videos, track_files) -> list:
 
 
 def camera_names(videos) -> list:
-    """Names from the video files' stems (cam1.mp4 -> cam1), numbered where two would clash."""
+    """Names from the video files' stems (cam1.mp4 -> cam1), numbered where two would clash
+    (the same file twice is two cameras)."""
     stems = [Path(str(v).rstrip("/")).stem or f"cam{i + 1}" for i, v in enumerate(videos)]
     return [s if stems.count(s) == 1 else f"{s}-{i + 1}" for i, s in enumerate(stems)]
 
 
-def run_cameras(videos, track_files, model, out, options: StreamOptions | None = None, realtime: bool = False,
+def run_cameras(videos, track_files, model, out, options: StreamOptions | None = None, realtime: float = 0.0,
                 backend: str = "auto", threads: int | None = None, max_frames: int | None = None) -> dict:
     """Run every camera through one stream; write OUT/tracks.npz, stats.json, latency.png.
-    Returns the stats (with ``complete``); re-raises KeyboardInterrupt after writing."""
+    ``realtime``: pace each camera at this multiple of its video's frame rate (0: as fast
+    as it decodes). Returns the stats (with ``complete``); re-raises KeyboardInterrupt
+    after writing."""
     from iaunet.runtime.embedder import Embedder
     options = options or StreamOptions()
     tracks = check_inputs(videos, track_files)
@@ -175,8 +179,8 @@ def run_cameras(videos, track_files, model, out, options: StreamOptions | None =
             info = {"video": str(video), "tracks_file": str(path)}
             infos.append(info)
             workers.append(threading.Thread(target=_feed, name=f"camera-{name}", daemon=True,
-                                            args=(stream.camera(name), video, rows, realtime, start, stop, info,
-                                                  max_frames)))
+                                            args=(stream.camera(name), video, rows, float(realtime), start, stop,
+                                                  info, max_frames)))
         results, complete = [], True
         try:
             for w in workers:

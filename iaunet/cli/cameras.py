@@ -53,8 +53,8 @@ def run_cameras(args):
     out = check_report_folder(args.output, inputs=list(args.videos) + list(args.tracks))
     _refuse_outputs_over_inputs(out, list(args.videos) + list(args.tracks) + [args.model])
     try:
-        stats = run(args.videos, args.tracks, args.model, out, options, args.realtime, args.backend, args.threads,
-                    args.max_frames)
+        stats = run(args.videos, args.tracks, args.model, out, options, 1.0 if args.realtime else 0.0, args.backend,
+                    args.threads, args.max_frames)
     except KeyboardInterrupt:
         print(f"interrupted: what was processed is in {out} (marked incomplete)")
         raise
