@@ -3,7 +3,8 @@
 synth -> train (small configuration, evaluated along the way) -> eval -> export (plugin
 mode, checked against PyTorch) -> FP16 and INT8 variants (sensitivity measured) -> parity
 of every variant -> TensorRT engines where TensorRT loads (else the command a Jetson user
-runs) -> embed + search through the runtime on the best backend present -> bench against
+runs) -> embed + search through the runtime on the best backend present -> three synthetic
+cameras through the camera stream (``iaunet cameras``' job) -> bench against
 PyTorch eager -> a Jetson Orin bundle -> ``report.html`` / ``report.md``
 (``iaunet.report``), all in one folder, every figure in ``demo.json``. Top layer: imports
 every stage.
@@ -124,7 +125,8 @@ def _size_of(path: Path) -> dict:
             "bytes": sum(f.stat().st_size for f in files)}
 
 
-STAGE_COUNT = 11
+STAGE_COUNT = 12
+CAMERAS, CAMERA_SECONDS = 3, 20.0
 BENCH_BATCHES, BENCH_REPEATS = [1, 8], 10
 SEARCH_TOP_K, REPORT_QUERIES = 5, 8
 
@@ -180,11 +182,14 @@ def _pipeline(out: Path, identities: int, epochs: int, seed: int) -> tuple:
         summary["engines"] = _engines(out, variants[1:], summary["machine"]["tensorrt"])
     with stages.run(8, "embed + search", "gallery and queries through the runtime", "search"):
         summary["runtime"] = _search(out, data, summary["engines"])
-    with stages.run(9, "bench", "ONNX Runtime against PyTorch eager", "bench"):
+    with stages.run(9, "cameras", f"{CAMERAS} synthetic cameras, {CAMERA_SECONDS:g} s, through the camera stream",
+                    "cameras"):
+        summary["cameras"] = _cameras(out)
+    with stages.run(10, "bench", "ONNX Runtime against PyTorch eager", "bench"):
         summary["bench"] = _bench(out, checkpoint, summary["engines"]["built"])
-    with stages.run(10, "bundle", "a Jetson Orin bundle (TensorRT 10.3, JetPack 6)", "bundle-orin"):
+    with stages.run(11, "bundle", "a Jetson Orin bundle (TensorRT 10.3, JetPack 6)", "bundle-orin"):
         summary["bundle"] = _bundle(out)
-    with stages.run(11, "report", "report.html and report.md", "report.html", "report.md"):
+    with stages.run(12, "report", "report.html and report.md", "report.html", "report.md"):
         summary["stages"] = stages.done
         summary["not_run"] = _not_run(summary)
         from iaunet.report import write_report
@@ -261,6 +266,33 @@ def _search(out: Path, data: Path, engines: dict) -> dict:
             "grid_queries": min(REPORT_QUERIES, len(results))}
 
 
+def _cameras(out: Path) -> dict:
+    """Synthetic scenes through ``iaunet cameras``' job with its defaults, and the
+    cross-camera rank-1 of the track embeddings against the scenes' identities."""
+    import numpy as np
+    from iaunet.camera_bench import cross_camera_rank1
+    from iaunet.runtime.camera_tasks import run_cameras
+    from iaunet.train.data.scenes import SceneSpec, generate_scenes
+    scenes, folder = out / "cameras" / "scenes", out / "cameras"
+    scenes.mkdir(parents=True)
+    generate_scenes(scenes, SceneSpec(cameras=CAMERAS, seconds=CAMERA_SECONDS))
+    names = [f"cam{k + 1}" for k in range(CAMERAS)]
+    stats = run_cameras([scenes / f"{n}.mp4" for n in names], [scenes / f"{n}.tracks.txt" for n in names],
+                        out / "model.onnx", folder)
+    ids = json.loads((scenes / "identities.json").read_text())
+    identity = {(c, int(t)): g for c in names for t, g in ids["tracker_tracks"][c].items()}
+    with np.load(folder / "tracks.npz") as npz:
+        embeddings = {(str(c), int(t)): e for c, t, e in zip(npz["cameras"], npz["track_ids"], npz["embeddings"])}
+    o = stats["overall"]
+    return {"cameras": CAMERAS, "seconds": CAMERA_SECONDS, "overall": {k: o[k] for k in (
+                "frames", "boxes_seen", "crops_embedded", "crops_dropped", "tracks", "crops_per_second", "seconds")},
+            "latency_ms": o["latency_ms"], "batch_size_histogram": o["batch_size_histogram"],
+            "per_camera": {n: {k: stats["cameras"][n][k] for k in ("frames", "boxes_seen", "crops_embedded",
+                                                                   "crops_dropped")} | {
+                               "p99_ms": stats["cameras"][n]["latency_ms"]["p99"]} for n in names},
+            "rank1": cross_camera_rank1(embeddings, identity, embeddings), "errors": stats["errors"]}
+
+
 def _bench(out: Path, checkpoint: Path, engines: list) -> dict:
     """ONNX Runtime (and the engines, where built) against PyTorch eager; ratios per backend."""
     from iaunet.model_bench import benchmark
@@ -310,6 +342,10 @@ def _print_summary(summary: dict, report) -> None:
     rt = summary["runtime"]
     print(f"search: {rt['queries']} queries against {rt['gallery']} gallery images on {rt['backend']}, "
           f"top-1 same id {rt['top1_same_id']:.1%}")
+    cams = summary["cameras"]
+    print(f"cameras: {cams['cameras']} x {cams['seconds']:g} s, {cams['overall']['crops_embedded']} of "
+          f"{cams['overall']['boxes_seen']} boxes embedded, p99 {cams['latency_ms']['p99']} ms, "
+          f"cross-camera track rank-1 {cams['rank1']:.1%}")
     ratios = ", ".join(f"{k} {r:.2f}x" for k, r in summary["bench"]["vs_pytorch"].items())
     print(f"bench, samples/s against PyTorch eager: {ratios}")
 

@@ -23,6 +23,7 @@ PICTURES = {  # file under the demo folder -> caption
     "model.int8.sensitivity.png": "INT8 sensitivity per layer and the fallback",
     "search/grid.png": "Queries (black) and their top-5 from the runtime: green same person, red another",
     "bench/bench.png": "Samples per second, ONNX Runtime against PyTorch eager",
+    "cameras/latency.png": "Camera stream: latency from a frame's arrival to its crops' embeddings",
 }
 EVAL_METRICS = ("rank1", "rank5", "rank10", "mAP", "mINP")
 
@@ -71,6 +72,12 @@ def _sections(s: dict) -> list:
                     f"images; the top match is the same person for {rt['top1_same_id']:.1%} (a plain search counts "
                     "same-camera matches, which the rank-1 protocol above leaves out). The first "
                     f"{rt['grid_queries']} queries:"], [], ["search/grid.png"]),
+        ("Cameras", [f"{s['cameras']['cameras']} synthetic cameras of {s['cameras']['seconds']:g} s (25 fps) and "
+                     "a tracker's boxes through the camera stream (`iaunet cameras`, its defaults), unpaced, one "
+                     "inference worker for every camera; cross-camera rank-1 of the track embeddings "
+                     f"{s['cameras']['rank1']:.1%}. Batch sizes: " +
+                     ", ".join(f"{k}: {v}" for k, v in s["cameras"]["batch_size_histogram"].items()) + "."],
+         [_cameras_table(s["cameras"])], ["cameras/latency.png"]),
         ("Benchmark", [f"Medians over {bench['repeats']} calls per row, one run; CPU peak "
                        f"({bench['peak_estimate']}): {fmt(bench['cpu_peak_gflops'], 0)} GFLOP/s. "
                        "Samples/s against PyTorch eager: " +
@@ -115,6 +122,17 @@ def _bench_table(bench) -> tuple:
              _cell(t["samples_per_s"], f"bench.timings.{i}.samples_per_s", 1)]
             for i, t in enumerate(bench["timings"])]
     return ["backend", "batch", "kind", "p50 ms", "samples/s"], rows
+
+
+def _cameras_table(cams) -> tuple:
+    rows = [[_cell(name)] + [_cell(c[k], f"cameras.per_camera.{name}.{k}") for k in
+                             ("frames", "boxes_seen", "crops_embedded", "crops_dropped", "p99_ms")]
+            for name, c in cams["per_camera"].items()]
+    o = cams["overall"]
+    rows.append([_cell("all")] + [_cell(o[k], f"cameras.overall.{k}") for k in
+                                  ("frames", "boxes_seen", "crops_embedded", "crops_dropped")] +
+                [_cell(cams["latency_ms"]["p99"], "cameras.latency_ms.p99")])
+    return ["camera", "frames", "boxes", "crops embedded", "dropped", "p99 ms"], rows
 
 
 def _not_run_table(rows) -> tuple:

@@ -9,10 +9,13 @@
 - ``gallery.Gallery``: embeddings with ids, top-k search (numpy or FAISS), save/load;
 - ``bench``: latency and throughput figures;
 - ``tasks``: embed files into a gallery file, search it, draw the matches (the CLI's jobs);
+- ``cameras``: the camera stream (frames and tracker boxes in, per-track embeddings out,
+  one worker batching across cameras); ``camera_tasks``: ``iaunet cameras``' job (PyAV
+  decoding, MOT track files, tracks.npz / stats.json / latency.png);
 - ``trt_plugin_v3``: the IAU plugins' run-time side for TensorRT 10.3 to 10.8.
 
 Imports the core only, and with numpy alone (Pillow for images); onnxruntime, tensorrt,
-pycuda and faiss are imported inside the functions that use them. Never torch, never
+pycuda, faiss and av are imported inside the functions that use them. Never torch, never
 onnx. Every other stage may import this one (it sits directly on the core).
 """
 import importlib

@@ -149,3 +149,12 @@ def image_onnx(tmp_path_factory, image_checkpoint):
     """The randomised iaunet_r18 of ``image_checkpoint``, exported in plugin mode."""
     from iaunet.export.exporter import export_checkpoint
     return export_checkpoint(image_checkpoint, tmp_path_factory.mktemp("onnx") / "m.onnx", "plugin").path
+
+
+@pytest.fixture(scope="session")
+def video_onnx(tmp_path_factory, video_checkpoint):
+    """The randomised iaunet_video_r18 (T=3) of ``video_checkpoint``, exported in plugin mode
+    (export parity checked at batch 1 only)."""
+    from iaunet.export.exporter import export_checkpoint
+    return export_checkpoint(video_checkpoint, tmp_path_factory.mktemp("onnx") / "video.onnx", "plugin",
+                             parity_batches=(1,)).path

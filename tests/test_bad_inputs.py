@@ -480,6 +480,25 @@ def cases() -> list[Case]:
         ("target-unknown", "--target xavier", "invalid choice: 'xavier'"),
         ("deepstream-on-orin-without-native-graph", "--for deepstream", "needs the native graph"),
     ])
+    add("cameras", "{scene}/cam1.mp4 --tracks {scene}/cam1.tracks.txt -m {onnx} -o cams", [
+        ("tracks-count-mismatch", "--tracks {scene}/cam1.tracks.txt {scene}/cam2.tracks.txt",
+         "1 videos but 2 track files"),
+        ("bad-track-line", "--tracks {bad_tracks}", "bad.tracks.txt:3: "),
+        ("tracks-missing", "--tracks nowhere.txt", "track file nowhere.txt not found"),
+        ("queue-smaller-than-batch", "--queue-size 4 --batch 8", "queue_size 4 is smaller than batch 8"),
+        ("every-zero", "--every 0", "--every: expected an integer >= 1, got 0"),
+        ("on-full-unknown", "--on-full wait", "invalid choice: 'wait'"),
+        ("output-is-video", "-o {scene}/cam1.mp4", "is a file"),
+        ("model-missing", "-m nowhere.onnx", "nowhere.onnx not found"),
+    ])
+    add("cameras", "nowhere.mp4 --tracks {scene}/cam1.tracks.txt -m {onnx} -o cams", [
+        ("video-missing", "", "video nowhere.mp4 not found"),
+    ])
+    add("synth", "--scenes -o scenes-out", [
+        ("scenes-and-video", "--video", "--scenes and --video"),
+        ("scenes-frame-size-odd", "--frame-size 161x96", "--frame-size: expected WxH with even sizes"),
+        ("scenes-fps-zero", "--fps 0", "--fps: expected an integer in [1, 120], got 0"),
+    ])
     add("iaunet", "", [("command-unknown", "fly", "invalid choice: 'fly'")])
     return out
 
@@ -488,7 +507,7 @@ CASES = cases()
 
 # the commands every case must name: all of the CLI's
 COMMANDS = {"synth", "train", "eval", "export", "calib", "parity", "plugins compile", "plugins bench", "embed",
-            "search", "bench", "build", "triage", "bundle", "demo", "doctor"}
+            "search", "bench", "build", "triage", "bundle", "demo", "doctor", "cameras"}
 
 
 def test_the_table_covers_every_command_with_enough_cases():
@@ -566,6 +585,12 @@ def fx(tmp_path_factory, market_synth, image_checkpoint, video_checkpoint):
     p["other_gallery"] = gallery.save(root / "other" / "gallery.npz")
     p["mars"] = root / "mars"
     generate_mars(p["mars"], identities=4, cameras=2, seed=1, tracklet_len=(2, 3))
+    from iaunet.train.data.scenes import SceneSpec, generate_scenes
+    p["scene"] = root / "scene"
+    p["scene"].mkdir()
+    generate_scenes(p["scene"], SceneSpec(cameras=2, seconds=1, fps=5, identities=4, seed=0, frame_size=(64, 48)))
+    p["bad_tracks"] = bad / "bad.tracks.txt"
+    p["bad_tracks"].write_text("1,1,5,5,10,20,1\n2,1,5,5,10,20,1\n3,1,5,5,10\n")
     return p
 
 

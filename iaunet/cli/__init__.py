@@ -2,7 +2,7 @@
 the stages' public functions, and may import every stage.
 
 One module per stage's arguments (``iaunet.cli.train``, ``.export``, ``.calib``,
-``.plugins``, ``.runtime`` (embed, search, bench), ``.engines`` (build, bundle), ``.demo``, ``.doctor``), each exposing ``add_commands(subparsers)`` built
+``.plugins``, ``.runtime`` (embed, search, bench), ``.cameras``, ``.engines`` (build, bundle), ``.demo``, ``.doctor``), each exposing ``add_commands(subparsers)`` built
 from the shared groups in ``iaunet.cli.args``. Handlers import their stage when they
 run, so ``iaunet --help`` and ``iaunet doctor`` start without torch or onnx.
 
@@ -21,11 +21,11 @@ from iaunet.core.errors import IAUnetError
 from iaunet.core.log import configure, get_logger, hidden_summary
 
 COMMAND_MODULES = ("iaunet.cli.train", "iaunet.cli.export", "iaunet.cli.calib", "iaunet.cli.plugins",
-                   "iaunet.cli.runtime", "iaunet.cli.engines", "iaunet.cli.demo", "iaunet.cli.doctor")
+                   "iaunet.cli.runtime", "iaunet.cli.cameras", "iaunet.cli.engines", "iaunet.cli.demo", "iaunet.cli.doctor")
 # optional packages -> the pyproject extra that installs them
 EXTRAS = {"scipy": "train", "onnx": "export", "onnxruntime": "export", "onnx_graphsurgeon": "export",
           "onnxconverter_common": "calib",
-          "matplotlib": "calib", "triton": "kernels", "pycuda": "trt", "polygraphy": "calib", "faiss": "faiss"}
+          "matplotlib": "calib", "triton": "kernels", "pycuda": "trt", "polygraphy": "calib", "faiss": "faiss", "av": "cameras"}
 OPTIONAL = {"torch": "pip install torch==2.13.0 (CPU) or your CUDA build",
             "tensorrt": "JetPack's TensorRT or NVIDIA's tensorrt wheels",
             **{name: f"pip install -e '.[{extra}]' in the toolkit's folder" for name, extra in EXTRAS.items()}}

@@ -15,12 +15,21 @@ MAX_IDENTITIES = 100_000  # what synth draws in minutes, not hours (about 10 ima
 
 
 def add_commands(sub):
-    p = common.command(sub, "synth", "write a synthetic re-ID data set (Market-1501 or MARS layout)")
+    p = common.command(sub, "synth", "write a synthetic re-ID data set (Market-1501 or MARS layout), "
+                                     "or camera scenes (videos with MOT tracks) with --scenes")
     common.output(p, "output folder (must not exist, or be empty)")
-    p.add_argument("--identities", type=Bounded(int, 4, MAX_IDENTITIES), default=100, help="people to draw")
-    p.add_argument("--cameras", type=Bounded(int, 2, 64), default=4, help="cameras each person is seen by")
+    p.add_argument("--identities", type=Bounded(int, 4, MAX_IDENTITIES),
+                   help="people to draw (default: 100; 12 with --scenes)")
+    p.add_argument("--cameras", type=Bounded(int, 2, 64), help="cameras each person is seen by (default: 4; 3 with --scenes)")
     common.seed(p)
     p.add_argument("--video", action="store_true", help="MARS layout (tracklets) instead of Market-1501")
+    p.add_argument("--scenes", action="store_true",
+                   help="camera videos camK.mp4 with MOT ground truth camK.gt.txt, a tracker's camK.tracks.txt and "
+                        "identities.json, instead of crops")
+    p.add_argument("--seconds", type=Bounded(float, 0.2, 3600), default=20.0, help="scene length (with --scenes)")
+    p.add_argument("--fps", type=Bounded(int, 1, 120), default=25, help="frame rate (with --scenes)")
+    p.add_argument("--frame-size", type=_frame_size, default="480x272", metavar="WxH",
+                   help="video frame size, even numbers (with --scenes)")
     p.set_defaults(func=run_synth)
 
     p = common.command(sub, "train", "train IAUnet on a data folder")
@@ -57,12 +66,35 @@ def _add_training_options(p):
                            nargs=meta.get("nargs"), metavar=meta.get("metavar"))
 
 
+def _frame_size(text: str) -> tuple:
+    import argparse
+    try:
+        w, h = (int(v, 10) for v in text.lower().split("x"))
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected WxH, two even integers such as 480x272, got {text!r}") from None
+    if not (16 <= w <= 4096 and 16 <= h <= 4096) or w % 2 or h % 2:
+        raise argparse.ArgumentTypeError(f"expected WxH with even sizes in 16..4096, got {text!r}")
+    return w, h
+
+
 def run_synth(args):
     from iaunet.core.files import atomic_folder
+    if args.scenes and args.video:
+        from iaunet.core.errors import IAUnetError
+        raise IAUnetError("--scenes and --video are two different outputs; expected one of them")
+    if args.scenes:
+        from iaunet.train.data.scenes import SceneSpec, generate_scenes
+        spec = SceneSpec(cameras=args.cameras or 3, seconds=args.seconds, fps=args.fps,
+                         identities=args.identities or 12, seed=args.seed, frame_size=_frame_size(args.frame_size)
+                         if isinstance(args.frame_size, str) else args.frame_size)
+        with atomic_folder(args.output) as tmp:
+            info = generate_scenes(tmp, spec)
+        print(json.dumps(info))
+        return 0
     from iaunet.train.data.synth import generate_market, generate_mars
     gen = generate_mars if args.video else generate_market
     with atomic_folder(args.output) as tmp:  # an interrupt leaves no half data set
-        info = gen(tmp, identities=args.identities, cameras=args.cameras, seed=args.seed)
+        info = gen(tmp, identities=args.identities or 100, cameras=args.cameras or 4, seed=args.seed)
     print(json.dumps(info))
     return 0
 
