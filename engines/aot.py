@@ -8,7 +8,11 @@ Triton appends two scratch-pointer parameters to every entry. These kernels use 
 scratch (checked), so the unused parameters are removed from the PTX and the entry takes
 exactly TensorRT's AOT plugin arguments (inputs, scalars, outputs); ptxas then assembles
 the edited PTX to prove it still valid, and its register and spill counts go into the
-manifest. The same inputs give the same bytes; compiled PTX is cached by (Triton version,
+manifest. The same inputs give the same bytes, on any machine and from any install folder:
+the PTX carries no line information (Triton's would name the absolute paths of the kernel
+sources and of Triton itself, in ``.file`` directives and DWARF strings, so the bytes, the
+manifest's hashes and every engine-cache key would change with where the toolkit was
+installed, and Triton's own on-disk cache would hand one install another's paths). Compiled PTX is cached by (Triton version,
 kernel source, this module's source, arch, variant, PTX ISA), so nothing compiles at
 inference and an upgraded toolkit never reuses PTX edited by an older one.
 
@@ -21,6 +25,7 @@ H·W a multiple of 16, which lets Triton emit 128-bit loads and stores) and gene
 """
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import inspect
 import json
@@ -157,6 +162,25 @@ def _ptxas_cuda_version(arch: int) -> tuple | None:
         return None
 
 
+@contextlib.contextmanager
+def _compile_environment():
+    """Triton's switches for one compile, through its environment variables (they are part of
+    its own cache key, so a cached result never comes from other settings): FP fusion on
+    (unless the caller chose), and no line information, whose file paths would make the
+    bytes depend on the install folder."""
+    saved = {name: os.environ.get(name) for name in ("TRITON_DEFAULT_FP_FUSION", "TRITON_DISABLE_LINE_INFO")}
+    os.environ.setdefault("TRITON_DEFAULT_FP_FUSION", "1")
+    os.environ["TRITON_DISABLE_LINE_INFO"] = "1"
+    try:
+        yield
+    finally:
+        for name, value in saved.items():
+            if value is None:
+                os.environ.pop(name, None)
+            else:
+                os.environ[name] = value
+
+
 def compile_variant(variant: Variant, arch: int, cache_dir: Path, ptx_version: int | None = None) -> dict:
     """PTX text and launch metadata of one variant (from the cache when present)."""
     ptx_version = ptx_version_for(arch, ptx_version)
@@ -166,15 +190,15 @@ def compile_variant(variant: Variant, arch: int, cache_dir: Path, ptx_version: i
             return json.loads(cached.read_text())
         except ValueError:
             log.warning("ignoring the corrupt cache entry %s; compiling %s again", cached, variant.tag)
-    os.environ.setdefault("TRITON_DEFAULT_FP_FUSION", "1")
     import triton
     from triton.backends.compiler import GPUTarget
     from triton.compiler import ASTSource
     fn = _kernel(variant.op)
     source = ASTSource(fn=fn, signature=_signature(variant, fn), constexprs=dict(variant.constexprs),
                        attrs=_attributes(variant, fn))
-    compiled = triton.compile(source, target=GPUTarget("cuda", arch, 32),
-                              options={"num_warps": variant.num_warps, "ptx_version": ptx_version})
+    with _compile_environment():
+        compiled = triton.compile(source, target=GPUTarget("cuda", arch, 32),
+                                  options={"num_warps": variant.num_warps, "ptx_version": ptx_version})
     meta = compiled.metadata
     if meta.global_scratch_size or meta.profile_scratch_size:
         raise IAUnetError(f"{variant.tag} needs Triton scratch memory, which the plugins do not allocate")

@@ -145,10 +145,17 @@ def spread_tokens():
 
 
 @pytest.fixture(scope="session")
-def image_onnx(tmp_path_factory, image_checkpoint):
-    """The randomised iaunet_r18 of ``image_checkpoint``, exported in plugin mode."""
+def exported(image_checkpoint, tmp_path_factory):
+    """Plugin and native exports of ``image_checkpoint``, once per session: {mode: ExportReport}."""
     from iaunet.export.exporter import export_checkpoint
-    return export_checkpoint(image_checkpoint, tmp_path_factory.mktemp("onnx") / "m.onnx", "plugin").path
+    out = tmp_path_factory.mktemp("onnx")
+    return {mode: export_checkpoint(image_checkpoint, out / f"{mode}.onnx", mode) for mode in ("plugin", "native")}
+
+
+@pytest.fixture(scope="session")
+def image_onnx(exported):
+    """The randomised iaunet_r18 of ``image_checkpoint``, exported in plugin mode."""
+    return exported["plugin"].path
 
 
 @pytest.fixture(scope="session")

@@ -1,5 +1,6 @@
 """Ahead-of-time PTX: every supported architecture, deterministic bytes, the manifest, the cache."""
 import json
+from pathlib import Path
 
 import pytest
 
@@ -67,14 +68,28 @@ def test_a_ptx_version_beyond_the_bundled_ptxas_is_refused():
         ptx_version_for(90, too_new[0])
 
 
-def test_same_inputs_same_bytes_and_cache_reuse(orin, tmp_path):
+def test_same_inputs_same_bytes_and_cache_reuse(orin, tmp_path, monkeypatch):
     manifest, root = orin
     again = compile_kernels(87, tmp_path / "b", cache_dir=root / "cache")
     assert again == manifest
     for k in manifest["kernels"]:
         assert (tmp_path / "b" / k["file"]).read_bytes() == (root / "a" / k["file"]).read_bytes()
+    monkeypatch.setenv("TRITON_CACHE_DIR", str(tmp_path / "triton-cache"))  # a real compile, not Triton's cache
     fresh = compile_kernels(87, tmp_path / "c", cache_dir=tmp_path / "empty-cache")
     assert [k["sha256"] for k in fresh["kernels"]] == [k["sha256"] for k in manifest["kernels"]]
+
+
+def test_the_ptx_names_no_folder_of_this_machine(orin):
+    # Triton's line information names the kernel sources' and Triton's absolute paths: the
+    # same toolkit installed in another folder (or Triton's shared cache filled by another
+    # install) gave other bytes, hashes and engine-cache keys
+    import triton
+    manifest, root = orin
+    folders = [str(Path(compile_kernels.__code__.co_filename).parents[1]), str(Path(triton.__file__).parent)]
+    for k in manifest["kernels"]:
+        ptx = (root / "a" / k["file"]).read_text()
+        assert ".file" not in ptx and ".debug_info" not in ptx, k["file"]
+        assert not any(folder in ptx for folder in folders), k["file"]
 
 
 def test_a_corrupt_cache_entry_is_compiled_again(tmp_path):
