@@ -290,3 +290,20 @@ def test_an_output_named_like_the_tensorrt_layout_is_refused(trained_setup, tmp_
     with pytest.raises(IAUnetError, match=r"ends in \.trt\.onnx"):
         quantize_int8(trained_setup["plugin"], tmp_path / "m.int8.trt.onnx", trained_setup["data"])
     assert not list(tmp_path.iterdir())
+
+
+def test_every_onnx_file_declares_the_embedding_size_its_metadata_states(int8, trained_setup, tmp_path):
+    """Exports (plugin, native), FP16, and both INT8 layouts: output (batch, D) with D the
+    metadata's embedding_dim (on old main the plugin export said 'BatchNormalizationembeddings_dim_1')."""
+    import json
+    from iaunet.calib.fp16 import convert_fp16
+    _, _, out = int8
+    convert_fp16(trained_setup["plugin"], tmp_path / "m.fp16.onnx")
+    files = [trained_setup["plugin"], trained_setup["native"], tmp_path / "m.fp16.onnx", out / "m.int8.onnx",
+             out / "m.int8.trt.onnx"]
+    for path in files:
+        model = onnx.load(str(path), load_external_data=False)
+        dim = json.loads({p.key: p.value for p in model.metadata_props}["iaunet.config"])["embedding_dim"]
+        (output,) = model.graph.output
+        dims = [d.dim_value or d.dim_param for d in output.type.tensor_type.shape.dim]
+        assert dims == ["batch", dim], f"{path.name}: {dims}"
