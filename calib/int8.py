@@ -29,7 +29,7 @@ import numpy as np
 import onnx
 from onnx import numpy_helper
 
-from iaunet.calib import CALIBRATION_SAMPLES, METHODS, PROBE_SAMPLES, graph
+from iaunet.calib import CALIBRATION_SAMPLES, DEFAULT_METHOD, METHOD_CHOICES, METHODS, PROBE_SAMPLES, graph
 from iaunet.calib.data import calibration_sources, load_inputs, pick
 from iaunet.calib.sensitivity import DEFAULT_MAX_FP16_LAYERS, fall_back, plot
 from iaunet.export.checks import compare, run_onnxruntime, tensorrt_lint
@@ -37,7 +37,10 @@ from iaunet.export.flops import node_flops
 from iaunet.export.metadata import load_onnx, metadata_of
 from iaunet.core.errors import IAUnetError
 from iaunet.core.files import atomic_output, cache_folder, check_output_path, sha256_file
-from iaunet.core.graph_io import INPUT_NAME
+from iaunet.calib.ort_layout import onnxruntime_layout
+from iaunet.core.graph_io import (CONSUMER_KEY, INPUT_NAME, TENSORRT_ONLY, TENSORRT_SUFFIX, onnxruntime_layout_path,
+                                  tensorrt_layout_path)
+from iaunet.runtime.runners import OnnxRuntimeRunner
 from iaunet.core.log import get_logger
 from iaunet.core.progress import Progress
 from iaunet.core.validate import COSINE_TARGET, COUNT, check
@@ -47,7 +50,8 @@ log = get_logger("calib")
 QUANTIZED_OPS = ["Conv", "Gemm", "MatMul", "Add"]
 ENTROPY_BINS, ENTROPY_QUANTIZED_BINS = 2048, 128  # TensorRT's entropy calibrator histogram
 HELD_OUT = 32        # training images kept out of calibration to judge the variant
-MIN_HELD_OUT = 8     # fewer cannot steer the fallback
+MIN_HELD_OUT = 8     # fewer cannot steer the fallback or choose the method
+HISTOGRAMS = "histograms.npz"  # the cached activation statistics every method's ranges come from
 
 
 def activation_scales(model: onnx.ModelProto) -> dict:
@@ -121,30 +125,61 @@ def _ort_method(method: str):
             "minmax": CalibrationMethod.MinMax}[method]
 
 
-def _calibrator_options(method: str, percentile: float) -> dict:
-    """ONNX Runtime's calibrator settings per method. Entropy uses TensorRT's histogram
-    (2048 bins searched down to 128 quantized bins): ORT's default of 128 bins for both
-    leaves the KL search a single candidate, the full range, so entropy equalled minmax."""
+def _calibrator_options() -> dict:
+    """The statistics every method's ranges come from: ONNX Runtime's histogram of each
+    activation's values over [-max|x|, max|x|] in TensorRT's entropy calibrator's 2048 bins
+    (ORT's default of 128 bins leaves the KL search a single candidate, the full range, so
+    entropy equalled minmax). Entropy searches it down to 128 quantized bins; percentile
+    reads the same histogram folded onto |x| (1024 bins); minmax keeps max |x|."""
+    return {"symmetric": True, "num_bins": ENTROPY_BINS, "num_quantized_bins": ENTROPY_QUANTIZED_BINS}
+
+
+def _method_ranges(histograms: dict, method: str, percentile: float) -> dict:
+    """{tensor: (low, high, ...)} of ``method`` from the value histograms ONNX Runtime's
+    collector made ({tensor: (hist, edges, min, max, threshold)}), by ONNX Runtime's own code."""
+    from onnxruntime.quantization.calibrate import HistogramCollector
+    if method == "minmax":
+        return {name: (-(top := np.array(max(abs(h[2]), abs(h[3])), h[1].dtype)), top) for name, h in histograms.items()}
+    collector = HistogramCollector(method, True, ENTROPY_BINS, ENTROPY_QUANTIZED_BINS, percentile, None)
     if method == "entropy":
-        return {"symmetric": True, "num_bins": ENTROPY_BINS, "num_quantized_bins": ENTROPY_QUANTIZED_BINS}
-    if method == "percentile":
-        return {"symmetric": True, "num_bins": ENTROPY_BINS, "percentile": percentile}
-    return {"symmetric": True}
+        collector.histogram_dict = histograms
+        return collector.compute_entropy()
+    half = {name: len(h[0]) // 2 for name, h in histograms.items()}  # symmetric about 0, an even bin count
+    collector.histogram_dict = {name: (h[0][half[name]:] + h[0][:half[name]][::-1], h[1][half[name]:], h[2], h[3])
+                                for name, h in histograms.items()}  # folded onto |x|
+    return collector.compute_percentile()
 
 
-def calibrate_ranges(src: Path, inputs: np.ndarray, method: str, percentile: float, ranges_json: Path) -> None:
-    """Run ONNX Runtime's calibrator for ``method`` on ``inputs``; save the activation
-    ranges (its own JSON format) for ``quantize_static``."""
-    from onnxruntime.quantization.calibrate import create_calibrator, save_tensors_data
+def collect_histograms(src: Path, inputs: np.ndarray) -> dict:
+    """Run ONNX Runtime's histogram calibrator once on ``inputs``: {tensor: (hist, edges, min,
+    max, threshold)}, the statistics every method's ranges come from."""
+    from onnxruntime.quantization.calibrate import create_calibrator
     printed = io.StringIO()
     with tempfile.TemporaryDirectory() as tmp, contextlib.redirect_stdout(printed):  # its notes go to -v
         calibrator = create_calibrator(Path(src), QUANTIZED_OPS, str(Path(tmp) / "augmented.onnx"),
-                                       calibrate_method=_ort_method(method),
-                                       extra_options=_calibrator_options(method, percentile))
+                                       calibrate_method=_ort_method("entropy"),
+                                       extra_options=_calibrator_options())
         calibrator.collect_data(_reader(inputs))
-        save_tensors_data(calibrator.compute_data(), ranges_json)
     if printed.getvalue().strip():
         log.debug("onnxruntime calibration printed:\n%s", printed.getvalue().rstrip())
+    return calibrator.collector.histogram_dict
+
+
+def save_ranges(histograms: dict, method: str, percentile: float, path: Path) -> Path:
+    """``method``'s activation ranges from ``histograms``, in ONNX Runtime's JSON format (what
+    ``quantize_static`` reads)."""
+    from onnxruntime.quantization.calibrate import TensorsData, save_tensors_data
+    printed = io.StringIO()
+    with contextlib.redirect_stdout(printed), atomic_output(path) as tmp:
+        save_tensors_data(TensorsData(_ort_method(method), _method_ranges(histograms, method, percentile)), tmp)
+    return Path(path)
+
+
+def calibrate_ranges(src: Path, inputs: np.ndarray, percentile: float, folder: Path) -> dict:
+    """Every method's activation ranges from one pass of the histogram calibrator, written into
+    ``folder``: {method: ranges file}."""
+    histograms = collect_histograms(src, inputs)
+    return {m: save_ranges(histograms, m, percentile, Path(folder) / f"{m}.ranges.json") for m in METHODS}
 
 
 def _quantize(src: Path, out: Path, ranges_json: Path, method: str, exclude: set):
@@ -157,16 +192,16 @@ def _quantize(src: Path, out: Path, ranges_json: Path, method: str, exclude: set
                                    "OpTypesToExcludeOutputQuantization": QUANTIZED_OPS})
 
 
-def calibration_key(source_sha256: str, sources, method: str, percentile: float, seed: int) -> str:
-    """What decides the activation ranges: the ONNX content, the method and its settings,
-    the seed, the quantized op types, and each calibration image with its size and
+def calibration_key(source_sha256: str, sources, seed: int) -> str:
+    """What decides the activation ranges of every method: the ONNX content, the calibrator's
+    settings, the seed, the quantized op types, and each calibration image with its size and
     modification time. Any change is a cache miss."""
     files = [str(f) for s in sources for f in (s if isinstance(s, (tuple, list)) else (s,))]
     stamp = [(f, os.stat(f).st_size, os.stat(f).st_mtime_ns) for f in files]
-    payload = {"onnx": source_sha256, "method": method, "seed": seed, "images": stamp,
-               "calibrator": _calibrator_options(method, percentile), "ops": QUANTIZED_OPS}
+    payload = {"onnx": source_sha256, "seed": seed, "images": stamp, "methods": METHODS,
+               "calibrator": _calibrator_options(), "ops": QUANTIZED_OPS}
     digest = hashlib.sha256(json.dumps(payload, sort_keys=True).encode()).hexdigest()[:24]
-    return f"{method}-{len(sources)}-{digest}"
+    return f"{len(sources)}-{digest}"
 
 
 def split_sources(sources: list, samples: int, held_out: int, seed: int) -> tuple[list, list]:
@@ -190,9 +225,9 @@ class _Quantizer:
     quantized, FP32 elsewhere (serialized, for sensitivity), or the INT8 variant with FP16
     outside the Q/DQ and some layers kept out. Quantized graphs are reused per kept-out set."""
 
-    def __init__(self, src: Path, ranges: Path, method: str, exclude: set, overflow: dict, folder: Path):
+    def __init__(self, src: Path, ranges: Path, method: str, exclude: set, overflow: dict, path: Path):
         self.src, self.ranges, self.method, self.exclude, self.overflow = src, ranges, method, exclude, overflow
-        self.path, self._last = folder / "q.onnx", (None, None)
+        self.path, self._last = path, (None, None)
         self.layers = quantized_layers(self.qdq(set()))
 
     def qdq(self, kept_out: set) -> onnx.ModelProto:
@@ -212,18 +247,39 @@ class _Quantizer:
         return fp16_outside_qdq(self.qdq(kept_out), set(self.overflow))
 
 
-def _ranges(src: Path, sources: list, meta, method: str, percentile: float, key: str, cache: Path) -> tuple:
-    """The activation ranges file for ``key`` (computed and cached on a miss), and whether
-    it came from the cache."""
-    cached = cache / f"{key}.ranges.json"
-    if cached.is_file():
-        log.info("int8: reusing cached activation ranges %s", cached)
-        return cached, True
-    inputs = load_inputs(sources, meta.preprocess, "reading calibration images")
-    cache.mkdir(parents=True, exist_ok=True)
-    with atomic_output(cached) as tmp:  # a unique name: parallel runs do not collide
-        calibrate_ranges(src, inputs, method, percentile, Path(tmp))
-    return cached, False
+class _Ranges:
+    """Activation ranges per method for one cache key: the histograms are collected once (and
+    cached); each method's ranges are computed from them when first asked for (and cached)."""
+
+    def __init__(self, src: Path, sources: list, meta, percentile: float, key: str, cache: Path):
+        self.src, self.sources, self.meta, self.percentile = src, sources, meta, percentile
+        self.folder, self._histograms = cache / key, None
+        self.from_cache = (self.folder / HISTOGRAMS).is_file()
+        if self.from_cache:
+            log.info("int8: reusing cached activation statistics %s", self.folder)
+
+    def histograms(self) -> dict:
+        stats = self.folder / HISTOGRAMS
+        if self._histograms is None and stats.is_file():
+            with np.load(stats) as saved:
+                self._histograms = {str(name): (saved[f"h{i}"], saved[f"e{i}"], *saved[f"s{i}"])
+                                    for i, name in enumerate(saved["names"])}
+        if self._histograms is None:
+            inputs = load_inputs(self.sources, self.meta.preprocess, "reading calibration images")
+            self._histograms = collect_histograms(self.src, inputs)
+            self.folder.mkdir(parents=True, exist_ok=True)
+            arrays = {"names": np.array(list(self._histograms))}
+            for i, (hist, edges, *stat) in enumerate(self._histograms.values()):
+                arrays.update({f"h{i}": hist, f"e{i}": edges, f"s{i}": np.array(stat, edges.dtype)})
+            with atomic_output(stats) as tmp:  # a unique name: parallel runs do not collide
+                with open(tmp, "wb") as f:
+                    np.savez(f, **arrays)
+        return self._histograms
+
+    def __getitem__(self, method: str) -> Path:
+        suffix = f"-{self.percentile}" if method == "percentile" else ""
+        path = self.folder / f"{method}{suffix}.ranges.json"
+        return path if path.is_file() else save_ranges(self.histograms(), method, self.percentile, path)
 
 
 def check_fallback_options(target_cosine, max_fp16_layers) -> None:
@@ -232,83 +288,139 @@ def check_fallback_options(target_cosine, max_fp16_layers) -> None:
     check("--max-fp16-layers", max_fp16_layers, COUNT)
 
 
-def quantize_int8(src, dst, data, method: str = "entropy", samples: int = CALIBRATION_SAMPLES,
+def check_int8_output(dst, src) -> tuple[Path, Path]:
+    """(the ONNX Runtime file, the TensorRT file) an INT8 variant named ``dst`` writes, both
+    checked as outputs; a ``dst`` that is itself a TensorRT layout name is refused."""
+    dst = Path(dst)
+    if dst.name.endswith(TENSORRT_SUFFIX):
+        raise IAUnetError(f"output {dst} ends in {TENSORRT_SUFFIX}, the name of the TensorRT layout written beside "
+                          f"the variant; expected a name such as {onnxruntime_layout_path(dst)}")
+    return check_output_path(dst, inputs=[src]), check_output_path(tensorrt_layout_path(dst), inputs=[src])
+
+
+def quantize_int8(src, dst, data, method: str = DEFAULT_METHOD, samples: int = CALIBRATION_SAMPLES,
                   percentile: float = 99.99, trt_version: str = "10.3.0", cache_dir=None, seed: int = 0,
                   target_cosine: float | None = None, max_fp16_layers: int = DEFAULT_MAX_FP16_LAYERS) -> dict:
-    """Write ``dst`` (Q/DQ INT8, FP16 outside the Q/DQ), ``dst.calib`` (TensorRT cache) and,
-    with ``target_cosine``, ``dst``'s ``.sensitivity.png``; return the record. Everything is
-    computed before the first file is written; a missed target raises and writes nothing."""
-    if method not in METHODS:
-        raise IAUnetError(f"unknown calibration method {method!r}; expected one of {list(METHODS)}")
+    """Write the INT8 variant in its two layouts: ``dst`` (FP32 outside the Q/DQ, right in any
+    ONNX Runtime session; ``iaunet.calib.ort_layout``) and ``dst.trt.onnx`` (FP16 outside the
+    Q/DQ, for TensorRT), with ``dst.calib`` (TensorRT cache) and, with ``target_cosine``,
+    ``dst``'s ``.sensitivity.png``; return the record. ``method`` 'auto' scores every method on
+    the held-out images and keeps the best. Everything is computed before the first file is
+    written; a missed target raises and writes nothing."""
+    if method not in METHOD_CHOICES:
+        raise IAUnetError(f"unknown calibration method {method!r}; expected one of {list(METHOD_CHOICES)}")
     if data is None:
         raise IAUnetError("INT8 needs calibration images: pass --data (a training split or a folder of crops)")
     trt_version_code(trt_version)  # refused before anything is written
     check_fallback_options(target_cosine, max_fp16_layers)
-    src, dst = Path(src), check_output_path(dst, inputs=[src])
+    src = Path(src)
+    dst, trt_dst = check_int8_output(dst, src)
     model = load_onnx(src)
     meta = metadata_of(model, src)
     if graph.get_prop(model, "precision", "fp32") != "fp32":
         raise IAUnetError(f"{src} is already a {graph.get_prop(model, 'precision')} variant; expected an FP32 export")
     sources, held_out = split_sources(calibration_sources(data, meta.config.variant == "video"), samples,
                                       HELD_OUT, seed)
-    if target_cosine is not None and len(held_out) < MIN_HELD_OUT:
-        raise IAUnetError(f"--target-cosine needs at least {MIN_HELD_OUT} training images beside the {len(sources)} "
-                          f"used for calibration, found {len(held_out)}; lower --samples or add images")
+    if (target_cosine is not None or method == "auto") and len(held_out) < MIN_HELD_OUT:
+        why = "--target-cosine" if target_cosine is not None else "--method auto (the default) scores methods on"
+        raise IAUnetError(f"{why} needs at least {MIN_HELD_OUT} training images beside the {len(sources)} "
+                          f"used for calibration, found {len(held_out)}; lower --samples, add images or pass "
+                          f"--method {'/'.join(METHODS)}")
     exclude = graph.native_affinity_nodes(model) | graph.affinity_neighbour_matmuls(model)
     source_sha256 = sha256_file(src)
-    key = calibration_key(source_sha256, sources, method, percentile, seed)
-    ranges, from_cache = _ranges(src, sources, meta, method, percentile, key, cache_folder("calib", cache_dir))
+    key = calibration_key(source_sha256, sources, seed)
+    ranges = _Ranges(src, sources, meta, percentile, key, cache_folder("calib", cache_dir))
     probe = load_inputs(held_out or pick(sources, PROBE_SAMPLES, seed + 1), meta.preprocess, "held-out images",
                         progress=False)
     overflow = graph.fp16_overflow_nodes(model, probe)
     judge = _Judge(run_onnxruntime(src, probe, 8), probe)
     with tempfile.TemporaryDirectory() as tmp:
-        quantizer = _Quantizer(src, ranges, method, exclude, overflow, Path(tmp))
-        if not quantizer.layers:
-            raise IAUnetError(f"{src} has no Conv, Gemm, MatMul or Add the quantizer could give INT8 inputs; "
-                              "nothing to make an INT8 variant of")
+        quantizer, choice = _pick_method(method, ranges, lambda m: _Quantizer(src, ranges[m], m, exclude, overflow,
+                                                                               Path(tmp) / f"{m}.q.onnx"), judge)
         (variant, mixed, parity), fallback = _choose(quantizer, judge, target_cosine, max_fp16_layers)
         kept_out = set(fallback.fp16_layers) if fallback else set()
-        scales = activation_scales(quantizer.qdq(kept_out))  # the .calib holds what the variant quantizes
+        qdq = quantizer.qdq(kept_out)
+        scales = activation_scales(qdq)  # the .calib holds what the variant quantizes
+        ort_variant, ort_record = onnxruntime_layout(qdq)
+    ort_parity = compare(judge.reference, run_onnxruntime(ort_variant.SerializeToString(), probe, 8))
     problems = check_qdq(variant) + tensorrt_lint(variant)
     if problems:
         raise IAUnetError(f"the INT8 graph would not suit TensorRT 10.3: {problems[0]} (+{len(problems) - 1} more)")
     flops = node_flops(model)
+    judged_on = (f"{len(probe)} held-out training images" if held_out else
+                 f"{len(probe)} calibration images (none left to hold out)")
     record = {"precision": "int8", "source": str(src), "source_sha256": source_sha256,
               "tool": "onnxruntime.quantization.quantize_static (QDQ, QInt8, per-channel, symmetric)",
-              "method": method, "percentile": percentile if method == "percentile" else None,
-              "calibrator": _calibrator_options(method, percentile),
+              "method": quantizer.method, "method_choice": choice,
+              "percentile": percentile if quantizer.method == "percentile" else None,
+              "calibrator": _calibrator_options(),
               "calibration": {"data": str(data), "samples": len(sources), "held_out": len(held_out),
-                              "cache_key": key, "from_cache": from_cache},
+                              "cache_key": key, "from_cache": ranges.from_cache},
               "quantized_op_types": QUANTIZED_OPS, "excluded_nodes": sorted(exclude),
               "int8_layers": len(quantizer.layers) - len(kept_out),
+              "layouts": {"onnxruntime": {"file": str(dst), **ort_record, "mean_cosine_vs_fp32": ort_parity.mean_cosine,
+                                          "min_cosine_vs_fp32": ort_parity.min_cosine,
+                                          "judged_in": "ONNX Runtime's default session"},
+                          "tensorrt": {"file": str(trt_dst), "mean_cosine_vs_fp32": parity.mean_cosine,
+                                       "min_cosine_vs_fp32": parity.min_cosine,
+                                       "judged_in": "ONNX Runtime with graph optimisations off (the file as written)"}},
               "fp16_outside_qdq": mixed, "fp32_overflow_nodes": {k: round(v, 1) for k, v in sorted(overflow.items())},
               "quantize_linear_nodes": sum(n.op_type == "QuantizeLinear" for n in variant.graph.node),
               "activation_scales": len(scales), "trt_cache": str(dst.with_suffix(".calib")),
               "trt_cache_header_version": trt_version,
-              "mean_cosine_vs_fp32": parity.mean_cosine,
-              "judged_on": f"{len(probe)} held-out training images" if held_out else
-                           f"{len(probe)} calibration images (none left to hold out)",
+              "mean_cosine_vs_fp32": min(parity.mean_cosine, ort_parity.mean_cosine), "judged_on": judged_on,
               "fallback": fallback.record(flops) if fallback else None,
               "sensitivity_plot": str(sensitivity_plot_path(dst)) if fallback else None}
-    graph.set_props(variant, precision="int8", variant=record)
-    record["parity_vs_fp32_onnx"] = vars(parity)
+    graph.set_props(variant, precision="int8", variant=record, **{CONSUMER_KEY: TENSORRT_ONLY})
+    graph.set_props(ort_variant, precision="int8", variant=record)
+    record["parity_vs_fp32_onnx"] = vars(parity) if parity.mean_cosine < ort_parity.mean_cosine else vars(ort_parity)
     if fallback is not None:
         plot(fallback, flops, sensitivity_plot_path(dst))
     write_trt_cache(scales, dst.with_suffix(".calib"), trt_version)
-    graph.save_atomically(variant, dst)
+    graph.save_atomically(variant, trt_dst)
+    graph.save_atomically(ort_variant, dst)
     return record
 
 
+def _pick_method(method: str, ranges: dict, quantizer_for, judge: "_Judge") -> tuple:
+    """(the quantizer of the method to use, the record of the choice). A named method is
+    used as it is; 'auto' makes every method's all-INT8 variant and keeps the one whose
+    held-out images agree best with FP32: highest minimum cosine (the tail the parity gates
+    guard), then highest mean."""
+    if method != "auto":
+        return quantizer_for(method), {"asked": method, "scores": None}
+    scores, best = {}, None
+    for candidate in METHODS:
+        quantizer = quantizer_for(candidate)
+        parity = judge.parity(quantizer.variant(set())[0])
+        scores[candidate] = {"min_cosine": parity.min_cosine, "mean_cosine": parity.mean_cosine}
+        log.info("int8: %s ranges -> held-out cosine to FP32 min %.6f, mean %.6f", candidate, parity.min_cosine,
+                 parity.mean_cosine)
+        if best is None or _score(scores[candidate]) > _score(scores[best.method]):
+            best = quantizer
+    ranked = sorted(scores, key=lambda m: _score(scores[m]), reverse=True)
+    margin = {k: scores[ranked[0]][k] - scores[ranked[1]][k] for k in ("min_cosine", "mean_cosine")}
+    log.info("int8: %s calibration kept (min cosine %+.6f over %s)", ranked[0], margin["min_cosine"], ranked[1])
+    return best, {"asked": "auto", "scores": scores, "won": ranked[0], "runner_up": ranked[1], "won_by": margin,
+                  "score": "held-out min cosine to FP32, then mean"}
+
+
+def _score(score: dict) -> tuple:
+    return score["min_cosine"], score["mean_cosine"]
+
+
 class _Judge:
-    """Agreement with the FP32 graph's embeddings of the probe (held-out) images."""
+    """Agreement with the FP32 graph's embeddings of the probe (held-out) images. Candidates
+    run as written (graph optimisations off): the TensorRT layout's numbers are what TensorRT
+    is asked to compute, and a default session would break it (``iaunet.calib.ort_layout``)."""
 
     def __init__(self, reference, probe):
         self.reference, self.probe = reference, probe
 
     def parity(self, candidate: onnx.ModelProto | bytes):
         serialized = candidate if isinstance(candidate, bytes) else candidate.SerializeToString()
-        return compare(self.reference, run_onnxruntime(serialized, self.probe, 8))
+        with OnnxRuntimeRunner(serialized, as_written=True) as runner:
+            return compare(self.reference, run_onnxruntime(runner, self.probe, 8))
 
 
 def _choose(quantizer: "_Quantizer", judge: _Judge, target: float | None, budget: int) -> tuple:

@@ -59,6 +59,23 @@ def _initializers(model) -> dict:
     return {t.name: t for t in model.graph.initializer}
 
 
+def requantise(model: onnx.ModelProto, node: onnx.NodeProto, new_scale: np.ndarray) -> None:
+    """Give the Q/DQ ``node`` the scale ``new_scale`` (same shape and type as its scale), in
+    place; a DequantizeLinear of INT8 weights gets its weights rounded again to the new step."""
+    inits = _initializers(model)
+    scale = numpy_helper.to_array(inits[node.input[1]])
+    weights = inits.get(node.input[0]) if node.op_type == "DequantizeLinear" else None
+    if weights is not None:
+        q = numpy_helper.to_array(weights).astype(np.float32)
+        axis = next((a.i for a in node.attribute if a.name == "axis"), 1) if scale.ndim else 0
+        shape = [-1 if i == axis % q.ndim else 1 for i in range(q.ndim)] if scale.ndim else []
+        ratio = scale.astype(np.float32) / new_scale.astype(np.float32)
+        ratio = ratio.reshape(shape) if shape else ratio
+        requantised = np.clip(np.round(q * ratio), -INT8_LIMIT, INT8_LIMIT).astype(np.int8)
+        weights.CopyFrom(numpy_helper.from_array(requantised, weights.name))
+    inits[node.input[1]].CopyFrom(numpy_helper.from_array(new_scale.astype(scale.dtype), node.input[1]))
+
+
 def fp16_safe_scales(model: onnx.ModelProto) -> int:
     """Raise every Q/DQ scale below FP16's smallest normal number to it, in place, and
     requantise the INT8 weights dequantised with a raised scale. Returns how many scale
@@ -70,19 +87,9 @@ def fp16_safe_scales(model: onnx.ModelProto) -> int:
             continue
         scale = numpy_helper.to_array(inits[node.input[1]]).astype(np.float32)
         low = scale < FP16_MIN_NORMAL
-        if not low.any():
-            continue
-        new_scale = np.where(low, np.float32(FP16_MIN_NORMAL), scale).astype(np.float32)
-        weights = inits.get(node.input[0]) if node.op_type == "DequantizeLinear" else None
-        if weights is not None:
-            q = numpy_helper.to_array(weights).astype(np.float32)
-            axis = next((a.i for a in node.attribute if a.name == "axis"), 1) if scale.ndim else 0
-            shape = [-1 if i == axis % q.ndim else 1 for i in range(q.ndim)] if scale.ndim else []
-            ratio = (scale / new_scale).reshape(shape) if shape else scale / new_scale
-            requantised = np.clip(np.round(q * ratio), -INT8_LIMIT, INT8_LIMIT).astype(np.int8)
-            weights.CopyFrom(numpy_helper.from_array(requantised, weights.name))
-        inits[node.input[1]].CopyFrom(numpy_helper.from_array(new_scale, node.input[1]))
-        raised += int(low.sum())
+        if low.any():
+            requantise(model, node, np.where(low, np.float32(FP16_MIN_NORMAL), scale).astype(np.float32))
+            raised += int(low.sum())
     return raised
 
 

@@ -3,7 +3,12 @@
 For each variant (ONNX FP32 plugin/native, FP16, INT8 on ONNX Runtime; TensorRT engines
 on the TensorRT runner, gated by the precision their sidecar names): per-sample cosine to PyTorch
 (mean, min), max abs error, rank-1 and mAP with their change against PyTorch, judged by
-default gates. Writes parity.json, parity.md, and two plots (cosine histograms, CMC).
+default gates. Every ONNX file is also run the way a user opens it, in a plain
+``onnxruntime.InferenceSession(path)`` with no options, and judged by the same gates; when
+its embeddings differ from the runner's, the report gives it a row of its own. The TensorRT
+layout of an INT8 variant (``*.trt.onnx``), which no ONNX Runtime session may be handed, is
+measured as written (graph optimisations off): what TensorRT is asked to compute. Writes
+parity.json, parity.md, and two plots (cosine histograms, CMC).
 """
 from __future__ import annotations
 
@@ -19,6 +24,7 @@ from iaunet.runtime.runners import OnnxRuntimeRunner
 from iaunet.calib.data import load_inputs
 from iaunet.export.metadata import load_onnx, metadata_of, preprocess_spec
 from iaunet.core.errors import IAUnetError
+from iaunet.core.graph_io import CONSUMER_KEY, INPUT_NAME, OUTPUT_NAME, TENSORRT_ONLY
 from iaunet.core.log import get_logger
 from iaunet.core.validate import require_same_variant
 from iaunet.train.metrics import distance_matrix, rank_metrics
@@ -51,6 +57,7 @@ class VariantResult:
     failures: list = field(default_factory=list)
     cmc: list = field(default_factory=list)
     cosines: np.ndarray | None = field(default=None, repr=False)  # per sample, for the histogram
+    plain_session: dict | None = None  # the same measures in a plain ONNX Runtime session (ONNX files)
 
 
 def judge(result: VariantResult) -> None:
@@ -114,7 +121,7 @@ def run_parity(checkpoint, data, variants=(), out_dir=None) -> tuple[list[Varian
         rank1, mAP, cmc = _retrieval(reference, len(ds.query), pids, cams)
         results = [VariantResult("pytorch", str(checkpoint), "fp32", "pytorch", rank1=rank1, mAP=mAP, cmc=cmc)]
         for path, variant in opened:
-            results.append(_measure(path, variant, reference, inputs, len(ds.query), pids, cams, results[0]))
+            results += _measure(path, variant, reference, inputs, len(ds.query), pids, cams, results[0])
     finally:
         for _, variant in opened:
             variant[-1].close()
@@ -123,35 +130,72 @@ def run_parity(checkpoint, data, variants=(), out_dir=None) -> tuple[list[Varian
 
 
 def _variant(path: Path):
-    """(checkpoint sha256, precision, mode, normalized embeddings, runner) of an ONNX variant
-    (ONNX Runtime) or a TensorRT engine (read from its sidecar, run by the TensorRT runner)."""
+    """(checkpoint sha256, precision, mode, normalized embeddings, whether a plain ONNX Runtime
+    session is checked too, runner) of an ONNX variant (ONNX Runtime) or a TensorRT engine
+    (read from its sidecar, run by the TensorRT runner)."""
     from iaunet.runtime.embedder import is_engine
     if is_engine(path):
         from iaunet.runtime.trt_runner import TensorRTRunner
         runner = TensorRTRunner(path)
         card = runner.card
         precision = runner.sidecar["precision"].split()[0]  # "int8 (legacy calibrator)" is gated as int8
-        return card.model_id, precision, f"engine ({runner.sidecar['plugin_route']})", card.normalized, runner
+        return (card.model_id, precision, f"engine ({runner.sidecar['plugin_route']})", card.normalized, False,
+                runner)
     onnx_model = load_onnx(path)
     meta = metadata_of(onnx_model, path)
-    return (meta.checkpoint_sha256, get_prop(onnx_model, "precision", "fp32"), meta.mode, meta.normalized_embeddings,
-            OnnxRuntimeRunner(path))
+    tensorrt_layout = get_prop(onnx_model, CONSUMER_KEY) == TENSORRT_ONLY
+    mode = f"{meta.mode}, TensorRT layout as written" if tensorrt_layout else meta.mode
+    return (meta.checkpoint_sha256, get_prop(onnx_model, "precision", "fp32"), mode, meta.normalized_embeddings,
+            not tensorrt_layout, OnnxRuntimeRunner(path, as_written=tensorrt_layout))
 
 
-def _measure(path, variant, reference, inputs, nq, pids, cams, base) -> VariantResult:
-    """Run one variant (the tuple ``_variant`` returned) on the inputs and judge it."""
-    _, precision, mode, normalized, runner = variant
+def plain_session_embeddings(path, inputs: np.ndarray, batch: int = 32) -> np.ndarray:
+    """``inputs`` through ``onnxruntime.InferenceSession(path)`` with no options, as a user opens
+    the file (on an onnxruntime with several providers, ORT asks for the list: its own order)."""
+    import onnxruntime as ort
+    try:
+        session = ort.InferenceSession(str(path))
+    except ValueError:  # "This ORT build has [...] enabled ... required to explicitly set the providers"
+        session = ort.InferenceSession(str(path), providers=ort.get_available_providers())
+    return np.concatenate([session.run([OUTPUT_NAME], {INPUT_NAME: inputs[i:i + batch]})[0]
+                           for i in range(0, len(inputs), batch)]).astype(np.float32)
+
+
+def _scored(name, path, precision, mode, emb, ref, nq, pids, cams, base) -> VariantResult:
+    p = compare(ref, emb)
+    rank1, mAP, cmc = _retrieval(emb, nq, pids, cams)
+    cosines = (ref * emb).sum(1) / (np.linalg.norm(ref, axis=1) * np.linalg.norm(emb, axis=1))
+    result = VariantResult(name, str(path), precision, mode, p.mean_cosine, p.min_cosine, p.max_abs_error,
+                           rank1, mAP, rank1 - base.rank1, mAP - base.mAP, cmc=cmc, cosines=cosines)
+    judge(result)
+    return result
+
+
+PLAIN_AGREEMENT = 0.99999  # runner and plain session "agree" when every sample's cosine between them reaches this
+
+
+def _measure(path, variant, reference, inputs, nq, pids, cams, base) -> list[VariantResult]:
+    """Run one variant (the tuple ``_variant`` returned) on the inputs and judge it; an ONNX
+    file also in a plain session, which gets its own row when it disagrees with the runner."""
+    _, precision, mode, normalized, plain, runner = variant
     log.info("parity: %s (%s, %s)", path.name, precision, mode)
     with runner:
         emb = runner.infer_batches(inputs, min(32, runner.max_batch or 32))
     ref = reference / np.linalg.norm(reference, axis=1, keepdims=True) if normalized else reference
-    p = compare(ref, emb)
-    rank1, mAP, cmc = _retrieval(emb, nq, pids, cams)
-    cosines = (ref * emb).sum(1) / (np.linalg.norm(ref, axis=1) * np.linalg.norm(emb, axis=1))
-    result = VariantResult(path.name, str(path), precision, mode, p.mean_cosine, p.min_cosine, p.max_abs_error,
-                           rank1, mAP, rank1 - base.rank1, mAP - base.mAP, cmc=cmc, cosines=cosines)
-    judge(result)
-    return result
+    result = _scored(path.name, path, precision, mode, emb, ref, nq, pids, cams, base)
+    if not plain:
+        return [result]
+    plain_emb = plain_session_embeddings(path, inputs)
+    other = _scored(f"{path.name} (plain ORT session)", path, precision, f"{mode}, plain session", plain_emb, ref,
+                    nq, pids, cams, base)
+    agree = compare(emb, plain_emb).min_cosine >= PLAIN_AGREEMENT
+    result.plain_session = {"agrees_with_runner": agree, "mean_cosine": other.mean_cosine,
+                            "min_cosine": other.min_cosine, "mAP": other.mAP, "passed": other.passed,
+                            "failures": other.failures}
+    if not other.passed:
+        result.failures = result.failures + [f"plain_session:{f}" for f in other.failures]
+        result.passed = False
+    return [result] if agree else [result, other]
 
 
 def write_reports(results: list[VariantResult], out: Path, data) -> None:

@@ -25,7 +25,7 @@ from pathlib import Path
 from iaunet.core import calib_cache, cuda_driver, onnx_wire
 from iaunet.core.errors import IAUnetError
 from iaunet.core.files import atomic_output, cache_folder, check_output_path, sha256_file, write_json
-from iaunet.core.graph_io import INPUT_NAME
+from iaunet.core.graph_io import INPUT_NAME, tensorrt_layout_path
 from iaunet.core.log import get_logger
 from iaunet.core.plugin_contract import DOMAIN, PLUGIN_OPS
 from iaunet.engines.plan import BuildOptions, Plan, check_options, plan_build
@@ -208,9 +208,19 @@ def calibration_cache(plan: Plan):
     return io.BytesIO(text.encode())
 
 
+def _tensorrt_layout(onnx_path) -> Path:
+    """The file to build: an INT8 variant's TensorRT layout (X.int8.trt.onnx) where it sits beside X.int8.onnx."""
+    path, beside = Path(onnx_path), tensorrt_layout_path(onnx_path)
+    if beside != path and beside.is_file():
+        log.info("building %s, the TensorRT layout of %s (FP16 outside the Q/DQ)", beside.name, path.name)
+        return beside
+    return path
+
+
 def build_engine(onnx_path, output, options: BuildOptions = BuildOptions(), cache_dir=None) -> dict:
     """Build (or take from the cache) ``output`` and ``output.json``; returns the sidecar
     with ``cache_hit`` and the paths."""
+    onnx_path = _tensorrt_layout(onnx_path)
     output = check_paths(onnx_path, output, options)
     trt, data, plan = plan_for(onnx_path, options)
     key = cache_key(plan)

@@ -32,6 +32,7 @@ from iaunet.core import onnx_wire
 from iaunet.core.errors import IAUnetError
 from iaunet.core.files import atomic_folder, check_output_folder, sha256_file, write_json
 from iaunet.core.log import get_logger
+from iaunet.core.graph_io import CONSUMER_KEY, METADATA_PREFIX, TENSORRT_ONLY, TENSORRT_SUFFIX, onnxruntime_layout_path
 from iaunet.core.plugin_contract import DOMAIN, PLUGIN_OPS
 from iaunet.engines.plan import CHECKED_TENSORRT, SUPPORTED_TENSORRT, choose_route, version_tuple
 from iaunet.runtime.model_card import ModelCard
@@ -62,6 +63,11 @@ def find_variants(artifacts) -> list[tuple[Path, ModelCard, bool]]:
     if len(ids) > 1:
         raise IAUnetError(f"{root} holds ONNX files of {len(ids)} different checkpoints; bundle one model at a time")
     return found
+
+
+def tensorrt_only(card: ModelCard) -> bool:
+    """Whether the file is an INT8 variant's TensorRT layout, which no ONNX Runtime session may be handed."""
+    return card.props.get(METADATA_PREFIX + CONSUMER_KEY) == TENSORRT_ONLY
 
 
 def routes_by_version(has_plugins: bool) -> dict:
@@ -132,7 +138,7 @@ def _models(artifacts: Path, variants, tmp: Path, kind: str, spec: dict, route: 
     (tmp / "models").mkdir()
     copied = {}
     for path, card, _ in variants:
-        for extra in (path, path.with_suffix(".calib"), path.with_suffix(".json")):
+        for extra in (path, onnxruntime_layout_path(path).with_suffix(".calib"), path.with_suffix(".json")):
             if extra.is_file():
                 shutil.copy2(extra, tmp / "models" / extra.name)
         copied[f"models/{path.name}"] = card.precision
@@ -140,10 +146,10 @@ def _models(artifacts: Path, variants, tmp: Path, kind: str, spec: dict, route: 
 
 
 def _pick(variants, want_plugins: bool | None = None):
-    """The variant a single-model config uses: the lowest precision available (and of the
-    wanted graph form)."""
+    """The variant a single-model config for TensorRT uses: the lowest precision available (and
+    of the wanted graph form), an INT8 variant in its TensorRT layout."""
     usable = [v for v in variants if want_plugins is None or v[2] == want_plugins]
-    return min(usable, key=lambda v: PRECISION_ORDER.index(v[1].precision)) if usable else None
+    return min(usable, key=lambda v: (PRECISION_ORDER.index(v[1].precision), not tensorrt_only(v[1]))) if usable else None
 
 
 def deepstream_engine(model: str) -> str:
@@ -161,7 +167,7 @@ def _deepstream(variants, tmp: Path, spec: dict) -> str:
                           "'iaunet export CKPT --mode native' (and calib it) into the artifacts folder")
     from iaunet.engines.deployment_configs import deepstream_files
     path, card, _ = chosen
-    calib = path.with_suffix(".calib")
+    calib = onnxruntime_layout_path(path).with_suffix(".calib")
     engine = Path(deepstream_engine(f"models/{path.name}")).name
     files = deepstream_files(card, f"../models/{path.name}", engine,
                              f"../models/{calib.name}" if calib.is_file() else None, card.precision, batch=16)
@@ -172,9 +178,13 @@ def _deepstream(variants, tmp: Path, spec: dict) -> str:
 
 
 def _triton(variants, tmp: Path) -> dict:
+    """The model repository: every variant on ONNX Runtime, an INT8 variant in its ONNX Runtime
+    layout (the TensorRT layout is computed wrongly there; ``iaunet.calib.ort_layout``)."""
     from iaunet.engines.deployment_configs import triton_repository
     repo, copied = tmp / "model_repository", {}
     for path, card, _ in variants:
+        if tensorrt_only(card):
+            continue
         name = f"iaunet_{card.precision}"
         for rel, text in triton_repository(card, name, "model.onnx", "onnxruntime_onnx", 32, [8, 16, 32]).items():
             target = repo / rel
@@ -200,12 +210,13 @@ def _manifest(tmp: Path, variants, target: str, kind: str, route: str, has_plugi
 def device_commands(manifest: dict) -> tuple[str, str]:
     """(build, bench): what to run in the bundle's folder on the device. A DeepStream bundle
     builds the variant its configs use, where they look for the engine; the others the
-    leanest variant as model.engine. A plugin graph's build names the PTX folder (the
+    leanest variant (an INT8 one in its TensorRT layout) as model.engine. A plugin graph's build names the PTX folder (the
     builder picks the subfolder for the GPU where there is one per architecture)."""
     if manifest.get("deepstream_model"):
         model, engine = manifest["deepstream_model"], deepstream_engine(manifest["deepstream_model"])
     else:
-        model = min(manifest["variants"], key=lambda v: PRECISION_ORDER.index(manifest["variants"][v]))
+        model = min(manifest["variants"], key=lambda v: (PRECISION_ORDER.index(manifest["variants"][v]),
+                                                         not v.endswith(TENSORRT_SUFFIX)))
         engine = "model.engine"
     ptx = " --ptx ptx" if manifest.get("graphs", {}).get(model) == "plugin" else ""
     return f"iaunet build {model} -o {engine}{ptx}", f"iaunet bench {engine} --batch 1,8"

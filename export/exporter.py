@@ -128,6 +128,17 @@ def _trace(wrapper: ExportWrapper, example: torch.Tensor, opset: int, mode: str)
     return model
 
 
+def declare_output(model: onnx.ModelProto, embedding_dim: int) -> onnx.ModelProto:
+    """Declare ``embeddings`` as ('batch', embedding_dim), in place: shape inference stops at the
+    plugin ops, so the tracer names the size instead of stating it, and consumers that read
+    the graph's shapes (Triton's config check, nvinfer, a user's code) need the number."""
+    shape = next(o for o in model.graph.output if o.name == OUTPUT_NAME).type.tensor_type.shape
+    del shape.dim[:]
+    shape.dim.add().dim_param = "batch"
+    shape.dim.add().dim_value = embedding_dim
+    return model
+
+
 def export_checkpoint(checkpoint, output, mode: str = "plugin", opset: int = DEFAULT_OPSET, frames: int | None = None,
                       normalize_embeddings: bool = False, data=None, parity_batches=PARITY_BATCHES) -> ExportReport:
     """Export, check, and write ``output``; raises IAUnetError (and writes nothing) on failure."""
@@ -151,7 +162,7 @@ def export_checkpoint(checkpoint, output, mode: str = "plugin", opset: int = DEF
     inputs = parity_inputs(config, max(parity_batches), data)
     log.info("exporting %s (%s, %s mode, opset %d)", checkpoint, config.name, mode, opset)
     traced = _trace(wrapper, torch.from_numpy(inputs[:2]), opset, mode)
-    onnx_model = clean_graph(traced)
+    onnx_model = declare_output(clean_graph(traced), config.embedding_dim)
     meta = ExportMetadata(config, preprocess_spec(config), mode, opset, sha256_file(checkpoint), __version__,
                           normalize_embeddings)
     write_metadata(onnx_model, meta)

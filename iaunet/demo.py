@@ -165,7 +165,7 @@ def _pipeline(out: Path, identities: int, epochs: int, seed: int) -> tuple:
                          "parity": {str(b): vars(p) for b, p in report.parity.items()}}
     samples = max(MIN_HELD_OUT, min(CALIBRATION_SAMPLES, len(dataset.train) - HELD_OUT))
     with stages.run(5, "fp16 + int8", f"{DEMO_INT8_METHOD} calibration, target mean cosine {DEMO_INT8_TARGET}",
-                    "model.fp16.onnx", "model.int8.onnx", "model.int8.calib",
+                    "model.fp16.onnx", "model.int8.onnx", "model.int8.trt.onnx", "model.int8.calib",
                     str(sensitivity_plot_path(out / "model.int8.onnx"))):
         records = {"fp16": convert_fp16(report.path, out / "model.fp16.onnx", data),
                    "int8": quantize_int8(report.path, out / "model.int8.onnx", data, method=DEMO_INT8_METHOD,

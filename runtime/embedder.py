@@ -16,12 +16,15 @@ from pathlib import Path
 import numpy as np
 
 from iaunet.core.errors import IAUnetError
+from iaunet.core.graph_io import CONSUMER_KEY, METADATA_PREFIX, TENSORRT_ONLY, onnxruntime_layout_path
+from iaunet.core.log import get_logger
 from iaunet.runtime.engine_card import sidecar_path
 from iaunet.runtime.images import DEFAULT_READ_THREADS, read_batches
 from iaunet.runtime.model_card import ModelCard
 from iaunet.runtime.runners import BACKENDS, DEFAULT_EMBED_BATCH
 
 ENGINE_SUFFIXES = (".engine", ".plan", ".trt")
+log = get_logger("runtime")
 
 
 def is_engine(path) -> bool:
@@ -57,6 +60,18 @@ def l2_normalize(x: np.ndarray) -> np.ndarray:
     return x / np.maximum(np.linalg.norm(x, axis=1, keepdims=True), 1e-12)
 
 
+def _onnxruntime_layout(path: Path) -> Path:
+    """The file ONNX Runtime runs for ``path``: an INT8 variant's TensorRT layout (X.int8.trt.onnx,
+    computed wrongly by ONNX Runtime) is swapped for X.int8.onnx beside it, when that is there
+    (otherwise the runner refuses it, naming the file)."""
+    beside = onnxruntime_layout_path(path)
+    if beside != path and beside.is_file() and read_card(path).props.get(METADATA_PREFIX + CONSUMER_KEY) == TENSORRT_ONLY:
+        log.info("%s is the TensorRT layout; ONNX Runtime runs %s, the same INT8 model in its layout", path.name,
+                 beside.name)
+        return beside
+    return path
+
+
 def open_runner(path, backend: str = "auto", threads: int | None = None, cuda_graph: bool = False,
                 expect_model: str | None = None):
     """(runner, ModelCard) for a model file and a backend name from ``BACKENDS``."""
@@ -73,6 +88,7 @@ def open_runner(path, backend: str = "auto", threads: int | None = None, cuda_gr
     if backend == "tensorrt":
         raise IAUnetError(f"{path} is an ONNX file; build an engine with 'iaunet build' for the 'tensorrt' backend, "
                           "or use 'onnxruntime-tensorrt'")
+    path = _onnxruntime_layout(path)
     device = backend.partition("-")[2] or best_ort_device()
     runner = OnnxRuntimeRunner(path, device, threads)
     card = ModelCard.from_props(runner.metadata, path)

@@ -2,7 +2,8 @@
 that validates its input and a private ``_infer`` per backend (Polygraphy's pattern).
 
 - ``OnnxRuntimeRunner``: an ONNX file (path or bytes) on ONNX Runtime's CPU, CUDA or
-  TensorRT execution provider, with session options chosen for latency;
+  TensorRT execution provider, with ONNX Runtime's default graph optimisations and session
+  options chosen for latency;
 - ``TensorRTRunner`` (``iaunet.runtime.trt_runner``): a serialized engine through
   TensorRT's Python API with pycuda buffers and stream;
 - the PyTorch runner lives in ``iaunet.train.runner``, since this stage never imports torch.
@@ -18,7 +19,8 @@ from pathlib import Path
 import numpy as np
 
 from iaunet.core.errors import IAUnetError
-from iaunet.core.graph_io import INPUT_NAME, OUTPUT_NAME
+from iaunet.core.graph_io import (CONSUMER_KEY, INPUT_NAME, METADATA_PREFIX, OUTPUT_NAME, TENSORRT_ONLY,
+                                  onnxruntime_layout_path)
 
 BACKENDS = ("auto", "tensorrt", "onnxruntime", "onnxruntime-cpu", "onnxruntime-cuda", "onnxruntime-tensorrt")
 DEFAULT_EMBED_BATCH = 16  # samples per inference call when the caller names none (at most an engine profile's maximum)
@@ -73,16 +75,6 @@ class Runner:
 
     def __exit__(self, *exc):
         self.close()
-
-
-# ONNX Runtime's WeightBiasQuantization turns the float bias of a DQ -> Conv -> Q unit into
-# int32: bias / (x_scale * w_scale), rounded. With FP16 scales (every INT8 variant
-# ``iaunet calib`` writes: opset 19, FP16 outside the Q/DQ) the quotient is rounded in
-# FP16, overflows for small scales, and the embeddings come out wrong (measured on
-# onnxruntime 1.32: mean cosine 0.52 to FP32 instead of 0.997; a test keeps the case).
-# FP16 scales get no QLinearConv fusion, its purpose, anyway. It is off for every graph:
-# only Q/DQ graphs with FP32 scales (written by earlier versions) lose that CPU fusion.
-ORT_DISABLED_OPTIMIZERS = ["WeightBiasQuantization"]
 
 
 def usable_cores() -> int:
@@ -153,10 +145,18 @@ def _precision_of(model) -> str:
 
 
 class OnnxRuntimeRunner(Runner):
-    """An ONNX model on ONNX Runtime. ``threads`` sets the intra-op pool (None: one per
-    core this process may use)."""
+    """An ONNX model on ONNX Runtime with its default graph optimisations, as any user's
+    session has them (the options set here change speed and memory, not results). ``threads``
+    sets the intra-op pool (None: one per core this process may use).
 
-    def __init__(self, model, device: str = "cpu", threads: int | None = None, cache_dir=None):
+    The TensorRT layout of an INT8 variant (``X.int8.trt.onnx``, metadata ``iaunet.consumer =
+    tensorrt``) is refused: ONNX Runtime's graph optimisations compute it wrongly
+    (``iaunet.calib.ort_layout``); ``X.int8.onnx`` beside it is the same model for ONNX Runtime.
+    ``as_written=True`` turns every graph optimisation off and accepts it: the file computed
+    exactly as written, how the toolkit judges a graph meant for TensorRT on a CPU."""
+
+    def __init__(self, model, device: str = "cpu", threads: int | None = None, cache_dir=None,
+                 as_written: bool = False):
         import onnxruntime as ort
         self.source = "ONNX model" if isinstance(model, (bytes, bytearray)) else str(model)
         if not isinstance(model, (bytes, bytearray)):
@@ -165,7 +165,8 @@ class OnnxRuntimeRunner(Runner):
             model = str(model)
         options = ort.SessionOptions()
         options.log_severity_level = 3
-        options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+        options.graph_optimization_level = (ort.GraphOptimizationLevel.ORT_DISABLE_ALL if as_written
+                                            else ort.GraphOptimizationLevel.ORT_ENABLE_ALL)  # ORT's default
         options.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL  # one request at a time: latency
         options.inter_op_num_threads = 1
         options.intra_op_num_threads = int(threads or usable_cores())
@@ -176,7 +177,12 @@ class OnnxRuntimeRunner(Runner):
         self.session = self._session(model, options, device, cache_dir)
         _return_freed_heap()
         self.device = device
-        self.name = f"onnxruntime-{device}"
+        self.name = f"onnxruntime-{device}" + ("-as-written" if as_written else "")
+        if not as_written and self.metadata.get(METADATA_PREFIX + CONSUMER_KEY) == TENSORRT_ONLY:
+            self.session = None
+            raise IAUnetError(f"{self.source} is the TensorRT layout of an INT8 variant (FP16 outside its Q/DQ), which "
+                              "ONNX Runtime's graph optimisations compute wrongly; run "
+                              f"{onnxruntime_layout_path(self.source).name}, written beside it, instead")
         inputs, outputs = self.session.get_inputs(), self.session.get_outputs()
         if [i.name for i in inputs] != [INPUT_NAME] or OUTPUT_NAME not in [o.name for o in outputs]:
             raise IAUnetError(f"{self.source} has inputs {[i.name for i in inputs]} and outputs "
@@ -188,8 +194,7 @@ class OnnxRuntimeRunner(Runner):
         import onnxruntime as ort
         try:
             providers = ort_providers(device, _precision_of(model) if device == "tensorrt" else "fp32", cache_dir)
-            return ort.InferenceSession(model, options, providers=providers,
-                                        disabled_optimizers=ORT_DISABLED_OPTIMIZERS)
+            return ort.InferenceSession(model, options, providers=providers)
         except IAUnetError:
             raise
         except Exception as exc:

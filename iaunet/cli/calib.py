@@ -8,15 +8,18 @@ from iaunet.core.validate import COUNT, COSINE_TARGET, PERCENTILE
 
 
 def add_commands(sub):
-    from iaunet.calib import CALIBRATION_SAMPLES, METHODS, PROBE_SAMPLES
+    from iaunet.calib import CALIBRATION_SAMPLES, DEFAULT_METHOD, METHOD_CHOICES, PROBE_SAMPLES
     from iaunet.calib.sensitivity import DEFAULT_MAX_FP16_LAYERS
     p = common.command(sub, "calib", "make an FP16 or INT8 variant of an exported ONNX")
     p.add_argument("model", help="FP32 ONNX written by 'iaunet export'")
     p.add_argument("--precision", choices=("fp16", "int8"), required=True, help="the variant to make")
-    common.output(p, "ONNX file to write (replaced if it exists); its .json record (and .calib for int8) beside it")
+    common.output(p, "ONNX file to write (replaced if it exists); its .json record beside it; for int8 also its "
+                     ".calib and the TensorRT layout NAME.trt.onnx (FP16 outside the Q/DQ; for 'iaunet build' only)")
     common.data(p, "training split (data set root) or folder of crops; required for int8, optional FP16 overflow "
                    "probe for fp16", required=False)
-    p.add_argument("--method", choices=METHODS, default="entropy", help="int8 activation calibration")
+    p.add_argument("--method", choices=METHOD_CHOICES, default=DEFAULT_METHOD,
+                   help="int8 activation calibration; auto scores entropy, percentile and minmax on held-out "
+                        "training images and keeps the best (the record says which won and by how much)")
     p.add_argument("--samples", type=COUNT, help=f"calibration images (default: int8 {CALIBRATION_SAMPLES}, "
                                                   f"fp16 probe {PROBE_SAMPLES})")
     p.add_argument("--percentile", type=PERCENTILE, default=99.99, help="int8 --method percentile: the percentile")
@@ -53,6 +56,9 @@ def run_calib(args):
         raise IAUnetError("--target-cosine applies to --precision int8; an FP16 variant has no INT8 layers to move")
     if args.max_fp16_layers is not None and args.target_cosine is None:
         raise IAUnetError("--max-fp16-layers is the budget of --target-cosine's fallback; pass --target-cosine too")
+    if args.precision == "int8":
+        from iaunet.calib.int8 import check_int8_output
+        check_int8_output(output, args.model)
     for suffix, what in beside.items():
         if output.suffix == suffix:
             raise IAUnetError(f"output {output} is where {what} goes; expected an ONNX path such as "
@@ -73,7 +79,10 @@ def run_calib(args):
     write_json(record_path, record)
     parity = record.get("parity_vs_fp32_onnx")
     extra = f"; vs FP32 ONNX: min cosine {parity['min_cosine']:.6f}, mean {parity['mean_cosine']:.6f}" if parity else ""
-    print(f"wrote {output} ({args.precision}) and {record_path}{extra}")
+    layouts = record.get("layouts")
+    written = (f"{output} (int8, any ONNX Runtime session), {layouts['tensorrt']['file']} (int8, TensorRT layout)"
+               if layouts else f"{output} ({args.precision})")
+    print(f"wrote {written} and {record_path}{extra}")
     return 0
 
 

@@ -16,7 +16,7 @@ def int8(trained_setup, tmp_path_factory):
     out = tmp_path_factory.mktemp("int8")
     record = quantize_int8(trained_setup["plugin"], out / "m.int8.onnx", trained_setup["data"], samples=24,
                            cache_dir=out / "cache")
-    return record, onnx.load(str(out / "m.int8.onnx")), out
+    return record, onnx.load(str(out / "m.int8.trt.onnx")), out  # the TensorRT layout
 
 
 def test_qdq_placement_follows_tensorrt_rules(int8):
@@ -163,10 +163,10 @@ def test_entropy_minmax_and_percentile_differ_on_activations_with_outliers(tmp_p
     inputs = rng.normal(size=(16, 1, 32, 32)).astype(np.float32)
     inputs.reshape(-1)[rng.choice(inputs.size, 8, replace=False)] = 40.0
     scales = {}
+    ranges = calibrate_ranges(src, inputs, 99.9, tmp_path)  # one pass: every method's ranges
     for method in ("entropy", "minmax", "percentile"):
-        ranges, out = tmp_path / f"{method}.json", tmp_path / f"{method}.onnx"
-        calibrate_ranges(src, inputs, method, 99.9, ranges)
-        _quantize(src, out, ranges, method, set())
+        out = tmp_path / f"{method}.onnx"
+        _quantize(src, out, ranges[method], method, set())
         scales[method] = activation_scales(onnx.load(str(out)))[INPUT_NAME]
     assert scales["minmax"] == pytest.approx(40.0 / 127, rel=1e-5)
     assert 3.0 / 127 < scales["entropy"] < scales["minmax"] / 4  # clipped, but not into the Gaussian's body
@@ -231,3 +231,79 @@ def test_int8_calibration_needs_no_torch(trained_setup, tmp_path):
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)
     assert result.returncode == 0, result.stderr[-1500:]
     assert onnx.load(str(tmp_path / "q.onnx")).functions
+
+
+def _fp32_embeddings(path, images):
+    from iaunet.export.checks import run_onnxruntime
+    return run_onnxruntime(path, images, 8)
+
+
+def _held_out_images(trained_setup, count=8):
+    from iaunet.calib.data import load_inputs
+    from iaunet.export.metadata import load_onnx, metadata_of
+    meta = metadata_of(load_onnx(trained_setup["plugin"]), trained_setup["plugin"])
+    files = sorted((trained_setup["data"] / "bounding_box_test").glob("*.jpg"))[:count]
+    return load_inputs(files, meta.preprocess, "test images", progress=False)
+
+
+def test_the_int8_file_a_user_opens_is_right_in_a_plain_onnxruntime_session(int8, trained_setup):
+    """m.int8.onnx in onnxruntime.InferenceSession(path), no options, agrees with FP32 (on old
+    main: mean cosine about 0, the TensorRT layout's FP16 scales broken by WeightBiasQuantization);
+    the TensorRT layout beside it is marked, and the runner refuses it."""
+    import onnxruntime as ort
+    from iaunet.export.checks import compare
+    from iaunet.runtime.runners import OnnxRuntimeRunner
+    record, _, out = int8
+    images = _held_out_images(trained_setup)
+    plain = ort.InferenceSession(str(out / "m.int8.onnx")).run(["embeddings"], {"images": images})[0]
+    parity = compare(_fp32_embeddings(trained_setup["plugin"], images), plain)
+    assert parity.mean_cosine >= 0.99 and parity.min_cosine >= 0.95, parity.describe()
+    assert record["layouts"]["onnxruntime"]["file"] == str(out / "m.int8.onnx")
+    assert record["layouts"]["tensorrt"]["file"] == str(out / "m.int8.trt.onnx")
+    trt = onnx.load(str(out / "m.int8.trt.onnx"))
+    assert {p.key: p.value for p in trt.metadata_props}["iaunet.consumer"] == "tensorrt"
+    with pytest.raises(IAUnetError, match="TensorRT layout"):
+        OnnxRuntimeRunner(out / "m.int8.trt.onnx")
+
+
+def test_the_default_method_is_chosen_by_measurement(int8):
+    """No --method: every method's all-INT8 variant is scored on held-out images and the best
+    kept; the record says which won and by how much (on old main the default was entropy,
+    unmeasured)."""
+    record, _, _ = int8
+    choice = record["method_choice"]
+    assert choice["asked"] == "auto" and set(choice["scores"]) == {"entropy", "percentile", "minmax"}
+    best = max(choice["scores"].values(), key=lambda s: (s["min_cosine"], s["mean_cosine"]))
+    assert record["method"] == choice["won"] and choice["scores"][choice["won"]] == best
+    runner_up = choice["scores"][choice["runner_up"]]
+    assert choice["won_by"]["min_cosine"] == pytest.approx(best["min_cosine"] - runner_up["min_cosine"])
+    assert choice["won_by"]["min_cosine"] >= 0
+
+
+def test_a_named_method_is_used_as_it_is(trained_setup, tmp_path):
+    record = quantize_int8(trained_setup["plugin"], tmp_path / "m.onnx", trained_setup["data"], method="minmax",
+                           samples=8, cache_dir=tmp_path / "c")
+    assert record["method"] == "minmax" and record["method_choice"] == {"asked": "minmax", "scores": None}
+
+
+def test_an_output_named_like_the_tensorrt_layout_is_refused(trained_setup, tmp_path):
+    with pytest.raises(IAUnetError, match=r"ends in \.trt\.onnx"):
+        quantize_int8(trained_setup["plugin"], tmp_path / "m.int8.trt.onnx", trained_setup["data"])
+    assert not list(tmp_path.iterdir())
+
+
+def test_every_onnx_file_declares_the_embedding_size_its_metadata_states(int8, trained_setup, tmp_path):
+    """Exports (plugin, native), FP16, and both INT8 layouts: output (batch, D) with D the
+    metadata's embedding_dim (on old main the plugin export said 'BatchNormalizationembeddings_dim_1')."""
+    import json
+    from iaunet.calib.fp16 import convert_fp16
+    _, _, out = int8
+    convert_fp16(trained_setup["plugin"], tmp_path / "m.fp16.onnx")
+    files = [trained_setup["plugin"], trained_setup["native"], tmp_path / "m.fp16.onnx", out / "m.int8.onnx",
+             out / "m.int8.trt.onnx"]
+    for path in files:
+        model = onnx.load(str(path), load_external_data=False)
+        dim = json.loads({p.key: p.value for p in model.metadata_props}["iaunet.config"])["embedding_dim"]
+        (output,) = model.graph.output
+        dims = [d.dim_value or d.dim_param for d in output.type.tensor_type.shape.dim]
+        assert dims == ["batch", dim], f"{path.name}: {dims}"

@@ -180,12 +180,20 @@ def _int8_conv_with_fp16_scales(path):
     return reference
 
 
-def test_onnxruntime_runner_runs_int8_convs_with_fp16_scales_correctly(tmp_path):
-    """ONNX Runtime's WeightBiasQuantization computes the int32 bias with FP16 scales and
-    wrecks such Convs; the runner turns it off (ORT_DISABLED_OPTIMIZERS)."""
-    reference = _int8_conv_with_fp16_scales(tmp_path / "q.onnx")
+def test_the_runner_refuses_the_tensorrt_layout_and_runs_it_as_written_on_request(tmp_path):
+    """The runner keeps ONNX Runtime's default optimisations, whose WeightBiasQuantization
+    wrecks INT8 Convs with FP16 scales (iaunet.calib.ort_layout): a file marked as the
+    TensorRT layout is refused, naming the file to run; as written it computes right."""
+    import onnx
+    from iaunet.core.errors import IAUnetError
+    reference = _int8_conv_with_fp16_scales(tmp_path / "q.trt.onnx")
+    model = onnx.load(str(tmp_path / "q.trt.onnx"))
+    onnx.helper.set_model_props(model, {"iaunet.consumer": "tensorrt"})
+    onnx.save(model, str(tmp_path / "q.trt.onnx"))
     images = np.random.default_rng(1).uniform(-1, 1, size=(4, 2, 5, 5)).astype(np.float32)
-    with OnnxRuntimeRunner(tmp_path / "q.onnx") as runner:
+    with pytest.raises(IAUnetError, match=r"TensorRT layout.*run q\.onnx"):
+        OnnxRuntimeRunner(tmp_path / "q.trt.onnx")
+    with OnnxRuntimeRunner(tmp_path / "q.trt.onnx", as_written=True) as runner:
         out = runner.infer(images)
     np.testing.assert_allclose(out, reference(images), atol=2.5e-2)  # one output step (c_scale) at most
 
