@@ -15,22 +15,25 @@ The README's commands are meant to run as written on the device: a virtualenv wi
 ``--system-site-packages`` (JetPack's TensorRT is a system package, and pip refuses the
 system Python on JetPack 7), the toolkit with Polygraphy first, the build, then pycuda
 (built from source on Jetson: nvcc on PATH and the Python headers) for the bench. The
-wheel is built without the network (no index, no pip version check). The folder is built
+wheel is built without the network (no index, no pip version check) and cached by a digest
+of the source tree, so later bundles of the same toolkit copy it. The folder is built
 in a temporary sibling and renamed when complete.
 """
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import shutil
 import subprocess
 import sys
+import tempfile
 from pathlib import Path
 
 from iaunet import __version__
 from iaunet.core import onnx_wire
 from iaunet.core.errors import IAUnetError
-from iaunet.core.files import atomic_folder, check_output_folder, sha256_file, write_json
+from iaunet.core.files import atomic_folder, cache_folder, check_output_folder, sha256_file, write_json
 from iaunet.core.log import get_logger
 from iaunet.core.graph_io import CONSUMER_KEY, METADATA_PREFIX, TENSORRT_ONLY, TENSORRT_SUFFIX, onnxruntime_layout_path
 from iaunet.core.plugin_contract import DOMAIN, PLUGIN_OPS
@@ -86,23 +89,55 @@ def _ptx(artifacts: Path, arch: int, out: Path, cache_dir=None) -> None:
     compile_kernels(arch, out, cache_dir=cache_dir)
 
 
+SOURCE_FOLDERS = ("iaunet", "train", "export", "calib", "engines", "runtime")  # what the wheel packs (pyproject)
+
+
+def _source_digest(root: Path) -> str:
+    """SHA-256 of what the wheel is built from: pyproject.toml and every module's path and bytes."""
+    digest = hashlib.sha256((root / "pyproject.toml").read_bytes())
+    for path in sorted(p for folder in SOURCE_FOLDERS for p in (root / folder).rglob("*.py")
+                       if "__pycache__" not in p.parts):
+        digest.update(path.relative_to(root).as_posix().encode() + b"\0" + path.read_bytes())
+    return digest.hexdigest()
+
+
 def _wheel(out: Path) -> str | None:
-    """The toolkit's wheel, built from the source tree this runs from; None where there is none."""
+    """The toolkit's wheel, built from the source tree this runs from (None where there is
+    none) and cached by that tree's digest, so a second bundle of the same toolkit copies it."""
     root = Path(__file__).resolve().parents[1]
     if not (root / "pyproject.toml").is_file():
         return None
+    cached = cache_folder("wheels") / _source_digest(root)[:24]
+    found = sorted(cached.glob("iaunet_toolkit-*.whl"))
+    if not found:
+        found = _build_wheel(root, cached)
+        if not found:
+            return None
+    out.mkdir(parents=True, exist_ok=True)
+    shutil.copy2(found[0], out / found[0].name)
+    return found[0].name
+
+
+def _build_wheel(root: Path, cached: Path) -> list:
+    """Build the wheel into the cache folder ``cached`` (complete or absent); [] when pip cannot."""
     # --no-index and no version check: nothing touches the network (the build backend is the
     # setuptools already installed, --no-build-isolation)
     env = {**os.environ, "PIP_NO_INDEX": "1", "PIP_DISABLE_PIP_VERSION_CHECK": "1"}
-    r = subprocess.run([sys.executable, "-m", "pip", "wheel", "-q", "--no-deps", "--no-build-isolation", "--no-index",
-                        "--disable-pip-version-check", "-w", str(out), str(root)], capture_output=True, text=True,
-                       timeout=600, env=env)
-    wheels = sorted(out.glob("iaunet_toolkit-*.whl"))
-    if r.returncode or not wheels:
-        log.info("could not build the toolkit's wheel here (%s); the README says how to install it",
-                 (r.stderr.strip().splitlines() or ["pip wheel failed"])[-1][:120])
-        return None
-    return wheels[0].name
+    cached.parent.mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory(dir=cached.parent, prefix=".build-", ignore_cleanup_errors=True) as tmp:
+        r = subprocess.run([sys.executable, "-m", "pip", "wheel", "-q", "--no-deps", "--no-build-isolation",
+                            "--no-index", "--disable-pip-version-check", "-w", tmp, str(root)], capture_output=True,
+                           text=True, timeout=600, env=env)
+        wheels = sorted(Path(tmp).glob("iaunet_toolkit-*.whl"))
+        if r.returncode or not wheels:
+            log.info("could not build the toolkit's wheel here (%s); the README says how to install it",
+                     (r.stderr.strip().splitlines() or ["pip wheel failed"])[-1][:120])
+            return []
+        try:
+            os.replace(tmp, cached)  # whole or not at all; another process may have won the race
+        except OSError:
+            pass
+    return sorted(cached.glob("iaunet_toolkit-*.whl"))
 
 
 def build_bundle(artifacts, target: str, kind: str, output, cache_dir=None) -> dict:

@@ -3,6 +3,7 @@ DeepStream and Triton variants."""
 import hashlib
 import json
 import shutil
+from pathlib import Path
 
 import pytest
 
@@ -113,7 +114,7 @@ def test_the_wheel_is_built_without_touching_the_network(tmp_path, monkeypatch):
     url = f"http://127.0.0.1:{server.getsockname()[1]}"
     for name, value in {"PIP_INDEX_URL": f"{url}/simple", "HTTP_PROXY": url, "HTTPS_PROXY": url,
                         "http_proxy": url, "https_proxy": url, "PIP_CACHE_DIR": str(tmp_path / "pip-cache"),
-                        "PIP_DISABLE_PIP_VERSION_CHECK": "0"}.items():
+                        "PIP_DISABLE_PIP_VERSION_CHECK": "0", "XDG_CACHE_HOME": str(tmp_path / "cache")}.items():
         monkeypatch.setenv(name, value)
     monkeypatch.delenv("NO_PROXY", raising=False)
     monkeypatch.delenv("no_proxy", raising=False)
@@ -125,3 +126,25 @@ def test_the_wheel_is_built_without_touching_the_network(tmp_path, monkeypatch):
         server.close()
     assert wheel and (tmp_path / "out" / wheel).is_file()
     assert not connections, f"pip connected {len(connections)} time(s) while building the wheel"
+
+
+def test_a_second_bundle_copies_the_cached_wheel_and_a_changed_source_builds_anew(tmp_path, monkeypatch):
+    import subprocess
+    from iaunet.engines import bundle
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
+    built = []
+    real_run = subprocess.run
+    monkeypatch.setattr(bundle.subprocess, "run", lambda *a, **kw: built.append(a) or real_run(*a, **kw))
+    (tmp_path / "a").mkdir(), (tmp_path / "b").mkdir()
+    first, second = bundle._wheel(tmp_path / "a"), bundle._wheel(tmp_path / "b")
+    assert first == second and len(built) == 1  # pip ran once
+    assert (tmp_path / "a" / first).read_bytes() == (tmp_path / "b" / second).read_bytes()
+    # the cache key: pyproject.toml and every module, by path and bytes
+    root = Path(bundle.__file__).resolve().parents[1]
+    tree = tmp_path / "tree"
+    shutil.copy(root / "pyproject.toml", tree.mkdir() or tree / "pyproject.toml")
+    shutil.copytree(root / "runtime", tree / "runtime", ignore=shutil.ignore_patterns("__pycache__"))
+    before = bundle._source_digest(tree)
+    assert bundle._source_digest(tree) == before
+    (tree / "runtime" / "gallery.py").write_text((tree / "runtime" / "gallery.py").read_text() + "# changed\n")
+    assert bundle._source_digest(tree) != before
