@@ -22,7 +22,7 @@ def frame_of(seed):
     return np.asarray(Image.fromarray(small).resize((W, H), Image.BILINEAR))
 
 
-def wait_for(condition, seconds=20.0):
+def wait_for(condition, seconds=120.0):  # generous: only a failing run waits it out
     deadline = time.monotonic() + seconds
     while not condition():
         assert time.monotonic() < deadline, "condition not reached"
