@@ -85,7 +85,10 @@ def nvinfer_scaling(card: ModelCard) -> list:
 def strongly_typed(card: ModelCard, precision: str, calib_name) -> list:
     """strongly-typed=1 where the graph's own types give the precision asked for (the fp16 or
     Q/DQ int8 variant), as 'iaunet build' does; not with a calibration table (TensorRT's
-    calibrator needs a weakly typed network) nor where network-mode's flags must lower it."""
+    calibrator needs a weakly typed network) nor where network-mode's flags must lower it.
+    The key is nvinfer's ``CONFIG_GROUP_INFER_STRONGLY_TYPED "strongly-typed"``
+    (src/gst-plugins/gst-nvinfer/gstnvinfer_property_parser.h in NVIDIA/DeepStream, commit
+    2afbef04); earlier releases' parsers lack it."""
     if calib_name or precision != card.precision:
         return []
     return [f"# the {precision} graph's own types give the precision, as in 'iaunet build'; DeepStream",

@@ -12,7 +12,9 @@ first, in both backends. Identical embeddings (the same image added twice) tie e
 each distinct embedding is scored once and its score given to all its copies.
 
 What the numpy backend promises, whatever the machine and however the queries are split
-into blocks: the same indices, in the same order, and the same float32 scores. A float32
+into blocks: the same indices in the same order, and float32 scores at most one float32
+step apart (in practice equal; see below), except where two scores lie that close to a
+rounding midpoint. A float32
 BLAS product does not give that: its kernel and summation order depend on the matrix
 shapes and the CPU (AVX2 against AVX-512), so one score can move by a last bit between a
 block of 2 queries and one of 50, and two near-equal scores can swap. So the scores are
