@@ -5,7 +5,9 @@ Engines are tied to a GPU and a TensorRT release, so a bundle carries the ONNX v
 capability, the toolkit's wheel when it can be built here, a manifest (model config,
 preprocessing, SHA-256 of every file, the TensorRT versions the code was checked
 against, the plugin route each supported version takes) and a README with the commands
-to run on the device. ``--for deepstream`` adds nvinfer and tracker ReID configs;
+to run on the device, and with ``--data`` a parity kit (``kit/``: held-out images and their
+references, from ``--checkpoint`` or else the FP32 ONNX) that ``iaunet verify`` checks the
+variants against there. ``--for deepstream`` adds nvinfer and tracker ReID configs;
 ``--for triton`` writes a Triton Inference Server model repository instead of ``models/``.
 
 The folder is built in a temporary sibling and renamed when complete.
@@ -26,6 +28,7 @@ from iaunet.core.log import get_logger
 from iaunet.core.plugin_contract import DOMAIN, PLUGIN_OPS
 from iaunet.engines.plan import CHECKED_TENSORRT, SUPPORTED_TENSORRT, choose_route, version_tuple
 from iaunet.runtime.model_card import ModelCard
+from iaunet.runtime.parity_kit import DEFAULT_SIZE as DEFAULT_KIT_SIZE
 
 log = get_logger("engines")
 TARGETS = {  # compute capabilities, the TensorRT the device ships, what it is
@@ -86,14 +89,16 @@ def _wheel(out: Path) -> str | None:
     return wheels[0].name
 
 
-def build_bundle(artifacts, target: str, kind: str, output, cache_dir=None) -> dict:
-    """Write the bundle folder ``output``; returns its manifest."""
+def build_bundle(artifacts, target: str, kind: str, output, cache_dir=None, checkpoint=None, data=None,
+                 kit_size: int = DEFAULT_KIT_SIZE) -> dict:
+    """Write the bundle folder ``output`` (with a parity kit when ``data`` is given); returns its manifest."""
     if target not in TARGETS:
         raise IAUnetError(f"unknown target {target!r}; expected one of {', '.join(TARGETS)}")
     if kind not in KINDS:
         raise IAUnetError(f"unknown bundle kind {kind!r}; expected one of {', '.join(KINDS)}")
     artifacts, output = Path(artifacts), check_output_folder(output)  # a non-empty folder, the artifacts too, is refused
     variants = find_variants(artifacts)
+    kit_source = _kit_source(variants, checkpoint, data)
     spec, has_plugins = TARGETS[target], any(p for _, _, p in variants)
     route = choose_route(version_tuple(spec["tensorrt"]), "auto", has_plugins)
     with atomic_folder(output) as tmp:
@@ -101,11 +106,43 @@ def build_bundle(artifacts, target: str, kind: str, output, cache_dir=None) -> d
         if has_plugins and kind != "triton":
             for arch in spec["archs"]:
                 _ptx(artifacts, arch, tmp / "ptx" / (f"sm{arch}" if len(spec["archs"]) > 1 else ""), cache_dir)
+        kit = _kit(kit_source, data, tmp / "kit", kit_size) if kit_source else None
         wheel = _wheel(tmp)
-        manifest = _manifest(tmp, variants, target, kind, route, has_plugins, wheel, files)
+        manifest = _manifest(tmp, variants, target, kind, route, has_plugins, wheel, files, kit)
         write_json(tmp / "manifest.json", manifest)
         (tmp / "README.md").write_text(_readme(manifest, spec))
     return manifest
+
+
+def _kit_source(variants, checkpoint, data) -> Path | None:
+    """What the kit's references come from: the checkpoint (checked to be the variants' model),
+    else the FP32 ONNX; None without ``data``."""
+    if data is None:
+        if checkpoint:
+            raise IAUnetError("--checkpoint gives the parity kit's references; the kit's images come from --data DIR")
+        log.info("no --data: the bundle carries no parity kit, so 'iaunet verify' cannot check parity with it")
+        return None
+    if not Path(data).is_dir():
+        raise IAUnetError(f"data folder {data} not found; expected a data set with query and gallery splits")
+    model_id = variants[0][1].model_id
+    if checkpoint:
+        if not Path(checkpoint).is_file() or sha256_file(checkpoint) != model_id:
+            raise IAUnetError(f"checkpoint {checkpoint} is {'not found' if not Path(checkpoint).is_file() else 'not the one'}"
+                              f"; expected the checkpoint the variants were exported from (sha256 {model_id[:12]}...)")
+        return Path(checkpoint)
+    fp32 = [path for path, card, _ in variants if card.precision == "fp32"]
+    if not fp32:
+        raise IAUnetError("the parity kit's references come from --checkpoint or the FP32 ONNX; the artifacts hold "
+                          "no FP32 ONNX, so pass --checkpoint")
+    return fp32[0]
+
+
+def _kit(source: Path, data, folder: Path, size: int) -> dict:
+    from iaunet.calib.parity import fill_kit
+    folder.mkdir()
+    info = fill_kit(source, data, folder, size)
+    return {"path": "kit/", "size": info["size"], "num_query": info["num_query"],
+            "reference": f"{info['reference']['source']} ({info['reference']['file']})"}
 
 
 def _models(artifacts: Path, variants, tmp: Path, kind: str, spec: dict, route: str) -> dict:
@@ -164,14 +201,15 @@ def _triton(variants, tmp: Path) -> dict:
     return copied
 
 
-def _manifest(tmp: Path, variants, target: str, kind: str, route: str, has_plugins: bool, wheel, files: dict) -> dict:
+def _manifest(tmp: Path, variants, target: str, kind: str, route: str, has_plugins: bool, wheel, files: dict,
+              kit: dict | None) -> dict:
     card = variants[0][1]
     hashes = {str(p.relative_to(tmp)): sha256_file(p) for p in sorted(tmp.rglob("*")) if p.is_file()}
     return {"format": 1, "toolkit_version": __version__, "target": target, "kind": kind,
             "model": json.loads(card.props["iaunet.config"]), "preprocess": json.loads(card.props["iaunet.preprocess"]),
             "model_id": card.model_id, "variants": files, "plugin_route_on_target": route,
             "plugin_routes": routes_by_version(has_plugins),
-            "tensorrt_checked_against": list(CHECKED_TENSORRT), "wheel": wheel, "sha256": hashes}
+            "tensorrt_checked_against": list(CHECKED_TENSORRT), "wheel": wheel, "kit": kit, "sha256": hashes}
 
 
 def device_commands(manifest: dict) -> tuple[str, str]:
@@ -181,17 +219,38 @@ def device_commands(manifest: dict) -> tuple[str, str]:
     return f"iaunet build {best} -o model.engine{ptx}", "iaunet bench model.engine --batch 1,8"
 
 
+VERIFY_COMMAND = "iaunet verify ."
+INSTALL_EXTRAS = {"device": "trt,ort", "cpu": "ort"}  # TensorRT rows need pycuda (trt); ONNX Runtime rows ort
+
+
+def install_command(manifest: dict, where: str = "device") -> str:
+    """The pip command that installs the bundle's wheel with what verify needs ('device': with
+    TensorRT, from JetPack or NVIDIA; 'cpu': a machine without CUDA, ONNX Runtime rows only)."""
+    wheel = f"./{manifest['wheel']}" if manifest["wheel"] else "<the toolkit's folder>"
+    return f"python3 -m pip install '{wheel}[{INSTALL_EXTRAS[where]}]'"
+
+
 def _readme(manifest: dict, spec: dict) -> str:
     build, bench = device_commands(manifest)
-    install = (f"python3 -m pip install './{manifest['wheel']}[trt]'" if manifest["wheel"]
-               else "python3 -m pip install '<the toolkit's folder>[trt]'")
+    kit = manifest["kit"]
     lines = [f"# IAUnet bundle for {manifest['target']} ({spec['what']})", "",
              f"Model {manifest['model']['name']} ({manifest['model_id'][:12]}), {manifest['kind']} bundle, "
              f"toolkit {manifest['toolkit_version']}. Engines are built on the device: they are tied to its GPU "
              "and TensorRT release.", "", "On the device (TensorRT and pycuda from JetPack / NVIDIA):", "", "```bash",
-             f"{install}",
-             f"{build} && {bench}",
+             install_command(manifest),
+             VERIFY_COMMAND,
              "```", "",
+             "`iaunet verify .` builds an engine of every variant here (plugin route as `iaunet build` chooses), "
+             "checks its parity against the kit "
+             + (f"(`kit/`: {kit['size']} held-out images, references from {kit['reference']}) " if kit else
+                "(this bundle has none: it was made without `--data`) ")
+             + "and benches it at batch 1 and 8, and does the same for every ONNX variant on ONNX Runtime. It writes "
+             "`verify.json` and `verify.md` (one row per variant and backend: built, plugin route, build time, parity "
+             "and gates, p50/p99 latency and throughput; a failed step's reason; on a failed gate, the first layer "
+             "where the variant parts from the FP32 ONNX) and exits non-zero if a variant fails. Without TensorRT, "
+             f"`{install_command(manifest, 'cpu')}` and the same command give the ONNX Runtime rows, and the TensorRT "
+             "rows say why they were not run.", "",
+             f"Step by step: `{build} && {bench}`.", "",
              f"Plugin route on TensorRT {spec['tensorrt']}: {manifest['plugin_route_on_target']}. "
              "Routes by TensorRT version: " + ", ".join(f"{v}: {r}" for v, r in manifest["plugin_routes"].items()) + ".",
              f"The TensorRT calls were checked against the {', '.join(manifest['tensorrt_checked_against'])} bindings.",
