@@ -53,14 +53,14 @@ class Row:
 
 
 def read_manifest(bundle: Path) -> dict:
-    """The bundle's manifest, with every variant file checked against its SHA-256."""
+    """The bundle's manifest, with every variant and kit file checked against its SHA-256."""
     try:
         manifest = json.loads((bundle / "manifest.json").read_text())
         variants, hashes = manifest["variants"], manifest["sha256"]
     except (OSError, ValueError, KeyError, TypeError) as exc:
         raise IAUnetError(f"{bundle} is not a bundle (manifest.json unreadable: {type(exc).__name__}); expected a "
                           "folder written by 'iaunet bundle'") from None
-    for rel in variants:
+    for rel in [*variants, *(r for r in hashes if r.startswith("kit/"))]:
         if not (bundle / rel).is_file() or sha256_file(bundle / rel) != hashes.get(rel):
             raise IAUnetError(f"bundle {bundle}: {rel} is missing or does not match its SHA-256 in manifest.json")
     return manifest
