@@ -88,7 +88,10 @@ def run_parity(checkpoint, data, variants=(), out_dir=None) -> tuple[list[Varian
 def _variant(path: Path):
     """(checkpoint sha256, precision, mode, normalized embeddings, runner) of an ONNX variant
     (ONNX Runtime on the CPU) or a TensorRT engine (read from its sidecar, run by the TensorRT runner)."""
+    from iaunet.export.metadata import load_onnx
     from iaunet.runtime.embedder import is_engine
+    if not is_engine(path):
+        load_onnx(path)  # a missing or unreadable file is refused as the ONNX file it should be
     runner, card, precision, mode = open_variant(path, "auto" if is_engine(path) else "onnxruntime-cpu")
     return card.model_id, precision, mode, card.normalized, runner
 

@@ -111,6 +111,8 @@ def build_bundle(artifacts, target: str, kind: str, output, cache_dir=None, chec
         manifest = _manifest(tmp, variants, target, kind, route, has_plugins, wheel, files, kit)
         write_json(tmp / "manifest.json", manifest)
         (tmp / "README.md").write_text(_readme(manifest, spec))
+    if kit is None:
+        log.info("no --data: the bundle carries no parity kit, so 'iaunet verify' cannot check parity with it")
     return manifest
 
 
@@ -120,7 +122,6 @@ def _kit_source(variants, checkpoint, data) -> Path | None:
     if data is None:
         if checkpoint:
             raise IAUnetError("--checkpoint gives the parity kit's references; the kit's images come from --data DIR")
-        log.info("no --data: the bundle carries no parity kit, so 'iaunet verify' cannot check parity with it")
         return None
     if not Path(data).is_dir():
         raise IAUnetError(f"data folder {data} not found; expected a data set with query and gallery splits")
