@@ -6,7 +6,7 @@ TensorRT (an engine built here, plugin route as ``iaunet build`` chooses). Each 
 torch) and benches at batch 1 and the profile's opt batch. A step that fails is recorded in
 its row with a one-line reason; a failed gate adds the first layer where the variant parts
 from the FP32 ONNX (``iaunet.engines.triage``) where triage can run. Where TensorRT does not
-load, its rows say "not run" and why. Writes verify.json, verify.md, parity/ (the kit
+load (or onnxruntime is not installed), its rows say "not run" and why. Writes verify.json, verify.md, parity/ (the kit
 parity report of every row) and engines/ in the report folder (the bundle by default).
 
 TensorRT, pycuda, onnxruntime and polygraphy are imported by the steps that need them.
@@ -76,6 +76,14 @@ def tensorrt_missing() -> str | None:
     return None
 
 
+def onnxruntime_missing() -> str | None:
+    """Why ONNX Runtime cannot run here, or None."""
+    import importlib.util
+    if importlib.util.find_spec("onnxruntime") is None:
+        return "onnxruntime is not installed (install the bundle's wheel with the [ort] extra)"
+    return None
+
+
 def verify_bundle(bundle, output=None, repeats: int = BENCH_REPEATS, cache_dir=None) -> dict:
     """Build, check and bench every variant of ``bundle``; writes the reports and returns verify.json's content."""
     bundle = Path(bundle)
@@ -84,15 +92,16 @@ def verify_bundle(bundle, output=None, repeats: int = BENCH_REPEATS, cache_dir=N
     kit = parity_kit.read_kit(bundle / "kit", manifest["model_id"]) if (bundle / "kit").exists() else None
     inputs = kit.inputs() if kit else None
     base = parity_kit.reference_figures(kit) if kit else None
-    no_trt = tensorrt_missing()
+    missing = {"onnxruntime": onnxruntime_missing(), "tensorrt": tensorrt_missing()}
+    out.mkdir(parents=True, exist_ok=True)
     variants = sorted(manifest["variants"].items())
     rows, figures = [], [base] if base else []
     for backend in BACKENDS:
         for rel, precision in variants:
             row = Row(rel, precision, backend)
             rows.append(row)
-            if backend == "tensorrt" and no_trt:
-                row.status, row.reason = NOT_RUN, no_trt
+            if missing[backend]:
+                row.status, row.reason = NOT_RUN, missing[backend]
                 continue
             figures += _run_row(row, bundle, out, manifest, kit, inputs, base, repeats, cache_dir)
     if figures:
@@ -100,7 +109,7 @@ def verify_bundle(bundle, output=None, repeats: int = BENCH_REPEATS, cache_dir=N
     report = {"bundle": str(bundle), "model_id": manifest["model_id"], "target": manifest["target"],
               "machine": _machine(), "kit": kit.describe() if kit else None,
               "reference": base and {"rank1": base.rank1, "mAP": base.mAP},
-              "passed": all(r.status != FAIL for r in rows), "rows": [asdict(r) for r in rows]}
+              "passed": all(r.status != FAIL for r in rows) and any(r.status == PASS for r in rows), "rows": [asdict(r) for r in rows]}
     write_json(out / REPORTS[0], report)
     with atomic_output(out / REPORTS[1]) as tmp:
         Path(tmp).write_text(markdown(report))
@@ -238,6 +247,8 @@ def markdown(report: dict) -> str:
         why = "; ".join(x for x in (r["reason"], r["triage"] and f"triage: {r['triage']}") if x) or "-"
         cells += [r["status"], why.replace("|", "\\|")]
         lines.append("| " + " | ".join(cells) + " |")
-    verdict = "every variant passes" if report["passed"] else "a variant FAILS"
+    ran = any(r["status"] == PASS for r in report["rows"])
+    verdict = ("every variant passes" if report["passed"] else "a variant FAILS" if ran else
+               "nothing ran (no backend here)")
     lines += ["", f"Verdict: {verdict}. Parity report of every row: `parity/parity.md`.", ""]
     return "\n".join(lines)
