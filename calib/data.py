@@ -7,8 +7,7 @@ from pathlib import Path
 import numpy as np
 
 from iaunet.core.errors import IAUnetError
-from iaunet.core.preprocess import preprocess_clip, preprocess_file
-from iaunet.core.progress import Progress
+from iaunet.core.preprocess import load_inputs  # noqa: F401 (the calibration inputs' reader, for calib and triage)
 from iaunet.core.validate import require_same_variant
 
 EVAL_SPLITS = {"query", "bounding_box_test", "bbox_test", "gallery", "test"}
@@ -44,18 +43,3 @@ def pick(sources: list, count: int, seed: int = 0) -> list:
         return list(sources)
     idx = np.sort(np.random.default_rng(seed).choice(len(sources), count, replace=False))
     return [sources[i] for i in idx]
-
-
-def load_inputs(sources: list, preprocess: dict, desc: str = "reading", progress: bool = True) -> np.ndarray:
-    """Preprocess sources into the graph's input layout, float32 0..255."""
-    h, w, f = preprocess["height"], preprocess["width"], preprocess["resize_filter"]
-    bar = Progress(len(sources), desc, "img", enabled=progress)
-    out = []
-    for src in sources:
-        if isinstance(src, (tuple, list)):
-            out.append(preprocess_clip(src, preprocess["frames"], h, w, f))
-        else:
-            out.append(preprocess_file(src, h, w, f))
-        bar.update()
-    bar.close()
-    return np.stack(out).astype(np.float32)

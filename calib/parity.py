@@ -1,4 +1,5 @@
-"""Accuracy parity of every variant against the PyTorch model, on the same images.
+"""Accuracy parity of every variant against the PyTorch model, on the same images, and the
+parity kit that carries those references to a device.
 
 For each variant (ONNX FP32 plugin/native, FP16, INT8 on ONNX Runtime; TensorRT engines
 on the TensorRT runner, gated by the precision their sidecar names): per-sample cosine to PyTorch
@@ -7,72 +8,37 @@ default gates. Every ONNX file is also run the way a user opens it, in a plain
 ``onnxruntime.InferenceSession(path)`` with no options, and judged by the same gates; when
 its embeddings differ from the runner's, the report gives it a row of its own. The TensorRT
 layout of an INT8 variant (``*.trt.onnx``), which no ONNX Runtime session may be handed, is
-measured as written (graph optimisations off): what TensorRT is asked to compute. Writes
-parity.json, parity.md, and two plots (cosine histograms, CMC).
+measured as written (graph optimisations off): what TensorRT is asked to compute. The
+figures, gates and reports are the runtime's (``iaunet.runtime.parity``), so a device
+checking against a kit (``iaunet.runtime.parity_kit``) reports the same. ``write_kit`` picks
+held-out query and gallery images and computes their references with PyTorch (or the FP32
+ONNX on ONNX Runtime when no checkpoint is given).
 """
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, field
+import json
+import shutil
 from pathlib import Path
 
 import numpy as np
 
-from iaunet.calib.graph import get_prop
-from iaunet.core.files import atomic_output, check_report_folder, sha256_file, write_json
-from iaunet.export.checks import compare
-from iaunet.runtime.runners import OnnxRuntimeRunner
-from iaunet.calib.data import load_inputs
-from iaunet.export.metadata import load_onnx, metadata_of, preprocess_spec
+from iaunet.core.files import atomic_folder, check_report_folder, sha256_file
+from iaunet.core.preprocess import load_inputs
 from iaunet.core.errors import IAUnetError
-from iaunet.core.graph_io import CONSUMER_KEY, INPUT_NAME, OUTPUT_NAME, TENSORRT_ONLY
+from iaunet.core.graph_io import CONSUMER_KEY, INPUT_NAME, METADATA_PREFIX, OUTPUT_NAME, TENSORRT_ONLY
 from iaunet.core.log import get_logger
 from iaunet.core.validate import require_same_variant
-from iaunet.train.metrics import distance_matrix, rank_metrics
+from iaunet.runtime.parity import (GATES, PARITY_BATCH, VariantResult, compare, judge, measure,  # noqa: F401
+                                   reference_result, write_reports)
+from iaunet.runtime.parity_kit import DEFAULT_SIZE, SPLITS, embed_all, open_variant, save_kit
 
 log = get_logger("calib")
-
-# mAP and rank-1 are compared in points (percent)
-GATES = {
-    "fp32": {"min_cosine": 0.99999},
-    "fp16": {"min_cosine": 0.999, "max_abs_delta_map": 0.3},
-    "int8": {"mean_cosine": 0.99, "min_cosine": 0.95, "min_delta_map": -1.0},
-}
-
-
-@dataclass
-class VariantResult:
-    name: str
-    path: str
-    precision: str
-    mode: str
-    mean_cosine: float = 1.0
-    min_cosine: float = 1.0
-    max_abs_error: float = 0.0
-    rank1: float = 0.0
-    mAP: float = 0.0
-    delta_rank1: float = 0.0
-    delta_map: float = 0.0
-    gate: dict = field(default_factory=dict)
-    passed: bool = True
-    failures: list = field(default_factory=list)
-    cmc: list = field(default_factory=list)
-    cosines: np.ndarray | None = field(default=None, repr=False)  # per sample, for the histogram
-    plain_session: dict | None = None  # the same measures in a plain ONNX Runtime session (ONNX files)
-
-
-def judge(result: VariantResult) -> None:
-    gate = GATES.get(result.precision, {})
-    result.gate = gate
-    checks = {"min_cosine": result.min_cosine >= gate.get("min_cosine", -1),
-              "mean_cosine": result.mean_cosine >= gate.get("mean_cosine", -1),
-              "max_abs_delta_map": abs(result.delta_map) <= gate.get("max_abs_delta_map", float("inf")),
-              "min_delta_map": result.delta_map >= gate.get("min_delta_map", -float("inf"))}
-    result.failures = [k for k, ok in checks.items() if not ok and k in gate]
-    result.passed = not result.failures
 
 
 def find_variants(checkpoint: Path) -> list[Path]:
     """ONNX files beside the checkpoint (or one folder up) exported from it."""
+    from iaunet.calib.graph import get_prop
+    from iaunet.export.metadata import load_onnx
     digest = sha256_file(checkpoint)
     found = []
     for folder in dict.fromkeys([checkpoint.parent, checkpoint.parent.parent]):
@@ -83,13 +49,9 @@ def find_variants(checkpoint: Path) -> list[Path]:
     return found
 
 
-def _retrieval(emb, nq, pids, cams):
-    r = rank_metrics(distance_matrix(emb[:nq], emb[nq:]), pids[:nq], pids[nq:], cams[:nq], cams[nq:])
-    return 100 * float(r["cmc"][0]), 100 * r["mAP"], [float(c) for c in r["cmc"][:20]]
-
-
 def run_parity(checkpoint, data, variants=(), out_dir=None) -> tuple[list[VariantResult], Path]:
     """Measure the variants; returns the results (PyTorch first) and the report folder."""
+    from iaunet.export.metadata import preprocess_spec
     from iaunet.train.checkpoint import load_checkpoint
     from iaunet.train.data.datasets import open_dataset
     from iaunet.train.runner import TorchRunner
@@ -117,9 +79,8 @@ def run_parity(checkpoint, data, variants=(), out_dir=None) -> tuple[list[Varian
         cams = np.array([s.camid for s in samples])
         sources = [s.paths if ds.video else s.paths[0] for s in samples]
         inputs = load_inputs(sources, preprocess_spec(config), "reading query+gallery")
-        reference = TorchRunner(model, config).infer_batches(inputs, 32)
-        rank1, mAP, cmc = _retrieval(reference, len(ds.query), pids, cams)
-        results = [VariantResult("pytorch", str(checkpoint), "fp32", "pytorch", rank1=rank1, mAP=mAP, cmc=cmc)]
+        reference = TorchRunner(model, config).infer_batches(inputs, PARITY_BATCH)
+        results = [reference_result("pytorch", str(checkpoint), "pytorch", reference, len(ds.query), pids, cams)]
         for path, variant in opened:
             results += _measure(path, variant, reference, inputs, len(ds.query), pids, cams, results[0])
     finally:
@@ -131,22 +92,24 @@ def run_parity(checkpoint, data, variants=(), out_dir=None) -> tuple[list[Varian
 
 def _variant(path: Path):
     """(checkpoint sha256, precision, mode, normalized embeddings, whether a plain ONNX Runtime
-    session is checked too, runner) of an ONNX variant (ONNX Runtime) or a TensorRT engine
-    (read from its sidecar, run by the TensorRT runner)."""
+    session is checked too, runner) of an ONNX variant (ONNX Runtime on the CPU; the TensorRT
+    layout of an INT8 variant as written) or a TensorRT engine (read from its sidecar, run by
+    the TensorRT runner)."""
+    from iaunet.calib.graph import get_prop
+    from iaunet.export.metadata import load_onnx
     from iaunet.runtime.embedder import is_engine
+    from iaunet.runtime.embedder import read_card
     if is_engine(path):
-        from iaunet.runtime.trt_runner import TensorRTRunner
-        runner = TensorRTRunner(path)
-        card = runner.card
-        precision = runner.sidecar["precision"].split()[0]  # "int8 (legacy calibrator)" is gated as int8
-        return (card.model_id, precision, f"engine ({runner.sidecar['plugin_route']})", card.normalized, False,
-                runner)
-    onnx_model = load_onnx(path)
-    meta = metadata_of(onnx_model, path)
-    tensorrt_layout = get_prop(onnx_model, CONSUMER_KEY) == TENSORRT_ONLY
-    mode = f"{meta.mode}, TensorRT layout as written" if tensorrt_layout else meta.mode
-    return (meta.checkpoint_sha256, get_prop(onnx_model, "precision", "fp32"), mode, meta.normalized_embeddings,
-            not tensorrt_layout, OnnxRuntimeRunner(path, as_written=tensorrt_layout))
+        runner, card, precision, mode = open_variant(path, "auto")
+        return card.model_id, precision, mode, card.normalized, False, runner
+    onnx_model = load_onnx(path)  # a missing or unreadable file is refused as the ONNX file it should be
+    if get_prop(onnx_model, CONSUMER_KEY) == TENSORRT_ONLY:
+        from iaunet.runtime.runners import OnnxRuntimeRunner
+        card = read_card(path)
+        mode = card.props.get(METADATA_PREFIX + "export_mode", "plugin") + ", TensorRT layout as written"
+        return card.model_id, card.precision, mode, card.normalized, False, OnnxRuntimeRunner(path, as_written=True)
+    runner, card, precision, mode = open_variant(path, "onnxruntime-cpu")
+    return card.model_id, precision, mode, card.normalized, True, runner
 
 
 def plain_session_embeddings(path, inputs: np.ndarray, batch: int = 32) -> np.ndarray:
@@ -161,16 +124,6 @@ def plain_session_embeddings(path, inputs: np.ndarray, batch: int = 32) -> np.nd
                            for i in range(0, len(inputs), batch)]).astype(np.float32)
 
 
-def _scored(name, path, precision, mode, emb, ref, nq, pids, cams, base) -> VariantResult:
-    p = compare(ref, emb)
-    rank1, mAP, cmc = _retrieval(emb, nq, pids, cams)
-    cosines = (ref * emb).sum(1) / (np.linalg.norm(ref, axis=1) * np.linalg.norm(emb, axis=1))
-    result = VariantResult(name, str(path), precision, mode, p.mean_cosine, p.min_cosine, p.max_abs_error,
-                           rank1, mAP, rank1 - base.rank1, mAP - base.mAP, cmc=cmc, cosines=cosines)
-    judge(result)
-    return result
-
-
 PLAIN_AGREEMENT = 0.99999  # runner and plain session "agree" when every sample's cosine between them reaches this
 
 
@@ -180,14 +133,13 @@ def _measure(path, variant, reference, inputs, nq, pids, cams, base) -> list[Var
     _, precision, mode, normalized, plain, runner = variant
     log.info("parity: %s (%s, %s)", path.name, precision, mode)
     with runner:
-        emb = runner.infer_batches(inputs, min(32, runner.max_batch or 32))
-    ref = reference / np.linalg.norm(reference, axis=1, keepdims=True) if normalized else reference
-    result = _scored(path.name, path, precision, mode, emb, ref, nq, pids, cams, base)
+        emb = embed_all(runner, inputs)
+    result = measure(path.name, str(path), precision, mode, normalized, emb, reference, nq, pids, cams, base)
     if not plain:
         return [result]
     plain_emb = plain_session_embeddings(path, inputs)
-    other = _scored(f"{path.name} (plain ORT session)", path, precision, f"{mode}, plain session", plain_emb, ref,
-                    nq, pids, cams, base)
+    other = measure(f"{path.name} (plain ORT session)", str(path), precision, f"{mode}, plain session", normalized,
+                    plain_emb, reference, nq, pids, cams, base)
     agree = compare(emb, plain_emb).min_cosine >= PLAIN_AGREEMENT
     result.plain_session = {"agrees_with_runner": agree, "mean_cosine": other.mean_cosine,
                             "min_cosine": other.min_cosine, "mAP": other.mAP, "passed": other.passed,
@@ -198,43 +150,91 @@ def _measure(path, variant, reference, inputs, nq, pids, cams, base) -> list[Var
     return [result] if agree else [result, other]
 
 
-def write_reports(results: list[VariantResult], out: Path, data) -> None:
-    out.mkdir(parents=True, exist_ok=True)
-    rows = [{k: v for k, v in asdict(r).items() if k != "cosines"} for r in results]
-    write_json(out / "parity.json", {"data": str(data), "variants": rows})
-    lines = ["# Accuracy parity against PyTorch", "", f"Data: `{data}` (query + gallery)", "",
-             "| variant | precision | mode | mean cos | min cos | max abs err | rank-1 | Δ rank-1 | mAP | Δ mAP | gate |",
-             "|---|---|---|---|---|---|---|---|---|---|---|"]
-    for r in results:
-        verdict = "reference" if r.mode == "pytorch" else ("pass" if r.passed else "FAIL: " + ", ".join(r.failures))
-        lines.append(f"| {r.name} | {r.precision} | {r.mode} | {r.mean_cosine:.6f} | {r.min_cosine:.6f} | "
-                     f"{r.max_abs_error:.3g} | {r.rank1:.2f} | {r.delta_rank1:+.2f} | {r.mAP:.2f} | {r.delta_map:+.2f} | {verdict} |")
-    lines += ["", "Gates: " + "; ".join(f"{k}: {v}" for k, v in GATES.items()), "",
-              "![cosine](parity_cosine.png)", "", "![cmc](parity_cmc.png)", ""]
-    with atomic_output(out / "parity.md") as tmp:
-        Path(tmp).write_text("\n".join(lines))
-    _plots(results, out)
+def kit_samples(query: list, gallery: list, size: int, seed: int = 0) -> tuple[list, list]:
+    """At most ``size`` samples, in the data set's order: whole identities of the query split
+    (their queries and gallery images) in a seeded order, then gallery distractors (identities
+    with no query, junk) for up to a quarter of the kit. All of them when they fit."""
+    if len(query) + len(gallery) <= size:
+        return list(query), list(gallery)
+    query_ids = sorted({s.pid for s in query})
+    count = {pid: sum(s.pid == pid for s in query) + sum(s.pid == pid for s in gallery) for pid in query_ids}
+    distractors = [s for s in gallery if s.pid not in count]
+    budget, chosen = size - min(len(distractors), size // 4), set()
+    for i in np.random.default_rng(seed).permutation(len(query_ids)):
+        pid = query_ids[i]
+        if count[pid] <= budget:
+            chosen.add(pid)
+            budget -= count[pid]
+    extra = budget + min(len(distractors), size // 4)
+    picked = set(map(id, [distractors[i] for i in sorted(np.random.default_rng(seed).permutation(len(distractors))[:extra])]))
+    return ([s for s in query if s.pid in chosen],
+            [s for s in gallery if s.pid in chosen or id(s) in picked])
 
 
-def _plots(results, out: Path) -> None:
-    import matplotlib
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-    variants = [r for r in results if r.mode != "pytorch"]
-    fig, axes = plt.subplots(1, max(len(variants), 1), figsize=(4 * max(len(variants), 1), 3.2), squeeze=False)
-    for ax, r in zip(axes[0], variants):
-        ax.hist(1 - np.clip(r.cosines, -1, 1), bins=30, color="tab:blue")
-        ax.set_title(f"{r.name}\nmin cos {r.min_cosine:.5f}", fontsize=9)
-        ax.set_xlabel("1 - cosine to PyTorch")
-    fig.tight_layout()
-    fig.savefig(out / "parity_cosine.png", dpi=110)
-    plt.close(fig)
-    fig, axes = plt.subplots(1, len(results), figsize=(3.2 * len(results), 3.2), sharey=True, squeeze=False)
-    for ax, r in zip(axes[0], results):
-        ax.plot(range(1, len(r.cmc) + 1), r.cmc, marker=".")
-        ax.set_title(f"{r.name}\nR1 {r.rank1:.1f} mAP {r.mAP:.1f}", fontsize=9)
-        ax.set_xlabel("rank")
-    axes[0][0].set_ylabel("CMC")
-    fig.tight_layout()
-    fig.savefig(out / "parity_cmc.png", dpi=110)
-    plt.close(fig)
+def write_kit(source, data, output, size: int = DEFAULT_SIZE, seed: int = 0) -> dict:
+    """The parity kit folder ``output`` (new or empty) for a checkpoint or an FP32 ONNX; returns its index."""
+    with atomic_folder(output) as tmp:
+        return fill_kit(source, data, tmp, size, seed)
+
+
+def fill_kit(source, data, folder, size: int = DEFAULT_SIZE, seed: int = 0) -> dict:
+    """Write a kit into the empty ``folder``: ``size`` query and gallery images of ``data``
+    copied byte for byte, and their references from ``source``: a checkpoint (PyTorch FP32,
+    training's evaluation transform) or an FP32 ONNX (ONNX Runtime on the CPU)."""
+    from iaunet.train.data.datasets import open_dataset
+    source, folder = Path(source), Path(folder)
+    if size < 2:
+        raise IAUnetError(f"a parity kit needs at least 2 images (a query and a gallery image); got {size}")
+    embed, card = _reference_model(source)
+    ds = open_dataset(data)
+    require_same_variant("image", ds.video, "a parity kit", data)
+    query, gallery = kit_samples(ds.query, ds.gallery, size, seed)
+    files = []
+    for split, samples in zip(SPLITS, (query, gallery)):
+        (folder / split).mkdir()
+        for i, sample in enumerate(samples):
+            name = Path(sample.paths[0]).name
+            rel = f"{split}/{name}" if not (folder / split / name).exists() else f"{split}/{i:05d}_{name}"
+            shutil.copyfile(sample.paths[0], folder / rel)
+            files.append(rel)
+    inputs = load_inputs([folder / f for f in files], card["preprocess"], "reading the kit's images")
+    reference = embed(inputs)
+    samples = query + gallery
+    info = save_kit(folder, card["model_id"], card["name"], card["preprocess"], card["reference"], reference, files,
+                    [s.pid for s in samples], [s.camid for s in samples], len(query))
+    megabytes = sum((folder / f).stat().st_size for f in files) / 2 ** 20
+    log.info("parity kit: %d queries and %d gallery images (%.1f MiB), references from %s", len(query), len(gallery),
+             megabytes, card["reference"]["source"])
+    return info
+
+
+def _reference_model(source: Path):
+    """(embed function, facts for the kit's index) of a checkpoint or an FP32 ONNX file."""
+    if not source.is_file():
+        raise IAUnetError(f"{source} not found; expected the checkpoint (model.pt) or the FP32 ONNX")
+    if source.suffix == ".onnx":
+        from iaunet.runtime.runners import OnnxRuntimeRunner
+        runner, card, precision, _ = open_variant(source, "onnxruntime-cpu")
+        runner.close()
+        if precision != "fp32":
+            raise IAUnetError(f"{source} is a {precision} variant; a kit's references come from the checkpoint or "
+                              "the FP32 ONNX")
+        if card.variant != "image":
+            raise IAUnetError(f"a parity kit holds images; {source} is a {card.variant} model")
+
+        def embed(inputs):
+            with OnnxRuntimeRunner(source, "cpu") as ort:
+                return embed_all(ort, inputs)
+        preprocess = json.loads(card.props[METADATA_PREFIX + "preprocess"])
+        return embed, {"model_id": card.model_id, "name": card.name, "preprocess": preprocess,
+                       "reference": {"source": "onnxruntime", "file": source.name, "sha256": sha256_file(source)}}
+    from iaunet.export.metadata import preprocess_spec
+    from iaunet.train.checkpoint import load_checkpoint
+    from iaunet.train.runner import TorchRunner
+    model, config = load_checkpoint(source)
+    if config.variant != "image":
+        raise IAUnetError(f"a parity kit holds images; {source} is a {config.variant} model")
+    digest = sha256_file(source)
+    return (lambda inputs: TorchRunner(model, config).infer_batches(inputs, PARITY_BATCH),
+            {"model_id": digest, "name": config.name, "preprocess": preprocess_spec(config),
+             "reference": {"source": "pytorch", "file": source.name, "sha256": digest}})

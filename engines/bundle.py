@@ -5,11 +5,13 @@ Engines are tied to a GPU and a TensorRT release, so a bundle carries the ONNX v
 capability, the toolkit's wheel when it can be built here, a manifest (model config,
 preprocessing, SHA-256 of every file, the TensorRT versions the code was checked
 against, the plugin route each supported version takes) and a README with the commands
-to run on the device. ``--for deepstream`` adds nvinfer and tracker ReID configs (always for the native graph:
-DeepStream runs TensorRT from C++, and when it builds its own engine from the ONNX no
-Python plugin can be registered there), whose engine path is where the README's build
-writes; ``--for triton`` writes a Triton Inference Server model repository instead of
-``models/``.
+to run on the device, and with ``--data`` a parity kit (``kit/``: held-out images and their
+references, from ``--checkpoint`` or else the FP32 ONNX) that ``iaunet verify`` checks the
+variants against there. ``--for deepstream`` adds nvinfer and tracker ReID configs (always
+for the native graph: DeepStream runs TensorRT from C++, and when it builds its own engine
+from the ONNX no Python plugin can be registered there), whose engine path is where the
+README's build writes; ``--for triton`` writes a Triton Inference Server model repository
+instead of ``models/``.
 
 The README's commands are meant to run as written on the device: a virtualenv with
 ``--system-site-packages`` (JetPack's TensorRT is a system package, and pip refuses the
@@ -39,6 +41,7 @@ from iaunet.core.graph_io import CONSUMER_KEY, METADATA_PREFIX, TENSORRT_ONLY, T
 from iaunet.core.plugin_contract import DOMAIN, PLUGIN_OPS
 from iaunet.engines.plan import CHECKED_TENSORRT, SUPPORTED_TENSORRT, choose_route, version_tuple
 from iaunet.runtime.model_card import ModelCard
+from iaunet.runtime.parity_kit import DEFAULT_SIZE as DEFAULT_KIT_SIZE
 
 log = get_logger("engines")
 TARGETS = {  # compute capabilities, the TensorRT the device ships, what it is
@@ -140,14 +143,16 @@ def _build_wheel(root: Path, cached: Path) -> list:
     return sorted(cached.glob("iaunet_toolkit-*.whl"))
 
 
-def build_bundle(artifacts, target: str, kind: str, output, cache_dir=None) -> dict:
-    """Write the bundle folder ``output``; returns its manifest."""
+def build_bundle(artifacts, target: str, kind: str, output, cache_dir=None, checkpoint=None, data=None,
+                 kit_size: int = DEFAULT_KIT_SIZE) -> dict:
+    """Write the bundle folder ``output`` (with a parity kit when ``data`` is given); returns its manifest."""
     if target not in TARGETS:
         raise IAUnetError(f"unknown target {target!r}; expected one of {', '.join(TARGETS)}")
     if kind not in KINDS:
         raise IAUnetError(f"unknown bundle kind {kind!r}; expected one of {', '.join(KINDS)}")
     artifacts, output = Path(artifacts), check_output_folder(output)  # a non-empty folder, the artifacts too, is refused
     variants = find_variants(artifacts)
+    kit_source = _kit_source(variants, checkpoint, data)
     spec, has_plugins = TARGETS[target], any(p for _, _, p in variants)
     route = choose_route(version_tuple(spec["tensorrt"]), "auto", has_plugins)
     with atomic_folder(output) as tmp:
@@ -155,14 +160,47 @@ def build_bundle(artifacts, target: str, kind: str, output, cache_dir=None) -> d
         if has_plugins and kind != "triton":
             for arch in spec["archs"]:
                 _ptx(artifacts, arch, tmp / "ptx" / (f"sm{arch}" if len(spec["archs"]) > 1 else ""), cache_dir)
+        kit = _kit(kit_source, data, tmp / "kit", kit_size) if kit_source else None
         wheel = _wheel(tmp)
-        manifest = _manifest(tmp, variants, target, kind, route, has_plugins, wheel, files)
+        manifest = _manifest(tmp, variants, target, kind, route, has_plugins, wheel, files, kit)
         manifest["graphs"] = {f"models/{p.name}": ("plugin" if plugins else "native") for p, _, plugins in variants
                               if kind != "triton"}
         manifest["deepstream_model"] = deepstream_model
         write_json(tmp / "manifest.json", manifest)
         (tmp / "README.md").write_text(_readme(manifest, spec))
+    if kit is None:
+        log.info("no --data: the bundle carries no parity kit, so 'iaunet verify' cannot check parity with it")
     return manifest
+
+
+def _kit_source(variants, checkpoint, data) -> Path | None:
+    """What the kit's references come from: the checkpoint (checked to be the variants' model),
+    else the FP32 ONNX; None without ``data``."""
+    if data is None:
+        if checkpoint:
+            raise IAUnetError("--checkpoint gives the parity kit's references; the kit's images come from --data DIR")
+        return None
+    if not Path(data).is_dir():
+        raise IAUnetError(f"data folder {data} not found; expected a data set with query and gallery splits")
+    model_id = variants[0][1].model_id
+    if checkpoint:
+        if not Path(checkpoint).is_file() or sha256_file(checkpoint) != model_id:
+            raise IAUnetError(f"checkpoint {checkpoint} is {'not found' if not Path(checkpoint).is_file() else 'not the one'}"
+                              f"; expected the checkpoint the variants were exported from (sha256 {model_id[:12]}...)")
+        return Path(checkpoint)
+    fp32 = [path for path, card, _ in variants if card.precision == "fp32"]
+    if not fp32:
+        raise IAUnetError("the parity kit's references come from --checkpoint or the FP32 ONNX; the artifacts hold "
+                          "no FP32 ONNX, so pass --checkpoint")
+    return fp32[0]
+
+
+def _kit(source: Path, data, folder: Path, size: int) -> dict:
+    from iaunet.calib.parity import fill_kit
+    folder.mkdir()
+    info = fill_kit(source, data, folder, size)
+    return {"path": "kit/", "size": info["size"], "num_query": info["num_query"],
+            "reference": f"{info['reference']['source']} ({info['reference']['file']})"}
 
 
 def _models(artifacts: Path, variants, tmp: Path, kind: str, spec: dict, route: str) -> tuple:
@@ -232,14 +270,15 @@ def _triton(variants, tmp: Path) -> dict:
     return copied
 
 
-def _manifest(tmp: Path, variants, target: str, kind: str, route: str, has_plugins: bool, wheel, files: dict) -> dict:
+def _manifest(tmp: Path, variants, target: str, kind: str, route: str, has_plugins: bool, wheel, files: dict,
+              kit: dict | None) -> dict:
     card = variants[0][1]
     hashes = {str(p.relative_to(tmp)): sha256_file(p) for p in sorted(tmp.rglob("*")) if p.is_file()}
     return {"format": 1, "toolkit_version": __version__, "target": target, "kind": kind,
             "model": json.loads(card.props["iaunet.config"]), "preprocess": json.loads(card.props["iaunet.preprocess"]),
             "model_id": card.model_id, "variants": files, "plugin_route_on_target": route,
             "plugin_routes": routes_by_version(has_plugins),
-            "tensorrt_checked_against": list(CHECKED_TENSORRT), "wheel": wheel, "sha256": hashes}
+            "tensorrt_checked_against": list(CHECKED_TENSORRT), "wheel": wheel, "kit": kit, "sha256": hashes}
 
 
 def device_commands(manifest: dict) -> tuple[str, str]:
@@ -261,15 +300,30 @@ def install_commands(manifest: dict) -> tuple[list, list]:
     """(before the build, before the bench): the README's install steps, in a virtualenv that
     sees the system's TensorRT. pycuda comes second: only the bench needs it, and it builds
     from source (nvcc and the Python headers)."""
-    wheel = f"./{manifest['wheel']}" if manifest["wheel"] else "<the toolkit's source folder>"
+    wheel = _wheel_reference(manifest)
     venv = ["python3 -m venv --system-site-packages .venv", ". .venv/bin/activate",
             f"python -m pip install '{wheel}[build]'"]
     return venv, ["export PATH=/usr/local/cuda/bin:$PATH", f"python -m pip install '{wheel}[trt]'"]
 
 
+VERIFY_COMMAND = "iaunet verify ."
+INSTALL_EXTRAS = {"device": "trt,ort", "cpu": "ort"}  # TensorRT rows need pycuda (trt); ONNX Runtime rows ort
+
+
+def install_command(manifest: dict, where: str = "device") -> str:
+    """The pip command that installs the bundle's wheel with what verify needs ('device': with
+    TensorRT, from JetPack or NVIDIA; 'cpu': a machine without CUDA, ONNX Runtime rows only)."""
+    return f"python -m pip install '{_wheel_reference(manifest)}[{INSTALL_EXTRAS[where]}]'"
+
+
+def _wheel_reference(manifest: dict) -> str:
+    return f"./{manifest['wheel']}" if manifest["wheel"] else "<the toolkit's source folder>"
+
+
 def _readme(manifest: dict, spec: dict) -> str:
     build, bench = device_commands(manifest)
     before_build, before_bench = install_commands(manifest)
+    kit = manifest["kit"]
     lines = [f"# IAUnet bundle for {manifest['target']} ({spec['what']})", "",
              f"Model {manifest['model']['name']} ({manifest['model_id'][:12]}), {manifest['kind']} bundle, "
              f"toolkit {manifest['toolkit_version']}. Engines are built on the device: they are tied to its GPU "
@@ -277,9 +331,22 @@ def _readme(manifest: dict, spec: dict) -> str:
              "Once per device, the system packages (JetPack brings TensorRT, CUDA and nvcc; pycuda builds from "
              "source and needs the Python headers):", "", "```bash", "sudo apt-get install -y python3-venv python3-dev",
              "```", "",
-             "Then in this folder: a virtualenv that sees JetPack's TensorRT (`--system-site-packages`; on "
-             "JetPack 7 pip refuses to install into the system Python), the toolkit, the engine, pycuda, the bench:",
-             "", "```bash", *before_build, build, *before_bench, bench, "```", "",
+             "Then in this folder, the acceptance check: a virtualenv that sees JetPack's TensorRT "
+             "(`--system-site-packages`; on JetPack 7 pip refuses to install into the system Python), the toolkit "
+             "with what verify needs (pycuda builds with nvcc, hence the PATH), and `iaunet verify .`:", "",
+             "```bash", *before_build[:2], before_bench[0], install_command(manifest), VERIFY_COMMAND, "```", "",
+             "`iaunet verify .` builds an engine of every variant here (plugin route as `iaunet build` chooses), "
+             "checks its parity against the kit "
+             + (f"(`kit/`: {kit['size']} held-out images, references from {kit['reference']}) " if kit else
+                "(this bundle has none: it was made without `--data`) ")
+             + "and benches it at batch 1 and 8, and does the same for every ONNX variant on ONNX Runtime. It writes "
+             "`verify.json` and `verify.md` (one row per variant and backend: built, plugin route, build time, parity "
+             "and gates, p50/p99 latency and throughput; a failed step's reason; on a failed gate, the first layer "
+             "where the variant parts from the FP32 ONNX) and exits non-zero if a variant fails. Without TensorRT, "
+             f"`{install_command(manifest, 'cpu')}` and the same command give the ONNX Runtime rows, and the TensorRT "
+             "rows say why they were not run.", "",
+             "Step by step instead: the toolkit, the engine, pycuda, the bench:", "",
+             "```bash", *before_build, build, *before_bench, bench, "```", "",
              f"Plugin route on TensorRT {spec['tensorrt']}: {manifest['plugin_route_on_target']}. "
              "Routes by TensorRT version: " + ", ".join(f"{v}: {r}" for v, r in manifest["plugin_routes"].items()) + ".",
              f"The TensorRT calls were checked against the {', '.join(manifest['tensorrt_checked_against'])} bindings.",

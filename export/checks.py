@@ -3,7 +3,6 @@ PyTorch, the ONNX reference evaluator, and a lint against what TensorRT 10.3's O
 from __future__ import annotations
 
 from collections import Counter
-from dataclasses import dataclass
 
 import numpy as np
 import onnx
@@ -12,9 +11,10 @@ from iaunet.core.plugin_contract import DOMAIN, PLUGIN_OPS
 from iaunet.export.trt_support import MAX_OPSET, MIN_OPSET, ONNX_TO_TRT_TYPE, SUPPORTED_OPS
 from iaunet.core.errors import IAUnetError
 from iaunet.core.graph_io import INPUT_NAME, OUTPUT_NAME
+from iaunet.runtime.parity import GATES, Parity, compare  # noqa: F401 (Parity, compare: the export checks' API)
 from iaunet.runtime.runners import OnnxRuntimeRunner
 
-COSINE_GATE = 0.99999
+COSINE_GATE = GATES["fp32"]["min_cosine"]  # ONNX Runtime against PyTorch, as parity gates FP32 ONNX
 # ops whose first input is a shape: the parser's type list is about what they produce
 TYPED_BY_OUTPUT = {"ConstantOfShape", "Range", "RandomNormal", "RandomUniform", "EyeLike"}
 REL_ERROR_GATE = 1e-4
@@ -27,36 +27,6 @@ def check_onnx(model: onnx.ModelProto) -> None:
     except onnx.checker.ValidationError as exc:
         first = str(exc).strip().splitlines()[0]
         raise IAUnetError(f"the exported graph fails the ONNX checker: {first}") from None
-
-
-@dataclass
-class Parity:
-    """Agreement of two sets of embeddings, per sample."""
-    min_cosine: float
-    mean_cosine: float
-    max_abs_error: float
-    max_magnitude: float
-    samples: int
-
-    @property
-    def relative_error(self) -> float:
-        return self.max_abs_error / max(self.max_magnitude, 1e-12)
-
-    def passes(self, cosine=COSINE_GATE, rel_error=REL_ERROR_GATE) -> bool:
-        return self.min_cosine >= cosine and self.relative_error <= rel_error
-
-    def describe(self) -> str:
-        return (f"min cosine {self.min_cosine:.7f}, max abs error {self.max_abs_error:.3g} "
-                f"({self.relative_error:.2g} of max |embedding| {self.max_magnitude:.3g}), {self.samples} samples")
-
-
-def compare(reference: np.ndarray, other: np.ndarray) -> Parity:
-    ref, oth = np.asarray(reference, np.float64), np.asarray(other, np.float64)
-    if ref.shape != oth.shape:
-        raise IAUnetError(f"embedding shapes differ: {ref.shape} vs {oth.shape}")
-    cos = (ref * oth).sum(1) / np.maximum(np.linalg.norm(ref, axis=1) * np.linalg.norm(oth, axis=1), 1e-30)
-    return Parity(float(cos.min()), float(cos.mean()), float(np.abs(ref - oth).max()),
-                  float(np.abs(ref).max()), len(ref))
 
 
 def run_onnxruntime(model, images: np.ndarray, batch: int) -> np.ndarray:

@@ -5,7 +5,8 @@ mode, checked against PyTorch) -> FP16 and INT8 variants (sensitivity measured) 
 of every variant -> TensorRT engines where TensorRT loads (else the command a Jetson user
 runs) -> embed + search through the runtime on the best backend present -> three synthetic
 cameras through the camera stream (``iaunet cameras``' job) -> bench against
-PyTorch eager -> a Jetson Orin bundle -> ``report.html`` / ``report.md``
+PyTorch eager -> a Jetson Orin bundle with its parity kit -> ``iaunet verify`` of that bundle on
+this machine -> ``report.html`` / ``report.md``
 (``iaunet.report``), all in one folder, every figure in ``demo.json``. Top layer: imports
 every stage.
 
@@ -125,8 +126,9 @@ def _size_of(path: Path) -> dict:
             "bytes": sum(f.stat().st_size for f in files)}
 
 
-STAGE_COUNT = 12
+STAGE_COUNT = 13
 CAMERAS, CAMERA_SECONDS = 3, 20.0
+VERIFY_OUTPUT, VERIFY_REPEATS = "verify", 10
 BENCH_BATCHES, BENCH_REPEATS = [1, 8], 10
 SEARCH_TOP_K, REPORT_QUERIES = 5, 8
 
@@ -187,15 +189,17 @@ def _pipeline(out: Path, identities: int, epochs: int, seed: int) -> tuple:
         summary["cameras"] = _cameras(out)
     with stages.run(10, "bench", "ONNX Runtime against PyTorch eager", "bench"):
         summary["bench"] = _bench(out, checkpoint, summary["engines"]["built"])
-    with stages.run(11, "bundle", "a Jetson Orin bundle (TensorRT 10.3, JetPack 6)", "bundle-orin"):
-        summary["bundle"] = _bundle(out)
-    with stages.run(12, "report", "report.html and report.md", "report.html", "report.md"):
+    with stages.run(11, "bundle", "a Jetson Orin bundle (TensorRT 10.3, JetPack 6) with its parity kit", "bundle-orin"):
+        summary["bundle"] = _bundle(out, checkpoint, data)
+    with stages.run(12, "verify", "the bundle on this machine: build, parity against its kit, bench", "verify"):
+        summary["verify"] = _verify(out)
+    with stages.run(13, "report", "report.html and report.md", "report.html", "report.md"):
         summary["stages"] = stages.done
         summary["not_run"] = _not_run(summary)
         from iaunet.report import write_report
         write_report(out, summary)
     _print_summary(summary, report)
-    return (0 if all(r.passed for r in results) else 2), summary
+    return (0 if all(r.passed for r in results) and summary["verify"]["passed"] else 2), summary
 
 
 def _machine() -> dict:
@@ -305,27 +309,37 @@ def _bench(out: Path, checkpoint: Path, engines: list) -> dict:
     return result
 
 
-def _bundle(out: Path) -> dict:
-    from iaunet.engines.bundle import build_bundle, device_commands
-    manifest = build_bundle(out, "orin", "jetson", out / "bundle-orin", cache_dir=out / "kernel-cache")
+def _bundle(out: Path, checkpoint: Path, data: Path) -> dict:
+    from iaunet.engines.bundle import VERIFY_COMMAND, build_bundle, device_commands, install_command
+    manifest = build_bundle(out, "orin", "jetson", out / "bundle-orin", cache_dir=out / "kernel-cache",
+                            checkpoint=checkpoint, data=data)
     build, bench = device_commands(manifest)
     return {"target": "orin", "path": "bundle-orin/", "route": manifest["plugin_route_on_target"],
-            "files": len(manifest["sha256"]), "variants": manifest["variants"],
-            "build": f"cd bundle-orin && {build}", "bench": f"cd bundle-orin && {bench}"}
+            "files": len(manifest["sha256"]), "variants": manifest["variants"], "kit": manifest["kit"],
+            "build": f"cd bundle-orin && {build}", "bench": f"cd bundle-orin && {bench}",
+            "verify": f"cd bundle-orin && {install_command(manifest)} && {VERIFY_COMMAND}"}
+
+
+def _verify(out: Path) -> dict:
+    """``iaunet verify`` of the bundle here, into its own folder (the bundle stays as shipped)."""
+    from iaunet.engines.verify import verify_bundle
+    report = verify_bundle(out / "bundle-orin", out / VERIFY_OUTPUT, VERIFY_REPEATS, cache_dir=out / "engine-cache")
+    report["command"] = f"iaunet verify bundle-orin -o {VERIFY_OUTPUT} --repeats {VERIFY_REPEATS}"
+    return report
 
 
 def _not_run(summary: dict) -> list:
     rows = []
     if not summary["engines"]["built"]:
-        rows.append({"what": "TensorRT engines, their parity and search on them", "why": summary["engines"]["why"],
+        rows.append({"what": "TensorRT engines of every variant: build, parity against the bundle's kit, GPU latency "
+                             "and throughput (iaunet verify)", "why": summary["engines"]["why"],
+                     "run": "on the Jetson: " + summary["bundle"]["verify"]})
+        rows.append({"what": "search on an engine", "why": summary["engines"]["why"],
                      "run": "on the Jetson: " + summary["bundle"]["build"]})
     else:
         rows.append({"what": "engine parity against PyTorch",
                      "why": "the demo times the engines but does not gate them",
                      "run": "iaunet parity train/model.pt " + " ".join(summary["engines"]["built"]) + " --data data"})
-    if not summary["machine"]["tensorrt"]:
-        rows.append({"what": "GPU latency and throughput", "why": "no GPU or TensorRT on this machine",
-                     "run": "on the Jetson: " + summary["bundle"]["bench"]})
     return rows
 
 
@@ -348,6 +362,10 @@ def _print_summary(summary: dict, report) -> None:
           f"cross-camera track rank-1 {cams['rank1']:.1%}")
     ratios = ", ".join(f"{k} {r:.2f}x" for k, r in summary["bench"]["vs_pytorch"].items())
     print(f"bench, samples/s against PyTorch eager: {ratios}")
+    rows = summary["verify"]["rows"]
+    counts = {s: sum(r["status"] == s for r in rows) for s in ("pass", "FAIL", "not run")}
+    print(f"verify bundle-orin: {counts['pass']} row(s) pass, {counts['FAIL']} fail, {counts['not run']} not run "
+          f"(verify/verify.md)")
 
 
 def untrained_copy(config):

@@ -84,7 +84,14 @@ def _sections(s: dict) -> list:
                        ", ".join(f"{k} {r:.2f}x" for k, r in bench["vs_pytorch"].items()) + "."],
          [_bench_table(bench)], ["bench/bench.png"]),
         ("Jetson bundle", [f"`{s['bundle']['path']}`: {s['bundle']['files']} files for {s['bundle']['target']} "
-                           f"(plugin route {s['bundle']['route']}), with a README and a manifest of hashes."], [], []),
+                           f"(plugin route {s['bundle']['route']}), with a README, a manifest of hashes and "
+                           + (f"a parity kit of {s['bundle']['kit']['size']} held-out images (references from "
+                              f"{s['bundle']['kit']['reference']})." if s["bundle"].get("kit") else "no parity kit.")],
+         [], []),
+        ("Verify on this machine", [f"`{s['verify']['command']}`: every variant of the bundle built where TensorRT "
+                                    "is, checked against the bundle's kit and benched; "
+                                    + ("every row passes or was not run." if s["verify"]["passed"] else
+                                       "a row FAILS.")], [_verify_table(s["verify"])], []),
         ("Not run on this machine", ["Nothing: every stage ran here."] if not s["not_run"] else [],
          [_not_run_table(s["not_run"])] if s["not_run"] else [], []),
     ]
@@ -133,6 +140,24 @@ def _cameras_table(cams) -> tuple:
                                   ("frames", "boxes_seen", "crops_embedded", "crops_dropped")] +
                 [_cell(cams["latency_ms"]["p99"], "cameras.latency_ms.p99")])
     return ["camera", "frames", "boxes", "crops embedded", "dropped", "p99 ms"], rows
+def _verify_table(verify) -> tuple:
+    batches = sorted({b["batch"] for r in verify["rows"] for b in r["bench"]})
+    rows = []
+    for i, r in enumerate(verify["rows"]):
+        p, key = r["parity"] or {}, f"verify.rows.{i}"
+        cells = [_cell(r["variant"]), _cell(r["backend"]), _cell(r["status"])]
+        cells += [_cell(p[k], f"{key}.parity.{k}", d) if k in p else _cell("-")
+                  for k, d in (("mean_cosine", 6), ("min_cosine", 6), ("rank1", 2), ("delta_map", 2))]
+        bench = {b["batch"]: j for j, b in enumerate(r["bench"])}
+        for b in batches:
+            j = bench.get(b)
+            cells += [_cell(r["bench"][j][k], f"{key}.bench.{j}.{k}", d) if j is not None else _cell("-")
+                      for k, d in (("p50_ms", 2), ("p99_ms", 2), ("samples_per_s", 1))]
+        cells.append(_cell("; ".join(x for x in (r["reason"], r["triage"]) if x) or "-"))
+        rows.append(cells)
+    head = ["variant", "backend", "verdict", "mean cos", "min cos", "rank-1", "Δ mAP"]
+    head += [f"{what} b{b}" for b in batches for what in ("p50 ms", "p99 ms", "samples/s")] + ["why"]
+    return head, rows
 
 
 def _not_run_table(rows) -> tuple:

@@ -7,7 +7,9 @@
 - ``model_card`` / ``engine_card``: the model facts from an ONNX file's metadata, and an
   engine's sidecar with the refusal logic run before TensorRT loads;
 - ``gallery.Gallery``: embeddings with ids, top-k search (numpy or FAISS), save/load;
-- ``bench``: latency and throughput figures;
+- ``perf_figures``: latency and throughput figures;
+- ``parity``: parity figures, gates and reports (numpy); ``parity_kit``: the parity kit's
+  format, its hash-checked reading, and variants run against it without torch;
 - ``tasks``: embed files into a gallery file, search it, draw the matches (the CLI's jobs);
 - ``cameras``: the camera stream (frames and tracker boxes in, per-track embeddings out,
   one worker batching across cameras); ``camera_tasks``: ``iaunet cameras``' job (PyAV

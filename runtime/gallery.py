@@ -30,7 +30,7 @@ backend (``IndexFlatIP``, exact) is built once per gallery state and checked at 
 k-th place, where FAISS does not say which of equal scores it keeps. faiss is imported
 only inside the search that uses it.
 
-CMC/mAP evaluation lives in ``iaunet.train.metrics`` (numpy only), not here.
+CMC/mAP evaluation lives in ``iaunet.core.metrics`` (numpy only), not here.
 """
 from __future__ import annotations
 

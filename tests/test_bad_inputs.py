@@ -325,7 +325,14 @@ def cases() -> list[Case]:
         ("output-parent-missing", "-o nowhere/report", "does not exist"),
         ("output-under-proc", f"-o {PROC_OUT}", "not writable"),
     ])
-    add("parity", "{ckpt} {onnx}", [("data-option-missing", "", "the following arguments are required: --data")])
+    add("parity", "{ckpt} {onnx}", [("data-option-missing", "", "expected CHECKPOINT [VARIANT ...] --data DIR")])
+    add("parity", "{onnx}", [
+        ("kit-missing", "--kit nowhere", "nowhere is not a parity kit"),
+        ("kit-is-data", "--kit {data}", "is not a parity kit"),
+        ("kit-with-data", "--kit {empty} --data {data}", "use one or the other"),
+        ("kit-out-without-data", "--kit-out kit", "--kit-out takes one CHECKPOINT"),
+        ("kit-size-one", "--kit-out kit --data {data} --kit-size 1", "--kit-size: expected an integer"),
+    ])
 
     add("plugins compile", COMPILE, [
         ("arch-zero", "--arch 0", "--arch: expected an integer in [50, 200], got 0"),
@@ -499,6 +506,11 @@ def cases() -> list[Case]:
         ("scenes-frame-size-odd", "--frame-size 161x96", "--frame-size: expected WxH with even sizes"),
         ("scenes-fps-zero", "--fps 0", "--fps: expected an integer in [1, 120], got 0"),
     ])
+    add("verify", "", [
+        ("bundle-missing", "nowhere", "nowhere is not a bundle"),
+        ("bundle-is-data", "{data}", "is not a bundle"),
+        ("repeats-zero", "{data} --repeats 0", "--repeats: expected an integer"),
+    ])
     add("iaunet", "", [("command-unknown", "fly", "invalid choice: 'fly'")])
     return out
 
@@ -507,7 +519,7 @@ CASES = cases()
 
 # the commands every case must name: all of the CLI's
 COMMANDS = {"synth", "train", "eval", "export", "calib", "parity", "plugins compile", "plugins bench", "embed",
-            "search", "bench", "build", "triage", "bundle", "demo", "doctor", "cameras"}
+            "search", "bench", "build", "triage", "bundle", "verify", "demo", "doctor", "cameras"}
 
 
 def test_the_table_covers_every_command_with_enough_cases():

@@ -59,7 +59,8 @@ def test_every_number_cell_holds_its_demo_json_value(page, demo):
     cells = page.evaluate("Array.from(document.querySelectorAll('td[data-key]')).map(c => [c.dataset.key, "
                           "c.textContent])")
     keys = {k for k, _ in cells}
-    assert {"trained.mAP", "untrained.rank1", "parity.3.min_cosine", "bench.timings.0.p50_ms"} <= keys
+    assert {"trained.mAP", "untrained.rank1", "parity.3.min_cosine", "bench.timings.0.p50_ms",
+            "verify.rows.0.parity.min_cosine", "verify.rows.0.bench.1.samples_per_s"} <= keys
     assert len(cells) > 40
     for key, text in cells:
         decimals = len(text.split(".")[1]) if "." in text else 0
@@ -73,7 +74,15 @@ def test_the_report_says_what_was_not_run_and_the_commands_fit_the_bundle(page, 
         pytest.skip("TensorRT is present: engines were built")
     text = page.inner_text("body")
     build = summary["bundle"]["build"]
-    assert "Not run on this machine" in text and build in text and summary["bundle"]["bench"] in text
+    assert "Not run on this machine" in text and build in text and summary["bundle"]["verify"] in text
+    assert summary["bundle"]["verify"].startswith("cd bundle-orin && ") and "iaunet verify ." in summary["bundle"]["verify"]
+    # verify ran here: ONNX Runtime rows for every variant of the bundle, TensorRT rows not run and why
+    rows = summary["verify"]["rows"]
+    assert summary["verify"]["passed"] and len(rows) == 2 * len(summary["bundle"]["variants"])
+    assert all(r["status"] == "pass" for r in rows if r["backend"].startswith("onnxruntime"))
+    assert all(r["status"] == "not run" and "TensorRT is not installed" in r["reason"] for r in rows
+               if r["backend"] == "tensorrt")
+    assert summary["verify"]["command"] in text and (demo / "verify" / "verify.md").is_file()
     # the command names files that are in the bundle
     words = build.split()
     assert words[:4] == ["cd", "bundle-orin", "&&", "iaunet"] and words[4] == "build"

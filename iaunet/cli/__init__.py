@@ -2,7 +2,7 @@
 the stages' public functions, and may import every stage.
 
 One module per stage's arguments (``iaunet.cli.train``, ``.export``, ``.calib``,
-``.plugins``, ``.runtime`` (embed, search, bench), ``.cameras``, ``.engines`` (build, bundle), ``.demo``, ``.doctor``), each exposing ``add_commands(subparsers)`` built
+``.plugins``, ``.runtime`` (embed, search, bench), ``.cameras``, ``.engines`` (build, triage, bundle, verify), ``.demo``, ``.doctor``), each exposing ``add_commands(subparsers)`` built
 from the shared groups in ``iaunet.cli.args``. Handlers import their stage when they
 run, so ``iaunet --help`` and ``iaunet doctor`` start without torch or onnx.
 

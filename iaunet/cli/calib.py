@@ -4,11 +4,15 @@ from __future__ import annotations
 from pathlib import Path
 
 from iaunet.cli import args as common
-from iaunet.core.validate import COUNT, COSINE_TARGET, PERCENTILE
+from iaunet.core.validate import COUNT, COSINE_TARGET, PERCENTILE, Bounded
+
+KIT_SIZE = Bounded(int, 2, 100_000)
 
 
 def add_commands(sub):
     from iaunet.calib import CALIBRATION_SAMPLES, DEFAULT_METHOD, METHOD_CHOICES, PROBE_SAMPLES
+    from iaunet.runtime.parity_kit import DEFAULT_SIZE
+    from iaunet.runtime.runners import BACKENDS
     from iaunet.calib.sensitivity import DEFAULT_MAX_FP16_LAYERS
     p = common.command(sub, "calib", "make an FP16 or INT8 variant of an exported ONNX")
     p.add_argument("model", help="FP32 ONNX written by 'iaunet export'")
@@ -34,12 +38,21 @@ def add_commands(sub):
     common.cache_dir(p, "calib")
     p.set_defaults(func=run_calib)
 
-    p = common.command(sub, "parity", "accuracy parity of ONNX variants against the PyTorch checkpoint")
-    p.add_argument("checkpoint", help="model.pt the variants were exported from")
-    p.add_argument("variants", nargs="*", help="ONNX files (default: those exported from CHECKPOINT beside it)")
-    common.data(p, "data set with query and gallery splits")
-    common.output(p, "report folder (default: CHECKPOINT's folder/parity); parity.json, parity.md and the plots in it "
-                     "are replaced", required=False)
+    p = common.command(sub, "parity", "accuracy parity of variants against the PyTorch checkpoint, or against a "
+                                      "parity kit (no torch); --kit-out writes a kit")
+    p.add_argument("paths", nargs="*", metavar="CHECKPOINT|VARIANT",
+                   help="CHECKPOINT (model.pt the variants were exported from) then the variants (default: the ONNX "
+                        "files exported from it beside it); with --kit, the variants only (.onnx files or engines); "
+                        "with --kit-out, the checkpoint (or the FP32 ONNX) alone")
+    common.data(p, "data set with query and gallery splits (not with --kit)", required=False)
+    p.add_argument("--kit", metavar="KIT", help="check the variants against this parity kit (a bundle's kit/ or "
+                                                "--kit-out's folder) instead of a checkpoint")
+    p.add_argument("--kit-out", metavar="KIT", help="write a parity kit to this new folder: --data's held-out query "
+                                                    "and gallery images with their references")
+    p.add_argument("--kit-size", type=KIT_SIZE, default=DEFAULT_SIZE, help="--kit-out: images in the kit")
+    p.add_argument("--backend", choices=BACKENDS, default="auto", help="--kit: what runs an ONNX variant")
+    common.output(p, "report folder (default: CHECKPOINT's folder/parity; with --kit, parity/ beside the kit); "
+                     "parity.json, parity.md and the plots in it are replaced", required=False)
     p.set_defaults(func=run_parity_cmd)
 
 
@@ -87,14 +100,32 @@ def run_calib(args):
 
 
 def run_parity_cmd(args):
-    from iaunet.calib.parity import run_parity
-    results, out = run_parity(args.checkpoint, args.data, args.variants, args.output)
+    from iaunet.core.errors import IAUnetError
+    from iaunet.runtime.parity import describe
+    if args.kit and (args.kit_out or args.data):
+        raise IAUnetError("--kit checks variants against a kit's references; --data and --kit-out make them: "
+                          "use one or the other")
+    if args.kit_out:
+        if len(args.paths) != 1 or not args.data:
+            raise IAUnetError("--kit-out takes one CHECKPOINT (or the FP32 ONNX) and --data DIR; got "
+                              f"{len(args.paths)} path(s){'' if args.data else ' and no --data'}")
+        from iaunet.calib.parity import write_kit
+        info = write_kit(args.paths[0], args.data, args.kit_out, args.kit_size)
+        print(f"{args.kit_out}: parity kit of {info['size']} images ({info['num_query']} queries) for model "
+              f"{info['model_id'][:12]}, references from {info['reference']['source']} ({info['reference']['file']})")
+        return 0
+    if args.kit:
+        from iaunet.runtime.parity_kit import kit_parity
+        results, out = kit_parity(args.kit, args.paths, args.output, args.backend)
+    else:
+        if not args.paths or not args.data:
+            raise IAUnetError("expected CHECKPOINT [VARIANT ...] --data DIR, or --kit KIT VARIANT ...")
+        from iaunet.calib.parity import run_parity
+        results, out = run_parity(args.paths[0], args.data, args.paths[1:], args.output)
     for r in results:
-        verdict = "reference" if r.mode == "pytorch" else ("pass" if r.passed else "FAIL " + ",".join(r.failures))
-        print(f"{r.name:28s} {r.precision:5s} {r.mode:8s} cos mean {r.mean_cosine:.6f} min {r.min_cosine:.6f}  "
-              f"rank-1 {r.rank1:6.2f} ({r.delta_rank1:+.2f})  mAP {r.mAP:6.2f} ({r.delta_map:+.2f})  {verdict}")
+        print(describe(r))
     print(f"reports in {Path(out)}/ (parity.json, parity.md, parity_cosine.png, parity_cmc.png)")
-    for hint in triage_hints(results, args.data):
+    for hint in triage_hints(results, args.data or "TRAIN_DIR"):
         print(hint)
     return 0 if all(r.passed for r in results) else 2
 

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from iaunet.cli import args as common
-from iaunet.core.validate import COSINE_TARGET, COUNT, Bounded
+from iaunet.core.validate import COSINE_TARGET, COUNT, Bounded  # noqa: F401
 
 
 def add_commands(sub):
@@ -55,8 +55,25 @@ def add_commands(sub):
         f"{k}: {v['what']}" for k, v in TARGETS.items()))
     p.add_argument("--for", dest="kind", choices=KINDS, default="jetson", help="what the bundle feeds")
     common.output(p, "bundle folder to create (must not exist, or be empty)")
+    common.data(p, "data set whose held-out query and gallery images make the bundle's parity kit (kit/); "
+                   "without it the bundle has no kit", required=False)
+    p.add_argument("--checkpoint", metavar="model.pt", help="the kit's references from PyTorch FP32 (default: the "
+                                                            "FP32 ONNX on ONNX Runtime, and the kit says so)")
+    from iaunet.cli.calib import KIT_SIZE
+    from iaunet.runtime.parity_kit import DEFAULT_SIZE
+    p.add_argument("--kit-size", type=KIT_SIZE, default=DEFAULT_SIZE, help="images in the parity kit")
     common.cache_dir(p, "ptx")
     p.set_defaults(func=run_bundle)
+
+    from iaunet.engines.verify import BENCH_REPEATS
+    p = common.command(sub, "verify", "on the device: build every variant of a bundle, check its parity against "
+                                      "the bundle's kit (no torch) and bench it; verify.json and verify.md")
+    p.add_argument("bundle", metavar="BUNDLE", help="a folder written by 'iaunet bundle' (on the device: '.')")
+    common.output(p, "report folder (default: the bundle); verify.json, verify.md, parity/, engines/ and triage/ "
+                     "in it are replaced", required=False)
+    p.add_argument("--repeats", type=COUNT, default=BENCH_REPEATS, help="timed calls per bench row")
+    common.cache_dir(p, "engines")
+    p.set_defaults(func=run_verify)
 
 
 def run_build(args):
@@ -91,7 +108,26 @@ def run_triage_cmd(args):
 
 def run_bundle(args):
     from iaunet.engines.bundle import build_bundle
-    manifest = build_bundle(args.artifacts, args.target, args.kind, args.output, args.cache_dir)
+    manifest = build_bundle(args.artifacts, args.target, args.kind, args.output, args.cache_dir,
+                            checkpoint=args.checkpoint, data=args.data, kit_size=args.kit_size)
+    kit = manifest["kit"]
+    kit_text = (f"parity kit of {kit['size']} images (references from {kit['reference']})" if kit else
+                "no parity kit (give --data)")
     print(f"{args.output}: {args.kind} bundle for {args.target}, {len(manifest['variants'])} model file(s), "
-          f"plugin route on the target: {manifest['plugin_route_on_target']}; see {args.output}/README.md")
+          f"plugin route on the target: {manifest['plugin_route_on_target']}, {kit_text}; see {args.output}/README.md")
     return 0
+
+
+def run_verify(args):
+    from iaunet.engines.verify import verify_bundle
+    report = verify_bundle(args.bundle, args.output, args.repeats, args.cache_dir)
+    for r in report["rows"]:
+        p = r["parity"]
+        figures = (f"cos mean {p['mean_cosine']:.6f} min {p['min_cosine']:.6f}  rank-1 {p['rank1']:6.2f}  "
+                   f"mAP {p['mAP']:6.2f} ({p['delta_map']:+.2f})" if p else "")
+        bench = "  ".join(f"b{b['batch']} p50 {b['p50_ms']:.2f} ms" for b in r["bench"])
+        print(f"{r['variant']:28s} {r['backend']:18s} {r['status']:7s} {figures}  {bench}  {r['reason'] or ''}".rstrip())
+    out = args.output or args.bundle
+    print(f"wrote {out}/verify.json and {out}/verify.md: " +
+          ("every row that ran passes" if report["passed"] else "not every variant passes; see the rows above"))
+    return 0 if report["passed"] else 2

@@ -76,3 +76,21 @@ def preprocess_clip(paths, frames: int, height: int, width: int, filter_name: st
     """Tracklet frame paths -> float32 (frames, 3, H, W) in 0..255."""
     return np.stack([preprocess_file(paths[k], height, width, filter_name)
                      for k in clip_frame_indices(len(paths), frames)])
+
+
+def load_inputs(sources: list, preprocess: dict, desc: str = "reading", progress: bool = True) -> np.ndarray:
+    """Preprocess sources (paths, or tuples of frame paths for a video model) into the graph's
+    input layout, float32 0..255; ``preprocess`` is the model's spec (height, width,
+    resize_filter, frames)."""
+    from iaunet.core.progress import Progress
+    h, w, f = preprocess["height"], preprocess["width"], preprocess["resize_filter"]
+    bar = Progress(len(sources), desc, "img", enabled=progress)
+    out = []
+    for src in sources:
+        if isinstance(src, (tuple, list)):
+            out.append(preprocess_clip(src, preprocess["frames"], h, w, f))
+        else:
+            out.append(preprocess_file(src, h, w, f))
+        bar.update()
+    bar.close()
+    return np.stack(out).astype(np.float32)

@@ -78,3 +78,48 @@ def test_triage_on_tensorrt_pairs_the_layers_of_an_int8_engine(variants, trained
     assert len(triage.layers) > 0.5 * triage.paired, (len(triage.layers), triage.paired)
     stem = [layer for layer in triage.layers if "/layer1/" in layer.node]
     assert stem and min(layer.cosine for layer in stem) > 0.98
+
+
+def test_verify_builds_checks_and_benches_every_variant(variants, trained_setup, ptx_dir, tmp_path):
+    """``iaunet verify`` on a bundle of the plugin graphs (FP32, FP16, INT8) for this GPU, kit from
+    the checkpoint: a TensorRT row per variant, built (plugin route as ``iaunet build`` chooses),
+    passing the kit's gates and benched at batch 1 and 8, beside its ONNX Runtime row; and the
+    engines' figures against the kit equal parity against the checkpoint to the digits shown."""
+    import json
+    import shutil
+    import subprocess
+    import sys
+
+    import torch
+    from iaunet.calib.parity import run_parity
+    from iaunet.engines.bundle import TARGETS, build_bundle
+    major, minor = torch.cuda.get_device_capability()
+    arch = major * 10 + minor
+    target = next((name for name, spec in TARGETS.items() if arch in spec["archs"]), None)
+    if target is None:
+        pytest.skip(f"no bundle target lists sm_{arch}")
+    artifacts = tmp_path / "artifacts"
+    artifacts.mkdir()
+    for precision in ("fp32", "fp16", "int8"):
+        name = "model.onnx" if precision == "fp32" else f"model.{precision}.onnx"
+        shutil.copy(variants[precision, "plugin"], artifacts / name)
+    shutil.copytree(ptx_dir, artifacts / "ptx", ignore=shutil.ignore_patterns("cache"))
+    bundle = tmp_path / "bundle"
+    build_bundle(artifacts, target, "jetson", bundle, checkpoint=trained_setup["checkpoint"],
+                 data=trained_setup["data"], kit_size=10_000)  # every query and gallery image: comparable below
+    done = subprocess.run([sys.executable, "-m", "iaunet.cli", "verify", ".", "--repeats", "5",
+                           "--cache-dir", str(tmp_path / "cache")], cwd=bundle, capture_output=True, text=True,
+                          timeout=1800)
+    report = json.loads((bundle / "verify.json").read_text())
+    trt_rows = [r for r in report["rows"] if r["backend"] == "tensorrt"]
+    assert len(trt_rows) == 3 and all(r["built"] and r["plugin_route"] in ("aot", "python") for r in trt_rows), trt_rows
+    for row in report["rows"]:
+        assert row["status"] == "pass", row
+        assert [b["batch"] for b in row["bench"]] == [1, 8] and all(b["samples_per_s"] > 0 for b in row["bench"])
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+    engines = [bundle / r["engine"] for r in trt_rows]
+    theirs, _ = run_parity(trained_setup["checkpoint"], trained_setup["data"], engines, tmp_path / "ck")
+    for row, result in zip(trt_rows, theirs[1:]):
+        p = row["parity"]
+        assert (f"{p['mean_cosine']:.6f}", f"{p['min_cosine']:.6f}", f"{p['rank1']:.2f}", f"{p['mAP']:.2f}") == (
+            f"{result.mean_cosine:.6f}", f"{result.min_cosine:.6f}", f"{result.rank1:.2f}", f"{result.mAP:.2f}")
