@@ -15,6 +15,7 @@ import numpy as np
 from iaunet.calib.graph import get_prop
 from iaunet.core.files import atomic_output, check_report_folder, sha256_file, write_json
 from iaunet.export.checks import compare
+from iaunet.runtime.embedder import check_onnx_weights
 from iaunet.runtime.runners import OnnxRuntimeRunner
 from iaunet.calib.data import load_inputs
 from iaunet.export.metadata import load_onnx, metadata_of, preprocess_spec
@@ -64,16 +65,28 @@ def judge(result: VariantResult) -> None:
     result.passed = not result.failures
 
 
+def checkpoint_ids(checkpoint: Path) -> set:
+    """The ids a model exported from ``checkpoint`` may carry: its weights' model id, and the
+    file's SHA-256 (the id of files written before model ids)."""
+    from iaunet.train.checkpoint import checkpoint_model_id
+    return {checkpoint_model_id(checkpoint), sha256_file(checkpoint)}
+
+
 def find_variants(checkpoint: Path) -> list[Path]:
-    """ONNX files beside the checkpoint (or one folder up) exported from it."""
-    digest = sha256_file(checkpoint)
+    """ONNX files beside the checkpoint (or one folder up) exported from it (from its weights)."""
+    ids = checkpoint_ids(checkpoint)
     found = []
     for folder in dict.fromkeys([checkpoint.parent, checkpoint.parent.parent]):
         for path in sorted(folder.glob("*.onnx")):
-            model = load_onnx(path)
-            if get_prop(model, "checkpoint_sha256") == digest:
+            model = load_onnx(path, weights=False)
+            if metadata_ids(model) & ids:
                 found.append(path)
     return found
+
+
+def metadata_ids(model) -> set:
+    """The model ids an ONNX model's metadata names (the model id and the checkpoint file's SHA-256)."""
+    return {v for v in (get_prop(model, "model_id"), get_prop(model, "checkpoint_sha256")) if v}
 
 
 def _retrieval(emb, nq, pids, cams):
@@ -94,15 +107,16 @@ def run_parity(checkpoint, data, variants=(), out_dir=None) -> tuple[list[Varian
     if not paths:
         raise IAUnetError(f"no variants given and no ONNX exported from {checkpoint} beside it; "
                           "pass VARIANT files or run 'iaunet export' first")
-    digest = sha256_file(checkpoint)
+    ids = checkpoint_ids(checkpoint)
     opened = []
     try:
         for path in paths:  # every variant is opened and matched to the checkpoint before the data is read
             opened.append((path, _variant(path)))
-            model_id = opened[-1][1][0]
-            if model_id != digest:
-                raise IAUnetError(f"{path} was exported from another checkpoint (sha256 {model_id[:12]}..., "
-                                  f"expected {digest[:12]}...)")
+            model_ids = opened[-1][1][0]
+            if not model_ids & ids:
+                raise IAUnetError(f"{path} was exported from other weights than {checkpoint}'s (model "
+                                  f"{(sorted(model_ids) or ['(unknown)'])[0][:12]}..., expected "
+                                  f"{min(ids)[:12]}...)")
         ds = open_dataset(data)
         require_same_variant(config.variant, ds.video, checkpoint, data)
         samples = ds.query + ds.gallery
@@ -123,7 +137,7 @@ def run_parity(checkpoint, data, variants=(), out_dir=None) -> tuple[list[Varian
 
 
 def _variant(path: Path):
-    """(checkpoint sha256, precision, mode, normalized embeddings, runner) of an ONNX variant
+    """(model ids, precision, mode, normalized embeddings, runner) of an ONNX variant
     (ONNX Runtime) or a TensorRT engine (read from its sidecar, run by the TensorRT runner)."""
     from iaunet.runtime.embedder import is_engine
     if is_engine(path):
@@ -131,11 +145,12 @@ def _variant(path: Path):
         runner = TensorRTRunner(path)
         card = runner.card
         precision = runner.sidecar["precision"].split()[0]  # "int8 (legacy calibrator)" is gated as int8
-        return card.model_id, precision, f"engine ({runner.sidecar['plugin_route']})", card.normalized, runner
+        return {card.model_id, card.checkpoint_sha256} - {""}, precision, f"engine ({runner.sidecar['plugin_route']})", card.normalized, runner
     onnx_model = load_onnx(path)
     meta = metadata_of(onnx_model, path)
-    return (meta.checkpoint_sha256, get_prop(onnx_model, "precision", "fp32"), meta.mode, meta.normalized_embeddings,
-            OnnxRuntimeRunner(path))
+    check_onnx_weights(path)
+    return (metadata_ids(onnx_model), get_prop(onnx_model, "precision", "fp32"), meta.mode,
+            meta.normalized_embeddings, OnnxRuntimeRunner(path))
 
 
 def _measure(path, variant, reference, inputs, nq, pids, cams, base) -> VariantResult:

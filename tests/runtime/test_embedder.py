@@ -21,8 +21,10 @@ def embedder(image_onnx):
 
 def test_card_comes_from_the_files_metadata(embedder, image_checkpoint):
     from iaunet.core.files import sha256_file
+    from iaunet.train.checkpoint import checkpoint_model_id
     assert embedder.card.sample_shape == (3, 64, 32) and embedder.card.name == "iaunet_r18"
-    assert embedder.model_id == sha256_file(image_checkpoint) and embedder.backend == "onnxruntime-cpu"
+    assert embedder.model_id == checkpoint_model_id(image_checkpoint) and embedder.backend == "onnxruntime-cpu"
+    assert embedder.card.checkpoint_sha256 == sha256_file(image_checkpoint) != embedder.model_id
 
 
 def test_embeddings_match_pytorch_for_paths_pil_and_arrays(embedder, image_checkpoint, market_synth):
