@@ -149,3 +149,21 @@ def image_onnx(tmp_path_factory, image_checkpoint):
     """The randomised iaunet_r18 of ``image_checkpoint``, exported in plugin mode."""
     from iaunet.export.exporter import export_checkpoint
     return export_checkpoint(image_checkpoint, tmp_path_factory.mktemp("onnx") / "m.onnx", "plugin").path
+
+
+@pytest.fixture
+def iaunet_notes():
+    """The messages the toolkit logs during a test. Its logger stops propagating to pytest's
+    capture once a command configured it (``iaunet.core.log.configure``), so this listens on
+    the logger itself."""
+    import logging
+    records = []
+    handler = logging.Handler(logging.DEBUG)
+    handler.emit = lambda record: records.append(record.getMessage())
+    logger = logging.getLogger("iaunet")
+    level = logger.level
+    logger.addHandler(handler)
+    logger.setLevel(logging.INFO)
+    yield records
+    logger.removeHandler(handler)
+    logger.setLevel(level)
