@@ -57,16 +57,18 @@ def _no_tensorrt_rows(timings) -> str | None:
 
 
 def _check_sources(models, checkpoint, backend) -> None:
-    """Before anything is timed: every model exists, carries a model card and runs on every
-    backend asked, and ``checkpoint`` (when given) holds the weights they were exported (or
-    their engines built) from."""
+    """Before anything is timed: every model exists, carries a model card, runs on every
+    backend asked and (an ONNX file) has the weights written with it, and ``checkpoint``
+    (when given) holds the weights they were exported (or their engines built) from."""
     from iaunet.core.errors import IAUnetError
     from iaunet.core.files import sha256_file
-    from iaunet.runtime.embedder import check_backend, read_card
+    from iaunet.runtime.embedder import check_backend, check_onnx_weights, is_engine, read_card
     cards = {model: read_card(model) for model in models}
     for model in models:
         for name in backend or ():
             check_backend(model, name)
+        if not is_engine(model):
+            check_onnx_weights(model)
     if not checkpoint:
         return
     if not Path(checkpoint).is_file():

@@ -49,6 +49,8 @@ def is_engine(path) -> bool:
 def model_file(path) -> Path:
     """``path`` as a Path, or an IAUnetError when it is not a readable file."""
     path = Path(path)
+    if path.is_dir():
+        raise IAUnetError(f"model {path} is a folder; expected an .onnx file or a TensorRT engine")
     if not path.is_file():
         raise IAUnetError(f"model {path} not found; expected an .onnx file or a TensorRT engine")
     return require_readable(path, "model")
