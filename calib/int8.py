@@ -253,7 +253,7 @@ def quantize_int8(src, dst, data, method: str = "entropy", samples: int = CALIBR
     trt_version_code(trt_version)  # refused before anything is written
     check_fallback_options(target_cosine, max_fp16_layers)
     src, dst = Path(src), check_output_path(dst, inputs=[src])
-    model = load_onnx(src)
+    model = load_onnx(src, verify=True)
     meta = metadata_of(model, src)
     if graph.get_prop(model, "precision", "fp32") != "fp32":
         raise IAUnetError(f"{src} is already a {graph.get_prop(model, 'precision')} variant; expected an FP32 export")

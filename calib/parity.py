@@ -15,7 +15,6 @@ import numpy as np
 from iaunet.calib.graph import get_prop
 from iaunet.core.files import atomic_output, check_report_folder, sha256_file, write_json
 from iaunet.export.checks import compare
-from iaunet.runtime.embedder import check_onnx_weights
 from iaunet.runtime.runners import OnnxRuntimeRunner
 from iaunet.calib.data import load_inputs
 from iaunet.export.metadata import load_onnx, metadata_of, preprocess_spec
@@ -114,7 +113,7 @@ def run_parity(checkpoint, data, variants=(), out_dir=None) -> tuple[list[Varian
             opened.append((path, _variant(path)))
             model_ids = opened[-1][1][0]
             if not model_ids & ids:
-                raise IAUnetError(f"{path} was exported from other weights than {checkpoint}'s (model "
+                raise IAUnetError(f"{path} was exported from another checkpoint (model "
                                   f"{(sorted(model_ids) or ['(unknown)'])[0][:12]}..., expected "
                                   f"{min(ids)[:12]}...)")
         ds = open_dataset(data)
@@ -146,9 +145,8 @@ def _variant(path: Path):
         card = runner.card
         precision = runner.sidecar["precision"].split()[0]  # "int8 (legacy calibrator)" is gated as int8
         return {card.model_id, card.checkpoint_sha256} - {""}, precision, f"engine ({runner.sidecar['plugin_route']})", card.normalized, runner
-    onnx_model = load_onnx(path)
+    onnx_model = load_onnx(path, verify=True)
     meta = metadata_of(onnx_model, path)
-    check_onnx_weights(path)
     return (metadata_ids(onnx_model), get_prop(onnx_model, "precision", "fp32"), meta.mode,
             meta.normalized_embeddings, OnnxRuntimeRunner(path))
 

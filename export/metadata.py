@@ -87,8 +87,10 @@ def save_onnx(model, path) -> None:
     onnx.save(model, str(path))
 
 
-def load_onnx(path, weights: bool = True):
-    """Load an ONNX file; a missing or unreadable file is one IAUnetError naming it."""
+def load_onnx(path, weights: bool = True, verify: bool = False):
+    """Load an ONNX file; a missing or unreadable file is one IAUnetError naming it. With
+    ``verify`` (a user's file a stage starts from), weights that no longer match the digest
+    written with them are refused (``iaunet.runtime.embedder.check_onnx_weights``)."""
     import onnx
     path = Path(path)
     if path.is_dir():
@@ -96,9 +98,13 @@ def load_onnx(path, weights: bool = True):
     if not path.is_file():
         raise IAUnetError(f"ONNX file {path} not found")
     try:
-        return onnx.load(str(path), load_external_data=weights)
+        model = onnx.load(str(path), load_external_data=weights)
     except Exception as exc:
         raise IAUnetError(f"{path} is not a readable ONNX file ({type(exc).__name__})") from None
+    if verify:
+        from iaunet.runtime.embedder import check_onnx_weights
+        check_onnx_weights(path)
+    return model
 
 
 def metadata_of(model, source) -> ExportMetadata:

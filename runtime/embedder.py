@@ -28,6 +28,7 @@ from iaunet.runtime.runners import BACKENDS, DEFAULT_EMBED_BATCH
 
 ENGINE_SUFFIXES = (".engine", ".plan", ".trt")
 log = get_logger("runtime")
+_NOTED = set()  # files already said to carry no weights digest (once per file and process)
 
 
 def is_engine(path) -> bool:
@@ -86,8 +87,10 @@ def _weights_refusal(path: Path, data) -> str | None:
     from iaunet.core import onnx_wire
     saved = _onnx_props(path, data).get(WEIGHTS_KEY)
     if saved is None:
-        log.info("note: %s carries no weights digest (written before ONNX files had one); its weights cannot "
-                 "be verified", path)
+        if str(path) not in _NOTED:
+            _NOTED.add(str(path))
+            log.info("note: %s carries no weights digest (written before ONNX files had one); its weights cannot "
+                     "be verified", path)
         return None
     if onnx_wire.weights_sha256(data, path) != saved:
         return (f"{path} is corrupted: its weights do not match the SHA-256 written with them; "
