@@ -27,7 +27,7 @@ log = get_logger("calib")
 def convert_fp16(src, dst, data=None, samples: int = PROBE_SAMPLES, seed: int = 0) -> dict:
     """Write ``dst`` (FP16 with FP32 islands) and return the record of how it was made."""
     src, dst = Path(src), check_output_path(dst, inputs=[src])
-    model = load_onnx(src)
+    model = load_onnx(src, verify=True)
     meta = metadata_of(model, src)
     if graph.get_prop(model, "precision", "fp32") != "fp32":
         raise IAUnetError(f"{src} is already a {graph.get_prop(model, 'precision')} variant; expected an FP32 export")

@@ -15,6 +15,7 @@ from iaunet.core.plugin_contract import DOMAIN
 from iaunet.core.files import atomic_output
 from iaunet.core.graph_io import INPUT_NAME, METADATA_PREFIX
 from iaunet.export.functions import plugin_nodes
+from iaunet.export.metadata import save_onnx
 
 FP16_MAX = 65504.0
 OVERFLOW_MARGIN = 0.5  # keep a node in FP32 when its output comes within 2x of FP16's limit
@@ -142,5 +143,6 @@ def variant_record(model) -> dict:
 
 
 def save_atomically(model, path) -> None:
+    """Write ``model`` through a temporary name, with the digest of its weights as they are now."""
     with atomic_output(path) as tmp:
-        onnx.save(model, tmp)
+        save_onnx(model, tmp)

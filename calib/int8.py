@@ -315,7 +315,7 @@ def quantize_int8(src, dst, data, method: str = DEFAULT_METHOD, samples: int = C
     check_fallback_options(target_cosine, max_fp16_layers)
     src = Path(src)
     dst, trt_dst = check_int8_output(dst, src)
-    model = load_onnx(src)
+    model = load_onnx(src, verify=True)
     meta = metadata_of(model, src)
     if graph.get_prop(model, "precision", "fp32") != "fp32":
         raise IAUnetError(f"{src} is already a {graph.get_prop(model, 'precision')} variant; expected an FP32 export")

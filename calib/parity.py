@@ -35,18 +35,30 @@ from iaunet.runtime.parity_kit import DEFAULT_SIZE, SPLITS, embed_all, open_vari
 log = get_logger("calib")
 
 
+def checkpoint_ids(checkpoint: Path) -> set:
+    """The ids a model exported from ``checkpoint`` may carry: its weights' model id, and the
+    file's SHA-256 (the id of files written before model ids)."""
+    from iaunet.train.checkpoint import checkpoint_model_id
+    return {checkpoint_model_id(checkpoint), sha256_file(checkpoint)}
+
+
 def find_variants(checkpoint: Path) -> list[Path]:
-    """ONNX files beside the checkpoint (or one folder up) exported from it."""
-    from iaunet.calib.graph import get_prop
+    """ONNX files beside the checkpoint (or one folder up) exported from it (from its weights)."""
     from iaunet.export.metadata import load_onnx
-    digest = sha256_file(checkpoint)
+    ids = checkpoint_ids(checkpoint)
     found = []
     for folder in dict.fromkeys([checkpoint.parent, checkpoint.parent.parent]):
         for path in sorted(folder.glob("*.onnx")):
-            model = load_onnx(path)
-            if get_prop(model, "checkpoint_sha256") == digest:
+            model = load_onnx(path, weights=False)
+            if metadata_ids(model) & ids:
                 found.append(path)
     return found
+
+
+def metadata_ids(model) -> set:
+    """The model ids an ONNX model's metadata names (the model id and the checkpoint file's SHA-256)."""
+    from iaunet.calib.graph import get_prop
+    return {v for v in (get_prop(model, "model_id"), get_prop(model, "checkpoint_sha256")) if v}
 
 
 def run_parity(checkpoint, data, variants=(), out_dir=None) -> tuple[list[VariantResult], Path]:
@@ -63,15 +75,16 @@ def run_parity(checkpoint, data, variants=(), out_dir=None) -> tuple[list[Varian
     if not paths:
         raise IAUnetError(f"no variants given and no ONNX exported from {checkpoint} beside it; "
                           "pass VARIANT files or run 'iaunet export' first")
-    digest = sha256_file(checkpoint)
+    ids = checkpoint_ids(checkpoint)
     opened = []
     try:
         for path in paths:  # every variant is opened and matched to the checkpoint before the data is read
             opened.append((path, _variant(path)))
-            model_id = opened[-1][1][0]
-            if model_id != digest:
-                raise IAUnetError(f"{path} was exported from another checkpoint (sha256 {model_id[:12]}..., "
-                                  f"expected {digest[:12]}...)")
+            model_ids = opened[-1][1][0]
+            if not model_ids & ids:
+                raise IAUnetError(f"{path} was exported from another checkpoint (model "
+                                  f"{(sorted(model_ids) or ['(unknown)'])[0][:12]}..., expected "
+                                  f"{min(ids)[:12]}...)")
         ds = open_dataset(data)
         require_same_variant(config.variant, ds.video, checkpoint, data)
         samples = ds.query + ds.gallery
@@ -91,25 +104,29 @@ def run_parity(checkpoint, data, variants=(), out_dir=None) -> tuple[list[Varian
 
 
 def _variant(path: Path):
-    """(checkpoint sha256, precision, mode, normalized embeddings, whether a plain ONNX Runtime
-    session is checked too, runner) of an ONNX variant (ONNX Runtime on the CPU; the TensorRT
-    layout of an INT8 variant as written) or a TensorRT engine (read from its sidecar, run by
-    the TensorRT runner)."""
+    """(model ids, precision, mode, normalized embeddings, whether a plain ONNX Runtime session
+    is checked too, runner) of an ONNX variant (ONNX Runtime on the CPU; the TensorRT layout of
+    an INT8 variant as written) or a TensorRT engine (read from its sidecar, run by the
+    TensorRT runner)."""
     from iaunet.calib.graph import get_prop
     from iaunet.export.metadata import load_onnx
     from iaunet.runtime.embedder import is_engine
     from iaunet.runtime.embedder import read_card
     if is_engine(path):
         runner, card, precision, mode = open_variant(path, "auto")
-        return card.model_id, precision, mode, card.normalized, False, runner
-    onnx_model = load_onnx(path)  # a missing or unreadable file is refused as the ONNX file it should be
+        return _ids(card), precision, mode, card.normalized, False, runner
+    onnx_model = load_onnx(path, verify=True)  # a missing, unreadable or corrupted file is refused as such
     if get_prop(onnx_model, CONSUMER_KEY) == TENSORRT_ONLY:
         from iaunet.runtime.runners import OnnxRuntimeRunner
         card = read_card(path)
         mode = card.props.get(METADATA_PREFIX + "export_mode", "plugin") + ", TensorRT layout as written"
-        return card.model_id, card.precision, mode, card.normalized, False, OnnxRuntimeRunner(path, as_written=True)
+        return _ids(card), card.precision, mode, card.normalized, False, OnnxRuntimeRunner(path, as_written=True)
     runner, card, precision, mode = open_variant(path, "onnxruntime-cpu")
-    return card.model_id, precision, mode, card.normalized, True, runner
+    return _ids(card), precision, mode, card.normalized, True, runner
+
+
+def _ids(card) -> set:
+    return {card.model_id, card.checkpoint_sha256} - {""}
 
 
 def plain_session_embeddings(path, inputs: np.ndarray, batch: int = 32) -> np.ndarray:
@@ -234,7 +251,7 @@ def _reference_model(source: Path):
     model, config = load_checkpoint(source)
     if config.variant != "image":
         raise IAUnetError(f"a parity kit holds images; {source} is a {config.variant} model")
-    digest = sha256_file(source)
+    from iaunet.train.checkpoint import checkpoint_model_id
     return (lambda inputs: TorchRunner(model, config).infer_batches(inputs, PARITY_BATCH),
-            {"model_id": digest, "name": config.name, "preprocess": preprocess_spec(config),
-             "reference": {"source": "pytorch", "file": source.name, "sha256": digest}})
+            {"model_id": checkpoint_model_id(source), "name": config.name, "preprocess": preprocess_spec(config),
+             "reference": {"source": "pytorch", "file": source.name, "sha256": sha256_file(source)}})

@@ -29,7 +29,7 @@ from iaunet.core.graph_io import INPUT_NAME, tensorrt_layout_path
 from iaunet.core.log import get_logger
 from iaunet.core.plugin_contract import DOMAIN, PLUGIN_OPS
 from iaunet.engines.plan import BuildOptions, Plan, check_options, plan_build
-from iaunet.runtime.engine_card import Machine, sidecar_path
+from iaunet.runtime.engine_card import ENGINE_DIGEST, Machine, sidecar_path
 from iaunet.runtime.model_card import ModelCard
 from iaunet.runtime.trt_runner import import_tensorrt
 
@@ -234,7 +234,7 @@ def build_engine(onnx_path, output, options: BuildOptions = BuildOptions(), cach
         write_json(extra, found)
     with atomic_output(output) as tmp:
         shutil.copyfile(cached, tmp)
-    record = {**plan.sidecar(), **json.loads(extra.read_text())}
+    record = {**plan.sidecar(), **json.loads(extra.read_text()), ENGINE_DIGEST: sha256_file(output)}
     write_json(sidecar_path(output), record)
     return {**record, "cache_hit": hit, "engine": str(output), "cache_key": key}
 

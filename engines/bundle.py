@@ -182,11 +182,12 @@ def _kit_source(variants, checkpoint, data) -> Path | None:
         return None
     if not Path(data).is_dir():
         raise IAUnetError(f"data folder {data} not found; expected a data set with query and gallery splits")
-    model_id = variants[0][1].model_id
+    card = variants[0][1]
     if checkpoint:
-        if not Path(checkpoint).is_file() or sha256_file(checkpoint) != model_id:
+        from iaunet.train.checkpoint import checkpoint_model_id
+        if not Path(checkpoint).is_file() or not card.matches(checkpoint_model_id(checkpoint)):
             raise IAUnetError(f"checkpoint {checkpoint} is {'not found' if not Path(checkpoint).is_file() else 'not the one'}"
-                              f"; expected the checkpoint the variants were exported from (sha256 {model_id[:12]}...)")
+                              f"; expected the checkpoint the variants were exported from (model {card.model_id[:12]}...)")
         return Path(checkpoint)
     fp32 = [path for path, card, _ in variants if card.precision == "fp32"]
     if not fp32:

@@ -114,12 +114,12 @@ def check_pair(reference, candidate, backend: str):
         raise IAUnetError(f"{candidate} is the reference itself; expected an FP16 or INT8 variant of it")
     models = [load_onnx(reference), load_onnx(candidate)]
     metas = [metadata_of(m, p) for m, p in zip(models, (reference, candidate))]
-    facts = [meta.checkpoint_sha256 for meta in metas]
+    facts = [meta.model_id for meta in metas]
     if get_prop(models[0], "precision", "fp32") != "fp32":
         raise IAUnetError(f"reference {reference} is a {get_prop(models[0], 'precision')} variant; expected the FP32 "
                           "ONNX written by 'iaunet export'")
     if facts[0] != facts[1]:
-        raise IAUnetError(f"{candidate} comes from another checkpoint than {reference} (sha256 {facts[1][:12]}... "
+        raise IAUnetError(f"{candidate} comes from another model than {reference} (model {facts[1][:12]}... "
                           f"vs {facts[0][:12]}...)")
     return models[0], metas[0], models[1], get_prop(models[1], "precision", "fp32")
 

@@ -21,7 +21,7 @@ from torch.nn import functional as F
 
 from iaunet.export import checks
 from iaunet.export.cleanup import clean_graph
-from iaunet.export.metadata import ExportMetadata, preprocess_spec, write_metadata
+from iaunet.export.metadata import ExportMetadata, preprocess_spec, save_onnx, write_metadata
 from iaunet.export.functions import attach_local_functions, plugin_nodes
 from iaunet.export.plugin_nodes import traced_channel_affinity, traced_part_affinity
 from iaunet import __version__
@@ -33,7 +33,7 @@ from iaunet.core.preprocess import to_model_array
 from iaunet.core.validate import require_memory, require_same_variant
 from iaunet.runtime.embedder import l2_normalize
 from iaunet.runtime.runners import OnnxRuntimeRunner
-from iaunet.train.checkpoint import load_checkpoint
+from iaunet.train.checkpoint import model_from_payload, model_id, read_checkpoint
 from iaunet.train.iau import affinity_ops
 from iaunet.train.runner import TorchRunner
 
@@ -149,7 +149,8 @@ def export_checkpoint(checkpoint, output, mode: str = "plugin", opset: int = DEF
         raise IAUnetError(f"opset {opset} is outside {OPSET_RANGE[0]}..{OPSET_RANGE[1]} "
                           "(TensorRT 10.3's parser accepts up to 20; per-channel Q/DQ needs 13)")
     check_output_path(output, inputs=[checkpoint, data])
-    model, config = load_checkpoint(checkpoint)
+    payload = read_checkpoint(checkpoint)
+    model, config = model_from_payload(payload, checkpoint)
     if frames is not None:
         if config.variant != "video":
             raise IAUnetError(f"--frames applies to video models; {checkpoint} is an image model")
@@ -164,7 +165,7 @@ def export_checkpoint(checkpoint, output, mode: str = "plugin", opset: int = DEF
     traced = _trace(wrapper, torch.from_numpy(inputs[:2]), opset, mode)
     onnx_model = declare_output(clean_graph(traced), config.embedding_dim)
     meta = ExportMetadata(config, preprocess_spec(config), mode, opset, sha256_file(checkpoint), __version__,
-                          normalize_embeddings)
+                          normalize_embeddings, model_id(payload))
     write_metadata(onnx_model, meta)
     checks.check_onnx(onnx_model)
     problems = checks.tensorrt_lint(onnx_model)
@@ -174,7 +175,7 @@ def export_checkpoint(checkpoint, output, mode: str = "plugin", opset: int = DEF
     if normalize_embeddings:
         expected = l2_normalize(expected)
     with atomic_output(output) as tmp:
-        onnx.save(onnx_model, tmp)
+        save_onnx(onnx_model, tmp)
         runner = OnnxRuntimeRunner(tmp)
         parity = {b: checks.compare(expected, checks.run_onnxruntime(runner, inputs, b)) for b in parity_batches}
         runner.close()

@@ -10,7 +10,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from iaunet.core.errors import IAUnetError
-from iaunet.core.graph_io import METADATA_PREFIX
+from iaunet.core import onnx_wire
+from iaunet.core.graph_io import LEGACY_ID_KEY, METADATA_PREFIX, MODEL_ID_KEY, WEIGHTS_KEY
 from iaunet.train.config import ModelConfig
 
 
@@ -23,13 +24,15 @@ class ExportMetadata:
     checkpoint_sha256: str
     toolkit_version: str
     normalized_embeddings: bool
+    model_id: str = ""  # the checkpoint's weights-and-config digest (``train.checkpoint.model_id``)
 
     def to_props(self) -> dict:
         return {METADATA_PREFIX + "config": json.dumps(self.config.to_dict(), sort_keys=True),
                 METADATA_PREFIX + "preprocess": json.dumps(self.preprocess, sort_keys=True),
                 METADATA_PREFIX + "export_mode": self.mode,
                 METADATA_PREFIX + "opset": str(self.opset),
-                METADATA_PREFIX + "checkpoint_sha256": self.checkpoint_sha256,
+                MODEL_ID_KEY: self.model_id,
+                LEGACY_ID_KEY: self.checkpoint_sha256,
                 METADATA_PREFIX + "toolkit_version": self.toolkit_version,
                 METADATA_PREFIX + "normalized_embeddings": json.dumps(self.normalized_embeddings)}
 
@@ -42,7 +45,8 @@ class ExportMetadata:
         return cls(config=ModelConfig.from_dict(json.loads(props[METADATA_PREFIX + "config"])),
                    preprocess=json.loads(props[METADATA_PREFIX + "preprocess"]), mode=props[METADATA_PREFIX + "export_mode"],
                    opset=int(props[METADATA_PREFIX + "opset"]),
-                   checkpoint_sha256=props.get(METADATA_PREFIX + "checkpoint_sha256", ""),
+                   checkpoint_sha256=props.get(LEGACY_ID_KEY, ""),
+                   model_id=props.get(MODEL_ID_KEY) or props.get(LEGACY_ID_KEY, ""),
                    toolkit_version=props.get(METADATA_PREFIX + "toolkit_version", ""),
                    normalized_embeddings=json.loads(props.get(METADATA_PREFIX + "normalized_embeddings", "false")))
 
@@ -62,8 +66,31 @@ def write_metadata(model, meta: ExportMetadata) -> None:
         entry.key, entry.value = key, value
 
 
-def load_onnx(path, weights: bool = True):
-    """Load an ONNX file; a missing or unreadable file is one IAUnetError naming it."""
+def stamp_weights(model) -> str:
+    """Write the digest of ``model``'s initializers into its metadata (``iaunet.weights_sha256``),
+    the one the runtime checks at load; every stage calls it on the graph it is about to save,
+    after its last edit. Returns the digest."""
+    digest = onnx_wire.graph_weights_sha256(model.graph.SerializeToString())
+    for entry in model.metadata_props:
+        if entry.key == WEIGHTS_KEY:
+            entry.value = digest
+            return digest
+    entry = model.metadata_props.add()
+    entry.key, entry.value = WEIGHTS_KEY, digest
+    return digest
+
+
+def save_onnx(model, path) -> None:
+    """Save ``model`` to ``path`` (a temporary name the caller renames) with its weights digest."""
+    import onnx
+    stamp_weights(model)
+    onnx.save(model, str(path))
+
+
+def load_onnx(path, weights: bool = True, verify: bool = False):
+    """Load an ONNX file; a missing or unreadable file is one IAUnetError naming it. With
+    ``verify`` (a user's file a stage starts from), weights that no longer match the digest
+    written with them are refused (``iaunet.runtime.embedder.check_onnx_weights``)."""
     import onnx
     path = Path(path)
     if path.is_dir():
@@ -71,9 +98,13 @@ def load_onnx(path, weights: bool = True):
     if not path.is_file():
         raise IAUnetError(f"ONNX file {path} not found")
     try:
-        return onnx.load(str(path), load_external_data=weights)
+        model = onnx.load(str(path), load_external_data=weights)
     except Exception as exc:
         raise IAUnetError(f"{path} is not a readable ONNX file ({type(exc).__name__})") from None
+    if verify:
+        from iaunet.runtime.embedder import check_onnx_weights
+        check_onnx_weights(path)
+    return model
 
 
 def metadata_of(model, source) -> ExportMetadata:

@@ -56,22 +56,30 @@ def _no_tensorrt_rows(timings) -> str | None:
     return "no TensorRT rows: give an engine from 'iaunet build' to time TensorRT"
 
 
-def _check_sources(models, checkpoint) -> None:
-    """Before anything is timed: every model exists and carries a model card, and
-    ``checkpoint`` (when given) is the one they were exported (or their engines built) from."""
+def _check_sources(models, checkpoint, backend) -> None:
+    """Before anything is timed: every model exists, carries a model card, runs on every
+    backend asked and (an ONNX file) has the weights written with it, and ``checkpoint``
+    (when given) holds the weights they were exported (or their engines built) from."""
     from iaunet.core.errors import IAUnetError
     from iaunet.core.files import sha256_file
-    from iaunet.runtime.embedder import read_card
+    from iaunet.runtime.embedder import check_backend, check_onnx_weights, is_engine, read_card
     cards = {model: read_card(model) for model in models}
+    for model in models:
+        for name in backend or ():
+            check_backend(model, name)
+        if not is_engine(model):
+            check_onnx_weights(model)
     if not checkpoint:
         return
     if not Path(checkpoint).is_file():
         raise IAUnetError(f"checkpoint {checkpoint} not found; expected the .pt the models were exported from")
-    digest = sha256_file(checkpoint)
+    from iaunet.train.checkpoint import checkpoint_model_id
+    digest = checkpoint_model_id(checkpoint)
     for model, card in cards.items():
-        if card.model_id != digest:
-            raise IAUnetError(f"{model} was not exported from {checkpoint} (it names checkpoint "
-                              f"{card.model_id[:12] or '(none)'}, the file is {digest[:12]}); give the model's own checkpoint")
+        if not card.matches(digest) and not card.matches(sha256_file(checkpoint)):
+            raise IAUnetError(f"{model} was not exported from {checkpoint} (it names model "
+                              f"{card.model_id[:12] or '(none)'}, the checkpoint's weights are {digest[:12]}); "
+                              "give the model's own checkpoint")
 
 
 def benchmark(models, out, batches, repeats, checkpoint=None, backend=None, threads=None, jpegs=None,
@@ -84,7 +92,7 @@ def benchmark(models, out, batches, repeats, checkpoint=None, backend=None, thre
     from iaunet.export.flops import count_flops
     from iaunet.runtime import perf_figures
     from iaunet.runtime.embedder import is_engine
-    _check_sources(models, checkpoint)
+    _check_sources(models, checkpoint, backend)
     card, per_model = None, []
     with tempfile.TemporaryDirectory() as tmp:
         jpegs = jpegs or perf_figures.generated_jpegs(tmp, max(batches) * perf_figures.E2E_BATCHES_PER_CALL)

@@ -1,8 +1,10 @@
 """``Embedder``: images in, embeddings out, on whichever backend the file and the machine allow.
 
-``Embedder.open(path)`` takes an ``.onnx`` file (ONNX Runtime) or a TensorRT engine with
-its sidecar (``.engine``/``.plan``), reads the preprocessing and model config from the
-file's metadata (the engine's sidecar), and picks the backend: for an engine, TensorRT;
+``Embedder.open(path)`` takes an ONNX file (ONNX Runtime) or a TensorRT engine with its
+sidecar, told apart by the file's own first bytes (``is_engine``), reads the
+preprocessing and model config from the file's metadata (the engine's sidecar), checks the
+ONNX file's weights against the digest written with them (``check_onnx_weights``: bit rot
+on an SD card is refused, not embedded), and picks the backend: for an engine, TensorRT;
 for ONNX, ONNX Runtime on CUDA where this onnxruntime has it, else CPU. ``embed``
 batches up to the batch size (at most the engine profile's maximum), pads a short last
 batch for TensorRT (so an engine sees one shape: its CUDA graph is for one batch, its
@@ -16,8 +18,9 @@ from pathlib import Path
 import numpy as np
 
 from iaunet.core.errors import IAUnetError
-from iaunet.core.graph_io import CONSUMER_KEY, METADATA_PREFIX, TENSORRT_ONLY, onnxruntime_layout_path
+from iaunet.core.graph_io import CONSUMER_KEY, METADATA_PREFIX, TENSORRT_ONLY, WEIGHTS_KEY, onnxruntime_layout_path
 from iaunet.core.log import get_logger
+from iaunet.core.validate import require_readable
 from iaunet.runtime.engine_card import sidecar_path
 from iaunet.runtime.images import DEFAULT_READ_THREADS, read_batches
 from iaunet.runtime.model_card import ModelCard
@@ -25,35 +28,82 @@ from iaunet.runtime.runners import BACKENDS, DEFAULT_EMBED_BATCH
 
 ENGINE_SUFFIXES = (".engine", ".plan", ".trt")
 log = get_logger("runtime")
+_NOTED = set()  # files already said to carry no weights digest (once per file and process)
 
 
 def is_engine(path) -> bool:
+    """Whether ``path`` is a TensorRT engine: decided by its first bytes (an ONNX model
+    begins with its ``ir_version``), not by its name or a .json beside it. A file that is
+    neither is taken for what its name says, so its error names the right kind."""
+    from iaunet.core import onnx_wire
     path = Path(path)
+    try:
+        with open(path, "rb") as f:
+            head = f.read(16)
+    except OSError:
+        return path.suffix in ENGINE_SUFFIXES
+    if onnx_wire.looks_like_onnx(head):
+        return False
     return path.suffix in ENGINE_SUFFIXES or sidecar_path(path).is_file()
 
 
 def model_file(path) -> Path:
-    """``path`` as a Path, or an IAUnetError when it is not a file."""
+    """``path`` as a Path, or an IAUnetError when it is not a readable file."""
     path = Path(path)
+    if path.is_dir():
+        raise IAUnetError(f"model {path} is a folder; expected an .onnx file or a TensorRT engine")
     if not path.is_file():
         raise IAUnetError(f"model {path} not found; expected an .onnx file or a TensorRT engine")
-    return path
+    return require_readable(path, "model")
+
+
+def _onnx_props(path: Path, data) -> dict:
+    from iaunet.core import onnx_wire
+    return onnx_wire.read_model(data, path)[0]
+
+
+def _mapped(path: Path, use):
+    """``use(path, the file's bytes mapped)`` for an ONNX file (its weights are not read
+    unless ``use`` reads them)."""
+    import mmap
+    if not path.stat().st_size:
+        raise IAUnetError(f"{path} is empty; expected an ONNX file")
+    with open(path, "rb") as f, mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_READ) as data:
+        return use(path, data)
 
 
 def read_card(path) -> ModelCard:
     """The model card of an ONNX file or an engine, read from the file's metadata or the
     engine's sidecar without opening either in a runtime (the ONNX file is mapped, so its
     weights are not read)."""
-    import mmap
-    from iaunet.core import onnx_wire
     from iaunet.runtime.engine_card import read_sidecar
     path = model_file(path)
     if is_engine(path):
         return ModelCard.from_props(read_sidecar(path)["metadata"], path)
-    if not path.stat().st_size:
-        raise IAUnetError(f"{path} is empty; expected an ONNX file")
-    with open(path, "rb") as f, mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_READ) as data:
-        return ModelCard.from_props(onnx_wire.read_model(data, path)[0], path)
+    return ModelCard.from_props(_mapped(path, _onnx_props), path)
+
+
+def _weights_refusal(path: Path, data) -> str | None:
+    from iaunet.core import onnx_wire
+    saved = _onnx_props(path, data).get(WEIGHTS_KEY)
+    if saved is None:
+        if str(path) not in _NOTED:
+            _NOTED.add(str(path))
+            log.info("note: %s carries no weights digest (written before ONNX files had one); its weights cannot "
+                     "be verified", path)
+        return None
+    if onnx_wire.weights_sha256(data, path) != saved:
+        return (f"{path} is corrupted: its weights do not match the SHA-256 written with them; "
+                "export it again or restore it from a copy")
+    return None
+
+
+def check_onnx_weights(path) -> None:
+    """Refuse an ONNX file whose initializers no longer match ``iaunet.weights_sha256``
+    (written by every stage that saves one); a file without the digest gets a note."""
+    reason = _mapped(model_file(path), _weights_refusal)
+    if reason:
+        raise IAUnetError(reason)
 
 
 def l2_normalize(x: np.ndarray) -> np.ndarray:
@@ -72,30 +122,57 @@ def _onnxruntime_layout(path: Path) -> Path:
     return path
 
 
-def open_runner(path, backend: str = "auto", threads: int | None = None, cuda_graph: bool = False,
-                expect_model: str | None = None):
-    """(runner, ModelCard) for a model file and a backend name from ``BACKENDS``."""
-    from iaunet.runtime.runners import OnnxRuntimeRunner, best_ort_device
+def check_backend(path, backend: str) -> Path:
+    """``path`` (a model file) when ``backend`` can run it; else one IAUnetError. Reads
+    nothing but the file's first bytes, so a caller may check every pair before any work."""
+    from iaunet.runtime.runners import ORT_PROVIDERS, ort_providers
     if backend not in BACKENDS:
         raise IAUnetError(f"unknown backend {backend!r}; expected one of {', '.join(BACKENDS)}")
     path = model_file(path)
     if is_engine(path):
         if backend not in ("auto", "tensorrt"):
-            raise IAUnetError(f"{path} is a TensorRT engine; it runs only on the 'tensorrt' backend")
+            raise IAUnetError(f"{path} is a TensorRT engine; it runs only on the 'tensorrt' backend, not {backend!r}")
+    elif backend == "tensorrt":
+        raise IAUnetError(f"{path} is an ONNX file; build an engine with 'iaunet build' for the 'tensorrt' backend, "
+                          "or use 'onnxruntime-tensorrt'")
+    elif backend.partition("-")[2] in ORT_PROVIDERS:
+        ort_providers(backend.partition("-")[2])  # refuses a provider this onnxruntime lacks
+    return path
+
+
+def open_runner(path, backend: str = "auto", threads: int | None = None, cuda_graph: bool = False,
+                expect_model: str | None = None):
+    """(runner, ModelCard) for a model file and a backend name from ``BACKENDS``."""
+    from iaunet.runtime.runners import OnnxRuntimeRunner, best_ort_device
+    path = check_backend(path, backend)
+    if is_engine(path):
         from iaunet.runtime.trt_runner import TensorRTRunner
         runner = TensorRTRunner(path, cuda_graph=cuda_graph, expect_model=expect_model)
         return runner, runner.card
-    if backend == "tensorrt":
-        raise IAUnetError(f"{path} is an ONNX file; build an engine with 'iaunet build' for the 'tensorrt' backend, "
-                          "or use 'onnxruntime-tensorrt'")
     path = _onnxruntime_layout(path)
     device = backend.partition("-")[2] or best_ort_device()
+    check_onnx_weights(path)
     runner = OnnxRuntimeRunner(path, device, threads)
-    card = ModelCard.from_props(runner.metadata, path)
-    if expect_model and card.model_id != expect_model:
+    try:
+        card = ModelCard.from_props(runner.metadata, path)
+        check_embedding_dim(runner, card, path)
+    except IAUnetError:
+        runner.close()
+        raise
+    if expect_model and not card.matches(expect_model):
         raise IAUnetError(f"{path} embeds for model {card.model_id[:12] or '(unknown)'} but model "
                           f"{expect_model[:12]} was expected")
     return runner, card
+
+
+def check_embedding_dim(runner, card: ModelCard, path) -> None:
+    """Refuse a graph whose output size is not the metadata's; where the graph leaves it
+    symbolic, the runner checks every result against the metadata's instead."""
+    if runner.embedding_dim is None:
+        runner.embedding_dim = card.embedding_dim
+    elif runner.embedding_dim != card.embedding_dim:
+        raise IAUnetError(f"{path} gives {runner.embedding_dim}-d embeddings but its metadata says "
+                          f"{card.embedding_dim}; export it again")
 
 
 class Embedder:

@@ -2,8 +2,8 @@
 files; exact top-k search by cosine (numpy, or FAISS when installed and the gallery is
 large); save and load as ``.npz``; refusal of queries from another model.
 
-A gallery belongs to one embedding space, named by the checkpoint's SHA-256 (the
-``model_id`` of ``iaunet.runtime.model_card``) and the embedding size: queries from any
+A gallery belongs to one embedding space, named by the digest of the checkpoint's
+weights and config (the ``model_id`` of ``iaunet.runtime.model_card``) and the embedding size: queries from any
 other model are refused rather than compared. Embeddings are stored L2-normalised
 float32, so the inner product is the cosine.
 
@@ -41,7 +41,7 @@ import numpy as np
 
 from iaunet.core.errors import IAUnetError
 from iaunet.core.files import atomic_output, check_output_path
-from iaunet.core.validate import COUNT, Bounded, check
+from iaunet.core.validate import COUNT, Bounded, check, require_readable
 
 FORMAT = 1
 FAISS_FROM = 50_000        # entries from which "auto" searches with FAISS (when installed)
@@ -204,6 +204,7 @@ class Gallery:
         path = Path(path)
         if not path.is_file():
             raise IAUnetError(f"gallery {path} not found; {WRITTEN_BY}")
+        require_readable(path, "gallery")
         try:
             with np.load(path, allow_pickle=False) as f:
                 data = {name: f[name] for name in f.files}

@@ -7,12 +7,15 @@ list of such frames, of which the model's T are taken as in evaluation
 core's one preprocessing, so a file, the PIL image of it and its pixels as an array give
 the same sample as training's evaluation transform.
 
+``list_images`` turns the command line's files and folders into the image files to read.
+
 ``read_batches`` decodes on a small thread pool, a batch ahead of the consumer, so JPEG
 decoding overlaps inference. (Pillow's reduced-size JPEG decoding, ``draft``, is not
 used: its pixels differ from a full decode followed by the resize training does.)
 """
 from __future__ import annotations
 
+import os
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
@@ -20,10 +23,55 @@ import numpy as np
 from PIL import Image
 
 from iaunet.core.errors import IAUnetError
+from iaunet.core.log import get_logger
 from iaunet.core.preprocess import clip_frame_indices, load_image, to_model_array, to_rgb
 from iaunet.runtime.model_card import ModelCard
 
 DEFAULT_READ_THREADS = 4
+IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".webp")
+log = get_logger("runtime")
+
+
+def _leads_nowhere(path: Path) -> bool:
+    """A symbolic link that is a loop or whose target is gone."""
+    return path.is_symlink() and not path.exists()
+
+
+def _folder_images(folder: Path) -> list:
+    """A folder's image files, sorted, not recursive. A link among them that leads nowhere
+    (a loop, a dangling target) is listed too, so that reading it fails as any unreadable
+    image does: said, or skipped and counted with --skip-bad, never dropped in silence."""
+    images = sorted(p for p in folder.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES
+                    and (p.is_file() or _leads_nowhere(p)))
+    if not images:
+        raise IAUnetError(f"folder {folder} holds no images; expected {', '.join(IMAGE_SUFFIXES)} files")
+    return images
+
+
+def list_images(inputs) -> list:
+    """Image files from files and folders, in order; a file named twice (``embed q q``, or a
+    folder and a file in it) is listed once, with a note."""
+    found = []
+    for item in map(Path, inputs):
+        if item.is_dir():
+            found += _folder_images(item)
+        elif item.is_file():
+            found.append(item)
+        elif _leads_nowhere(item):
+            raise IAUnetError(f"{item} is a symbolic link that leads nowhere (a loop, or its target is gone); "
+                              "expected an image file or a folder of images")
+        else:
+            raise IAUnetError(f"{item} not found; expected an image file or a folder of images")
+    unique, again = {}, []
+    for path in found:
+        key = os.path.realpath(path)
+        if key in unique:
+            again.append(path)
+        else:
+            unique[key] = path
+    if again:
+        log.info("note: %d image(s) named more than once, read once (first: %s)", len(again), again[0])
+    return list(unique.values())
 
 
 def _frame(item, card: ModelCard, what: str) -> np.ndarray:

@@ -170,7 +170,7 @@ def reference_figures(kit: Kit) -> parity.VariantResult:
 def variant_figures(kit: Kit, inputs: np.ndarray, path: Path, opened, base, name: str | None = None):
     """One variant (``open_variant``'s tuple) on the kit's ``inputs``, judged by the kit's gates."""
     runner, card, precision, mode = opened
-    if card.model_id != kit.model_id:
+    if not card.matches(kit.model_id):
         raise IAUnetError(f"parity kit {kit.root} was made for model {kit.model_id[:12]}..., but {path} "
                           f"embeds for model {card.model_id[:12] or '(unknown)'}...; use that model's kit")
     log.info("parity: %s (%s, %s) on %s", Path(path).name, precision, mode, runner.name)

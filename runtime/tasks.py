@@ -28,13 +28,13 @@ SHOWN_QUERIES = 20        # queries drawn in the grid and printed on the termina
 SHOWN_MATCHES = 10        # matches per query printed on the terminal
 
 
-def labels(paths) -> tuple[list, np.ndarray, np.ndarray]:
+def labels(paths, keep_junk: bool = False) -> tuple[list, np.ndarray, np.ndarray]:
     """(kept paths, ids, cameras): parsed from Market-style names when all have one,
-    junk (-1) dropped; else every path with unknown ids and cameras."""
+    junk (-1) dropped unless ``keep_junk``; else every path with unknown ids and cameras."""
     parsed = [parse_market_name(Path(p).name) for p in paths]
     if not paths or any(p is None for p in parsed):
         return list(paths), np.full(len(paths), UNKNOWN), np.full(len(paths), UNKNOWN)
-    kept = [(path, pid, cam) for path, (pid, cam) in zip(paths, parsed) if pid != -1]
+    kept = [(path, pid, cam) for path, (pid, cam) in zip(paths, parsed) if keep_junk or pid != -1]
     return [k[0] for k in kept], np.array([k[1] for k in kept], np.int64), np.array([k[2] for k in kept], np.int64)
 
 
@@ -82,9 +82,15 @@ def search_files(model, gallery_path, queries, k=10, threshold=None, backend="au
     With ``skip_bad``, unreadable queries are counted and left out instead of stopping the run."""
     outputs = [check_output_path(p, inputs=[model, gallery_path, *queries]) for p in (grid, json_path) if p]
     gallery = Gallery.load(gallery_path)
-    kept, q_ids, _ = labels(queries)
+    kept, q_ids, _ = labels(queries, keep_junk=True)  # a user's query is searched whatever its name says
     with Embedder.open(model, backend, batch, threads, expect_model=gallery.model_id or None) as embedder:
-        gallery.check_model(embedder.model_id, embedder.card.embedding_dim)
+        card = embedder.card
+        if gallery.model_id and gallery.model_id != card.model_id and card.matches(gallery.model_id):
+            log.info("note: gallery %s names its model by the checkpoint file's SHA-256 (written before model ids "
+                     "named the weights); it matches this model's checkpoint. Embed it again to carry the model id",
+                     gallery_path)
+        gallery.check_model(gallery.model_id if card.matches(gallery.model_id) else card.model_id,
+                            card.embedding_dim)
         emb, good = embed_paths(embedder, kept, "queries", skip_bad)
     matches = gallery.search(emb, k, threshold)
     results = [{"query": str(kept[q]), "id": int(q_ids[q]),

@@ -35,7 +35,8 @@ from iaunet.core.errors import IAUnetError
 from iaunet.core.graph_io import INPUT_NAME, OUTPUT_NAME
 from iaunet.core.log import get_logger
 from iaunet.core.plugin_contract import TRT_MIN_VERSION, tensorrt_version
-from iaunet.runtime.engine_card import Machine, machine_refusal, model_refusal, other_gpu_model, read_sidecar
+from iaunet.runtime.engine_card import (ENGINE_DIGEST, Machine, bytes_refusal, machine_refusal, model_refusal,
+                                        other_gpu_model, read_sidecar)
 from iaunet.runtime.model_card import ModelCard
 from iaunet.runtime.runners import Runner
 
@@ -108,6 +109,18 @@ def check_engine(engine, sidecar: dict, device: int, expect_model: str | None, m
         log.warning("%s: %s", engine, warning)
 
 
+def check_engine_bytes(engine, sidecar: dict) -> bytes:
+    """The engine's bytes, refused when they are not the ones its sidecar names."""
+    data = Path(engine).read_bytes()
+    reason = bytes_refusal(sidecar, data)
+    if reason:
+        raise IAUnetError(f"{engine}: {reason}")
+    if ENGINE_DIGEST not in sidecar:
+        log.info("note: the sidecar of %s carries no engine digest (written before sidecars had one); the "
+                 "engine's bytes cannot be verified", engine)
+    return data
+
+
 class TensorRTRunner(Runner):
     """A TensorRT engine with its sidecar. ``expect_model``: the checkpoint SHA-256 the
     caller needs (a gallery's), refused before loading when the engine has another.
@@ -117,6 +130,7 @@ class TensorRTRunner(Runner):
                  machine: Machine | None = None):
         self.sidecar = read_sidecar(engine)
         check_engine(engine, self.sidecar, device, expect_model, machine)
+        data = check_engine_bytes(engine, self.sidecar)
         cuda, trt = _pycuda(), import_tensorrt()
         self.card = ModelCard.from_props(self.sidecar["metadata"], engine)
         self.name, self._cuda, self._graph = "tensorrt", cuda, None  # _graph: (batch, executable)
@@ -125,7 +139,7 @@ class TensorRTRunner(Runner):
         with self._current():
             _register_plugins(self.sidecar)
             self._logger = trt.Logger(trt.Logger.ERROR)
-            self._engine = _runtime(trt, self._logger, self.sidecar).deserialize_cuda_engine(Path(engine).read_bytes())
+            self._engine = _runtime(trt, self._logger, self.sidecar).deserialize_cuda_engine(data)
             if self._engine is None:
                 raise IAUnetError(f"TensorRT could not deserialize {engine}; rebuild it with 'iaunet build'")
             dim = tuple(self._engine.get_tensor_shape(OUTPUT_NAME))[-1]

@@ -165,3 +165,21 @@ def video_onnx(tmp_path_factory, video_checkpoint):
     from iaunet.export.exporter import export_checkpoint
     return export_checkpoint(video_checkpoint, tmp_path_factory.mktemp("onnx") / "video.onnx", "plugin",
                              parity_batches=(1,)).path
+
+
+@pytest.fixture
+def iaunet_notes():
+    """The messages the toolkit logs during a test. Its logger stops propagating to pytest's
+    capture once a command configured it (``iaunet.core.log.configure``), so this listens on
+    the logger itself."""
+    import logging
+    records = []
+    handler = logging.Handler(logging.DEBUG)
+    handler.emit = lambda record: records.append(record.getMessage())
+    logger = logging.getLogger("iaunet")
+    level = logger.level
+    logger.addHandler(handler)
+    logger.setLevel(logging.INFO)
+    yield records
+    logger.removeHandler(handler)
+    logger.setLevel(level)

@@ -402,7 +402,7 @@ def cases() -> list[Case]:
         ("folder-without-images", "{empty}", "holds no images"),
         ("input-missing", "nowhere", "nowhere not found"),
         ("corrupt-image", "{corrupt}/query", "corrupt image"),
-        ("model-is-text", "-m {text}", "ONNX Runtime can load"),
+        ("model-is-text", "-m {text}", "is not an ONNX file"),
         ("model-missing", "-m nowhere.onnx", "nowhere.onnx not found"),
         ("output-is-model", "-o {onnx}", "is the input"),
         ("output-parent-missing", "-o nowhere/g.npz", "does not exist"),
@@ -434,7 +434,7 @@ def cases() -> list[Case]:
         ("output-is-file", "-o {text}", "is a file"),
         ("checkpoint-missing", "--checkpoint nowhere.pt", "checkpoint nowhere.pt not found"),
         ("checkpoint-of-another-model", "--checkpoint {other_ckpt}", "was not exported from"),
-        ("checkpoint-is-the-onnx", "--checkpoint {onnx}", "was not exported from"),
+        ("checkpoint-is-the-onnx", "--checkpoint {onnx}", "is not a readable checkpoint"),
     ])
     add("bench", "-o bench", [
         ("model-missing", "nowhere.onnx", "nowhere.onnx not found"),

@@ -1,6 +1,9 @@
 """Checkpoints: the state dict plus the model config, loadable with ``weights_only=True``,
 and a SHA-256 of both (``tensors_sha256``) checked on every load, so a file corrupted on
-disk is refused by name instead of loading wrong weights."""
+disk is refused by name instead of loading wrong weights. That digest is also the model's
+id (``model_id``): it names the embedding space every export, variant, engine and gallery
+of these weights carries, and it depends on the weights and config alone, not on the
+file (timings, history, the order of its entries)."""
 from __future__ import annotations
 
 import hashlib
@@ -64,10 +67,25 @@ def read_checkpoint(path) -> dict:
     return payload
 
 
+def model_id(payload: dict) -> str:
+    """The model id of a payload ``read_checkpoint`` returned: its verified digest (computed
+    for checkpoints written before they carried one)."""
+    return payload.get(DIGEST) or tensors_sha256(payload["state_dict"], payload["config"])
+
+
+def checkpoint_model_id(path) -> str:
+    """The model id of the checkpoint at ``path`` (read and verified)."""
+    return model_id(read_checkpoint(path))
+
+
 def load_checkpoint(path):
     """Rebuild the model from a checkpoint: returns ``(model in eval mode, ModelConfig)``."""
+    return model_from_payload(read_checkpoint(path), path)
+
+
+def model_from_payload(payload: dict, path):
+    """``load_checkpoint`` for a payload already read (``path`` names it in errors)."""
     from iaunet.train.registry import create_model
-    payload = read_checkpoint(path)
     config = ModelConfig.from_dict(payload["config"])
     overrides = {k: v for k, v in config.to_dict().items() if k != "name"}
     model = create_model(config.name, **overrides)

@@ -7,7 +7,6 @@ import argparse
 from iaunet.cli import args as common
 from iaunet.core.validate import Bounded
 
-IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".webp")
 BACKEND_HELP = ("auto: an engine on TensorRT, an ONNX file on ONNX Runtime CUDA where present, else CPU; "
                 "onnxruntime-cpu|-cuda|-tensorrt pick ONNX Runtime's provider")
 
@@ -75,21 +74,9 @@ def _batches(text: str) -> list:
 
 
 def collect_images(inputs) -> list:
-    """Image files from files and folders (folders: their images, sorted, not recursive)."""
-    from pathlib import Path
-    from iaunet.core.errors import IAUnetError
-    found = []
-    for item in map(Path, inputs):
-        if item.is_dir():
-            images = sorted(p for p in item.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES and p.is_file())
-            if not images:
-                raise IAUnetError(f"folder {item} holds no images; expected {', '.join(IMAGE_SUFFIXES)} files")
-            found += images
-        elif item.is_file():
-            found.append(item)
-        else:
-            raise IAUnetError(f"{item} not found; expected an image file or a folder of images")
-    return found
+    """Image files from files and folders (``iaunet.runtime.images.list_images``)."""
+    from iaunet.runtime.images import list_images
+    return list_images(inputs)
 
 
 def run_embed(args):

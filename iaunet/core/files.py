@@ -61,7 +61,7 @@ def _check_writable(folder: Path) -> None:
 def _same_file(a: Path, b: Path) -> bool:
     if a.exists() and b.exists():
         return os.path.samefile(a, b)
-    return a.resolve() == b.resolve()
+    return os.path.realpath(a) == os.path.realpath(b)  # unlike Path.resolve, no error on a symlink loop
 
 
 def cache_folder(kind: str, override=None) -> Path:

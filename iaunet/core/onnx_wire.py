@@ -1,17 +1,27 @@
 """Just enough of the protobuf wire format to read an ONNX file's metadata and plugin
-nodes and to drop its local functions, without the onnx package: a Jetson builds engines
-with tensorrt, pycuda, numpy, Pillow and polygraphy only.
+nodes, to digest its weights and to drop its local functions, without the onnx package:
+a Jetson builds engines with tensorrt, pycuda, numpy, Pillow and polygraphy only.
 
-Field numbers are onnx.proto's: ModelProto graph 7, metadata_props 14, functions 25;
-GraphProto node 1; NodeProto op_type 4, domain 7; FunctionProto name 1, domain 10;
-StringStringEntryProto key 1, value 2. Tests compare every answer with the onnx package's.
+Field numbers are onnx.proto's: ModelProto ir_version 1, graph 7, metadata_props 14,
+functions 25; GraphProto node 1, initializer 5, sparse_initializer 15; NodeProto op_type
+4, domain 7; FunctionProto name 1, domain 10; StringStringEntryProto key 1, value 2.
+Tests compare every answer with the onnx package's.
+
+``weights_sha256`` digests the graph's initializers as they lie in the file (each one's
+serialized TensorProto, in order). The writer computes it over ``graph.SerializeToString()``
+and the reader over the graph's bytes inside the file: protobuf writes a submessage the
+same way alone and inside its parent, so the two agree, and metadata (a field of the model,
+not of the graph) can change without changing it.
 """
 from __future__ import annotations
 
+import hashlib
+
 from iaunet.core.errors import IAUnetError
 
-MODEL_GRAPH, MODEL_METADATA, MODEL_FUNCTIONS = 7, 14, 25
-GRAPH_NODE = 1
+MODEL_IR_VERSION, MODEL_GRAPH, MODEL_METADATA, MODEL_FUNCTIONS = 1, 7, 14, 25
+GRAPH_NODE, GRAPH_INITIALIZER, GRAPH_SPARSE_INITIALIZER = 1, 5, 15
+MAX_IR_VERSION = 64  # onnx is at 10 (2024); a first field that says more is not an ONNX model
 NODE_OP_TYPE, NODE_DOMAIN = 4, 7
 FUNCTION_NAME, FUNCTION_DOMAIN = 1, 10
 ENTRY_KEY, ENTRY_VALUE = 1, 2
@@ -77,6 +87,41 @@ def read_model(data: bytes, source) -> tuple[dict, list]:
         return props, nodes
     except ValueError as exc:
         raise IAUnetError(f"{source} is not an ONNX file ({exc})") from None
+
+
+def looks_like_onnx(head: bytes) -> bool:
+    """Whether a file's first bytes begin an ONNX ModelProto: the ``ir_version`` varint,
+    which onnx writes first, with a plausible value. (A TensorRT engine begins otherwise.)"""
+    try:
+        number, wire, a, _ = next(fields(head[:16], 0))
+        version, _ = _varint(head, a)
+    except (ValueError, StopIteration, IndexError):
+        return False
+    return number == MODEL_IR_VERSION and wire == 0 and 1 <= version <= MAX_IR_VERSION
+
+
+def graph_weights_sha256(graph) -> str:
+    """SHA-256 of a serialized GraphProto's initializers (dense and sparse), in file order."""
+    digest = hashlib.sha256()
+    for number, wire, a, b in fields(graph):
+        if wire == 2 and number in (GRAPH_INITIALIZER, GRAPH_SPARSE_INITIALIZER):
+            digest.update(f"{number}:{b - a}:".encode())
+            digest.update(graph[a:b])
+    return digest.hexdigest()
+
+
+def weights_sha256(data, source) -> str:
+    """``graph_weights_sha256`` of the graph inside a serialized ModelProto (bytes, mmap or
+    memoryview; the weights are hashed where they lie, not copied)."""
+    try:
+        with memoryview(data) as view:
+            for number, wire, a, b in fields(view):
+                if number == MODEL_GRAPH and wire == 2:
+                    with view[a:b] as graph:
+                        return graph_weights_sha256(graph)
+    except ValueError as exc:
+        raise IAUnetError(f"{source} is not an ONNX file ({exc})") from None
+    raise IAUnetError(f"{source} is not an ONNX model: it holds no graph")
 
 
 def drop_functions(data: bytes, domain: str, names) -> bytes:

@@ -11,6 +11,7 @@ channel is dropped (Pillow's RGBA -> RGB); grayscale and palette images become R
 """
 from __future__ import annotations
 
+import errno
 from pathlib import Path
 
 import numpy as np
@@ -35,7 +36,10 @@ def to_rgb(img: Image.Image) -> Image.Image:
 
 
 def load_image(path) -> Image.Image:
-    """Open an image as RGB; a missing or corrupt file is an IAUnetError naming it."""
+    """Open an image as RGB; a missing, unreadable or corrupt file is an IAUnetError naming
+    it. So is one Pillow refuses to decode: a header claiming more than twice
+    ``Image.MAX_IMAGE_PIXELS`` (its decompression-bomb guard) or an oversized text or ICC
+    chunk (its ``ValueError``): whatever the decoder raises is one unreadable image."""
     path = Path(path)
     try:
         with Image.open(path) as img:
@@ -43,8 +47,23 @@ def load_image(path) -> Image.Image:
             return to_rgb(img)
     except FileNotFoundError:
         raise IAUnetError(f"image {path} not found") from None
-    except (UnidentifiedImageError, OSError, SyntaxError) as exc:
+    except PermissionError:
+        raise IAUnetError(f"cannot read image {path} (permission denied)") from None
+    except IsADirectoryError:
+        raise IAUnetError(f"image {path} is a folder; expected a JPEG or PNG file") from None
+    except OSError as exc:
+        if exc.errno == errno.ELOOP:
+            raise IAUnetError(f"cannot read image {path}: a symbolic link loop") from None
+        if isinstance(exc, UnidentifiedImageError) or exc.errno is None:
+            raise IAUnetError(f"corrupt image {path}: {exc}; expected a readable JPEG or PNG") from None
+        raise IAUnetError(f"cannot read image {path} ({exc.strerror or exc})") from None
+    except Image.DecompressionBombError as exc:
+        raise IAUnetError(f"unreadable image {path}: {exc}") from None
+    except SyntaxError as exc:
         raise IAUnetError(f"corrupt image {path}: {exc}; expected a readable JPEG or PNG") from None
+    except Exception as exc:  # Pillow's decoders raise ValueError, struct.error, IndexError... on bad data
+        raise IAUnetError(f"corrupt image {path}: {type(exc).__name__}: {str(exc)[:200]}; expected a readable "
+                          "JPEG or PNG") from None
 
 
 def resize_filter(name: str):

@@ -1,4 +1,5 @@
-"""Value checks shared by the command line (at parse time) and the stages' functions.
+"""Value checks shared by the command line (at parse time) and the stages' functions,
+and ``require_readable``: one wording for a file this user may not read.
 
 A ``Bounded`` converts a value (a string from the command line, or a number from a
 caller) and checks its range. A bad value raises ``BadValue``: an ``IAUnetError`` for
@@ -11,6 +12,7 @@ import argparse
 import math
 import os
 from dataclasses import dataclass
+from pathlib import Path
 
 from iaunet.core.errors import IAUnetError
 
@@ -112,3 +114,19 @@ def require_same_variant(model_variant: str, data_is_video: bool, model_desc: st
         article = "an" if model_variant == "image" else "a"
         raise IAUnetError(f"{model_desc} is {article} {model_variant} model but {data_desc} holds {data_variant} data; "
                           "expected matching data")
+
+
+def require_readable(path, what: str) -> Path:
+    """``path`` when this process may open it for reading; else one IAUnetError
+    "cannot read WHAT PATH (permission denied)" (or the OS's reason)."""
+    path = Path(path)
+    try:
+        with open(path, "rb"):
+            pass
+    except PermissionError:
+        raise IAUnetError(f"cannot read {what} {path} (permission denied)") from None
+    except IsADirectoryError:
+        raise IAUnetError(f"{what} {path} is a folder; expected a file") from None
+    except OSError as exc:
+        raise IAUnetError(f"cannot read {what} {path} ({exc.strerror or type(exc).__name__})") from None
+    return path

@@ -75,3 +75,23 @@ def test_an_fp16_variant_is_not_converted_again(trained_setup, tmp_path):
     convert_fp16(trained_setup["plugin"], tmp_path / "a.onnx")
     with pytest.raises(IAUnetError, match="already a fp16 variant"):
         convert_fp16(tmp_path / "a.onnx", tmp_path / "b.onnx")
+
+
+def test_a_variant_carries_the_model_id_and_its_own_weights_digest(image_onnx, tmp_path):
+    """calib rewrites every weight: the variant's digest is of its own weights (so the
+    runtime opens it), its model id the source's; a source with rotten weights is refused."""
+    from iaunet.core import onnx_wire
+    from iaunet.core.errors import IAUnetError
+    from iaunet.runtime.embedder import Embedder, read_card
+    from tests.runtime.test_embedder import _zero_weights
+    convert_fp16(image_onnx, tmp_path / "m.fp16.onnx")
+    src, fp16 = (onnx.load(str(p)) for p in (image_onnx, tmp_path / "m.fp16.onnx"))
+    props = [{p.key: p.value for p in m.metadata_props} for m in (src, fp16)]
+    assert props[1]["iaunet.weights_sha256"] == onnx_wire.weights_sha256((tmp_path / "m.fp16.onnx").read_bytes(), "v")
+    assert props[1]["iaunet.weights_sha256"] != props[0]["iaunet.weights_sha256"]
+    assert read_card(tmp_path / "m.fp16.onnx").model_id == read_card(image_onnx).model_id != ""
+    with Embedder.open(tmp_path / "m.fp16.onnx", backend="onnxruntime-cpu") as e:
+        assert e.card.precision == "fp16"
+    with pytest.raises(IAUnetError, match="is corrupted"):
+        convert_fp16(_zero_weights(image_onnx, tmp_path / "rotten.onnx"), tmp_path / "r.fp16.onnx")
+    assert not (tmp_path / "r.fp16.onnx").exists()

@@ -37,11 +37,12 @@ def test_manifest_hashes_every_file(jetson):
 
 def test_manifest_says_routes_versions_and_model(jetson, image_checkpoint):
     from iaunet.core.files import sha256_file
+    from iaunet.train.checkpoint import checkpoint_model_id
     manifest, out = jetson
     assert manifest["plugin_route_on_target"] == "python"  # JetPack 6 ships TensorRT 10.3: no AOT plugins
     assert manifest["plugin_routes"]["10.3"] == "python" and manifest["plugin_routes"]["10.13"] == "aot"
     assert manifest["plugin_routes"]["11.0"] == "aot" and manifest["tensorrt_checked_against"] == ["10.3", "11.4"]
-    assert manifest["model_id"] == sha256_file(image_checkpoint) and manifest["preprocess"]["height"] == 64
+    assert manifest["model_id"] == checkpoint_model_id(image_checkpoint) and manifest["preprocess"]["height"] == 64
     readme = (out / "README.md").read_text()
     assert "iaunet build models/model.onnx -o model.engine --ptx ptx" in readme
     assert (manifest["wheel"] is None) or (out / manifest["wheel"]).is_file()

@@ -55,6 +55,8 @@ def test_engine_passes_the_parity_gates(variants, trained_setup, ptx_dir, tmp_pa
     assert record["precision"].startswith(precision) and not record["cache_hit"]
     again = build_engine(source, tmp_path / "again.engine", options, tmp_path / "cache")
     assert again["cache_hit"] and again["cache_key"] == record["cache_key"]
+    import hashlib
+    assert record["engine_sha256"] == hashlib.sha256((tmp_path / "m.engine").read_bytes()).hexdigest()
     results, _ = run_parity(trained_setup["checkpoint"], trained_setup["data"], [tmp_path / "m.engine"],
                             tmp_path / "parity")
     engine = results[1]

@@ -90,14 +90,14 @@ def test_pairs_follow_node_names_not_tensor_names():
     assert paired_tensors(graph("y"), graph("y_output_cast_0")) == {"y": ("/relu", "Relu", "y_output_cast_0")}
 
 
-def test_a_variant_of_another_checkpoint_is_refused(image_onnx, tmp_path):
+def test_a_variant_of_another_model_is_refused(image_onnx, tmp_path):
     import onnx
     model = onnx.load(str(image_onnx))
-    entry = next(p for p in model.metadata_props if p.key.endswith("checkpoint_sha256"))
+    entry = next(p for p in model.metadata_props if p.key == "iaunet.model_id")
     entry.value = "ab" * 32
     other = tmp_path / "other.onnx"
     onnx.save(model, str(other))
-    with pytest.raises(IAUnetError, match="comes from another checkpoint"):
+    with pytest.raises(IAUnetError, match="comes from another model"):
         check_pair(image_onnx, other, "onnxruntime")
 
 

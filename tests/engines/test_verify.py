@@ -39,12 +39,12 @@ def verify(*args, cwd=None):
 
 
 def test_bundle_carries_the_kit_and_the_readme_says_verify(bundle, trained_setup):
-    from iaunet.core.files import sha256_file
+    from iaunet.train.checkpoint import checkpoint_model_id
     from iaunet.engines.bundle import VERIFY_COMMAND, install_command
     from iaunet.runtime.parity_kit import read_kit
     out, manifest = bundle
     kit = read_kit(out / "kit", manifest["model_id"])
-    assert kit.source == "pytorch" and kit.model_id == sha256_file(trained_setup["checkpoint"])
+    assert kit.source == "pytorch" and kit.model_id == checkpoint_model_id(trained_setup["checkpoint"])
     assert len(kit.files) <= 64 and manifest["kit"]["size"] == len(kit.files)
     assert all(f"kit/{f}" in manifest["sha256"] for f in kit.files)
     readme = (out / "README.md").read_text()

@@ -21,8 +21,10 @@ def embedder(image_onnx):
 
 def test_card_comes_from_the_files_metadata(embedder, image_checkpoint):
     from iaunet.core.files import sha256_file
+    from iaunet.train.checkpoint import checkpoint_model_id
     assert embedder.card.sample_shape == (3, 64, 32) and embedder.card.name == "iaunet_r18"
-    assert embedder.model_id == sha256_file(image_checkpoint) and embedder.backend == "onnxruntime-cpu"
+    assert embedder.model_id == checkpoint_model_id(image_checkpoint) and embedder.backend == "onnxruntime-cpu"
+    assert embedder.card.checkpoint_sha256 == sha256_file(image_checkpoint) != embedder.model_id
 
 
 def test_embeddings_match_pytorch_for_paths_pil_and_arrays(embedder, image_checkpoint, market_synth):
@@ -116,7 +118,7 @@ def test_open_refuses_what_it_cannot_run(image_onnx, tmp_path):
         Embedder.open(tmp_path / "missing.onnx")
     junk = tmp_path / "junk.onnx"
     junk.write_bytes(b"not a model")
-    with pytest.raises(IAUnetError, match="ONNX Runtime can load"):
+    with pytest.raises(IAUnetError, match="junk.onnx is not an ONNX file"):
         Embedder.open(junk)
     with pytest.raises(IAUnetError, match="was expected"):
         Embedder.open(image_onnx, expect_model="0" * 64)
@@ -214,3 +216,69 @@ def test_opening_a_session_keeps_one_copy_of_the_weights(image_onnx):
     grown = int(subprocess.run([sys.executable, "-c", probe, str(image_onnx)], capture_output=True, text=True,
                                check=True).stdout)
     assert grown < 1.6 * image_onnx.stat().st_size, f"grew {grown / image_onnx.stat().st_size:.2f}x the file"
+
+
+def _zero_weights(source, target, size=64 * 1024):
+    """A copy of ``source`` with ``size`` bytes of its largest weight zeroed, as bit rot on
+    an SD card would: the file still parses and runs."""
+    import onnx
+    data = bytearray(source.read_bytes())
+    largest = max(onnx.load_from_string(bytes(data)).graph.initializer, key=lambda t: len(t.raw_data)).raw_data
+    start = data.find(largest) + len(largest) // 3
+    assert len(largest) > 2 * size and data.count(largest[:256]) == 1
+    data[start:start + size] = bytes(size)
+    target.write_bytes(bytes(data))
+    return target
+
+
+def test_an_onnx_file_with_zeroed_weights_is_refused(image_onnx, tmp_path):
+    rotten = _zero_weights(image_onnx, tmp_path / "rotten.onnx")
+    with OnnxRuntimeRunner(rotten) as runner:  # it does run: only the digest tells
+        assert runner.infer(np.zeros((1, 3, 64, 32), np.float32)).shape[0] == 1
+    with pytest.raises(IAUnetError, match=r"rotten\.onnx is corrupted: its weights do not match"):
+        Embedder.open(rotten, backend="onnxruntime-cpu")
+
+
+def test_a_file_without_the_digest_opens_with_a_note(image_onnx, tmp_path, iaunet_notes):
+    import onnx
+    model = onnx.load(str(image_onnx))
+    kept = [p for p in model.metadata_props if p.key != "iaunet.weights_sha256"]
+    del model.metadata_props[:]
+    model.metadata_props.extend(kept)
+    onnx.save(model, str(tmp_path / "old.onnx"))
+    with Embedder.open(tmp_path / "old.onnx") as e:
+        assert e.card.embedding_dim > 0
+    assert any("carries no weights digest" in note for note in iaunet_notes)
+
+
+def test_metadata_that_says_another_embedding_size_is_refused(image_onnx, tmp_path):
+    import json
+    import onnx
+    model = onnx.load(str(image_onnx))
+    entry = next(p for p in model.metadata_props if p.key == "iaunet.config")
+    config = json.loads(entry.value)
+    real = config["embedding_dim"]
+    config["embedding_dim"] = real // 2
+    entry.value = json.dumps(config)
+    onnx.save(model, str(tmp_path / "lies.onnx"))
+    with pytest.raises(IAUnetError, match=f"gives {real}-d embeddings but its metadata says {real // 2}"):
+        Embedder.open(tmp_path / "lies.onnx", backend="onnxruntime-cpu")
+
+
+def test_engine_or_onnx_is_told_from_the_files_bytes(image_onnx, tmp_path):
+    import shutil
+    from iaunet.runtime.embedder import is_engine
+    model = tmp_path / "model.onnx"
+    shutil.copyfile(image_onnx, model)
+    (tmp_path / "model.onnx.json").write_text('{"labels": ["person"]}')  # another tool's file beside it
+    named_engine = tmp_path / "model.engine"
+    shutil.copyfile(image_onnx, named_engine)
+    assert not is_engine(model) and not is_engine(named_engine)
+    for path in (model, named_engine):
+        with Embedder.open(path, backend="onnxruntime-cpu") as e:
+            assert e.backend == "onnxruntime-cpu"
+    engine = tmp_path / "real.plan"
+    engine.write_bytes(b"ftrt" + bytes(60))
+    assert is_engine(engine)
+    with pytest.raises(IAUnetError, match="has no sidecar"):
+        Embedder.open(engine)

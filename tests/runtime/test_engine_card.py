@@ -107,3 +107,35 @@ def test_every_field_is_required(tmp_path):
         del card[field]
         with pytest.raises(IAUnetError, match=f"lacks {field}"):
             read_sidecar(_engine(tmp_path, card))
+
+
+@pytest.mark.parametrize("field, value", [("metadata", None), ("metadata", "iaunet"), ("metadata", ["a"]),
+                                          ("metadata", {"iaunet.config": 3}), ("compute_capability", "87"),
+                                          ("profile", None), ("gpu_name", None)])
+def test_a_sidecar_field_of_the_wrong_type_is_one_line(tmp_path, field, value):
+    from iaunet.runtime.trt_runner import TensorRTRunner
+    engine = _engine(tmp_path, _card(**{field: value}))
+    with pytest.raises(IAUnetError, match=f"sidecar .*m.engine.json has {field} .*; expected "):
+        TensorRTRunner(engine, expect_model=CKPT, machine=ORIN)
+
+
+def test_engine_bytes_that_are_not_the_sidecars_are_refused(tmp_path, iaunet_notes):
+    import hashlib
+    from iaunet.runtime.trt_runner import check_engine_bytes
+    good = b"ftrt" + bytes(range(60))
+    engine = _engine(tmp_path, _card(engine_sha256=hashlib.sha256(good).hexdigest()))
+    engine.write_bytes(good)
+    assert check_engine_bytes(engine, read_sidecar(engine)) == good
+    engine.write_bytes(good[:-8] + bytes(8))
+    with pytest.raises(IAUnetError, match=r"m\.engine: the engine's bytes do not match the SHA-256"):
+        check_engine_bytes(engine, read_sidecar(engine))
+    check_engine_bytes(engine, _card())  # a sidecar from before the digest: loaded, with a note
+    assert any("carries no engine digest" in note for note in iaunet_notes)
+
+
+def test_the_model_id_or_the_older_checkpoint_id_is_accepted(tmp_path):
+    new = _card(metadata={"iaunet.model_id": "ef" * 32, "iaunet.checkpoint_sha256": CKPT})
+    check_engine("m.engine", new, 0, "ef" * 32, ORIN)
+    check_engine("m.engine", new, 0, CKPT, ORIN)  # a gallery embedded before model ids named the weights
+    with pytest.raises(IAUnetError, match="model efefefefefef but model 121212121212 was expected"):
+        check_engine("m.engine", new, 0, "12" * 32, ORIN)

@@ -82,3 +82,63 @@ def test_reduced_size_jpeg_decoding_would_change_the_pixels(tmp_path):
         assert img.size == (128, 256)  # decoded at half size
         drafted = to_model_array(img.convert("RGB"), 256, 128, "bilinear")
     assert np.abs(drafted - full).max() > 40  # tens of grey levels apart, not rounding (84 here)
+
+
+def _chunk(kind: bytes, body: bytes) -> bytes:
+    import struct
+    import zlib
+    return struct.pack(">I", len(body)) + kind + body + struct.pack(">I", zlib.crc32(kind + body) & 0xFFFFFFFF)
+
+
+def bomb_png(path, side=40000):
+    """A PNG whose header claims ``side`` x ``side`` pixels (a few hundred bytes on disk)."""
+    import struct
+    import zlib
+    header = _chunk(b"IHDR", struct.pack(">IIBBBBB", side, side, 8, 2, 0, 0, 0))
+    path.write_bytes(b"\x89PNG\r\n\x1a\n" + header + _chunk(b"IDAT", zlib.compress(b"")) + _chunk(b"IEND", b""))
+    return path
+
+
+def iccp_png(path, size=4 << 20):
+    """A valid 8 x 4 PNG with an ICC profile chunk that inflates to ``size`` bytes."""
+    import io
+    import zlib
+    buffer = io.BytesIO()
+    Image.new("RGB", (8, 4), (200, 10, 10)).save(buffer, format="PNG")
+    data = buffer.getvalue()
+    at = 8 + 25  # after the signature and IHDR
+    iccp = _chunk(b"iCCP", b"sRGB\x00\x00" + zlib.compress(bytes(size)))
+    path.write_bytes(data[:at] + iccp + data[at:])
+    return path
+
+
+@pytest.mark.parametrize("make", [bomb_png, iccp_png], ids=["decompression-bomb", "oversized-iccp"])
+def test_images_pillow_refuses_are_unreadable_images(tmp_path, make):
+    path = make(tmp_path / "x.png")
+    with pytest.raises(IAUnetError, match=r"x\.png"):
+        load_image(path)
+    ok = tmp_path / "ok.png"
+    Image.new("RGB", (8, 4)).save(ok)
+    reported = []
+    got = list(images.read_batches([ok, path, ok], CARD, batch=4, on_error=lambda i, e: reported.append(i)))
+    assert reported == [1] and sum(len(b) for b in got) == 2
+
+
+def test_a_symlink_loop_in_a_folder_is_listed_so_it_is_reported(tmp_path):
+    Image.new("RGB", (8, 4)).save(tmp_path / "a.jpg")
+    (tmp_path / "loop.jpg").symlink_to("loop.jpg")
+    (tmp_path / "gone.jpg").symlink_to("missing.jpg")
+    found = images.list_images([tmp_path])
+    assert [p.name for p in found] == ["a.jpg", "gone.jpg", "loop.jpg"]
+    with pytest.raises(IAUnetError, match=r"cannot read image .*loop\.jpg: a symbolic link loop"):
+        load_image(tmp_path / "loop.jpg")
+    with pytest.raises(IAUnetError, match=r"loop\.jpg is a symbolic link that leads nowhere"):
+        images.list_images([tmp_path / "loop.jpg"])
+
+
+def test_a_file_named_twice_is_listed_once(tmp_path, iaunet_notes):
+    Image.new("RGB", (8, 4)).save(tmp_path / "a.jpg")
+    Image.new("RGB", (8, 4)).save(tmp_path / "b.jpg")
+    found = images.list_images([tmp_path / "b.jpg", tmp_path / "b.jpg", tmp_path, tmp_path / "." / "a.jpg"])
+    assert [p.name for p in found] == ["b.jpg", "a.jpg"]
+    assert any("3 image(s) named more than once, read once" in note for note in iaunet_notes)

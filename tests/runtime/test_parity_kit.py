@@ -12,6 +12,7 @@ import pytest
 from iaunet.core.errors import IAUnetError
 from iaunet.core.files import sha256_file
 from iaunet.runtime.parity_kit import read_kit, kit_parity
+from iaunet.train.checkpoint import checkpoint_model_id
 
 
 @pytest.fixture(scope="module")
@@ -38,7 +39,7 @@ def test_kit_holds_the_images_ids_and_pytorch_references(kit, trained_setup):
     from iaunet.train.runner import TorchRunner
     info = json.loads((kit / "kit.json").read_text())
     ds = open_dataset(trained_setup["data"])
-    assert info["model_id"] == sha256_file(trained_setup["checkpoint"]) and info["reference"]["source"] == "pytorch"
+    assert info["model_id"] == checkpoint_model_id(trained_setup["checkpoint"]) and info["reference"]["source"] == "pytorch"
     assert info["num_query"] == len(ds.query) and info["size"] == len(ds.query) + len(ds.gallery)  # all fit in 256
     assert set(info["sha256"]) == {p.relative_to(kit).as_posix() for p in kit.rglob("*") if p.is_file() and p.name != "kit.json"}
     with np.load(kit / "reference.npz") as npz:  # any tool reads it: plain arrays, no pickles

@@ -76,3 +76,28 @@ def test_an_edited_weight_is_refused_and_an_old_file_without_checksum_loads(tmp_
         logger.setLevel(level)
     assert any("carries no checksum" in n for n in notes)
     assert torch.equal(loaded.state_dict()["classifier.weight"], raw["state_dict"]["classifier.weight"])
+
+
+def test_the_model_id_names_the_weights_not_the_file(tmp_path):
+    """Two files of the same weights (another run's timings, another order of entries) are
+    one model; a changed weight or config is another."""
+    from iaunet.core.files import sha256_file
+    from iaunet.train.checkpoint import checkpoint_model_id
+    torch.manual_seed(0)
+    model = create_model("iaunet_r18", num_classes=5, height=64, width=32)
+    first = save_checkpoint(tmp_path / "a.pt", model, extra={"epoch_seconds": [12.5, 11.9]})
+    second = save_checkpoint(tmp_path / "b.pt", model, extra={"epoch_seconds": [13.1, 12.0]})
+    raw = torch.load(second, weights_only=True)
+    raw["state_dict"] = dict(reversed(list(raw["state_dict"].items())))
+    raw["config"] = dict(reversed(list(raw["config"].items())))
+    torch.save(raw, tmp_path / "c.pt")
+    assert len({sha256_file(p) for p in (first, second, tmp_path / "c.pt")}) == 3
+    ids = {checkpoint_model_id(p) for p in (first, second, tmp_path / "c.pt")}
+    assert len(ids) == 1 and len(next(iter(ids))) == 64
+    raw["state_dict"]["classifier.weight"][0, 0] += 1.0
+    del raw["tensors_sha256"]  # as a file written before checkpoints carried a digest: computed
+    torch.save(raw, tmp_path / "d.pt")
+    raw["state_dict"]["classifier.weight"][0, 0] -= 1.0
+    raw["config"]["resize_filter"] = "bicubic"
+    torch.save(raw, tmp_path / "e.pt")
+    assert len(ids | {checkpoint_model_id(tmp_path / "d.pt"), checkpoint_model_id(tmp_path / "e.pt")}) == 3
