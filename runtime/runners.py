@@ -84,19 +84,24 @@ def usable_cores() -> int:
     return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
 
 
-def tensorrt_ep_options(precision: str, cache_dir=None) -> dict:
+def tensorrt_ep_options(precision: str, cache_dir=None, model_digest: str = "") -> dict:
     """ONNX Runtime's TensorRT execution provider options for a variant: its engines and
-    timing cache kept in the toolkit's cache folder (else every session rebuilds the
-    engine: minutes on Orin), and the precision flags the variant needs (the EP builds
-    weakly typed: FP16 for the fp16 variant, INT8 and FP16 for the Q/DQ int8 one)."""
+    timing cache kept in the toolkit's cache folder, one subfolder per model content
+    (``model_digest``: ORT names a cached engine by the file's name and node names, not its
+    weights, so a retrained ``model.onnx`` would load the old engine), else every session
+    rebuilds the engine (minutes on Orin); and the precision flags the variant needs (the EP
+    builds weakly typed: FP16 for the fp16 variant, INT8 and FP16 for the Q/DQ int8 one; with
+    FP16 on, TensorRT may also pick FP16 for the graph's FP32 affinity islands, which the EP
+    cannot pin: ``iaunet build``'s strongly typed engines keep them FP32)."""
     from iaunet.core.files import cache_folder
-    folder = str(cache_folder("ort-tensorrt", cache_dir))
+    folder = cache_folder("ort-tensorrt", cache_dir)
+    folder = str(folder / model_digest[:16] if model_digest else folder)
     return {"trt_engine_cache_enable": True, "trt_engine_cache_path": folder,
             "trt_timing_cache_enable": True, "trt_timing_cache_path": folder,
             "trt_fp16_enable": precision in ("fp16", "int8"), "trt_int8_enable": precision == "int8"}
 
 
-def ort_providers(device: str, precision: str = "fp32", cache_dir=None) -> list:
+def ort_providers(device: str, precision: str = "fp32", cache_dir=None, model_digest: str = "") -> list:
     """ONNX Runtime providers for ``device`` ('cpu', 'cuda', 'tensorrt'), with fallbacks
     (the TensorRT EP with its options for ``precision``); a device this onnxruntime build
     lacks is an IAUnetError naming what it has."""
@@ -108,7 +113,7 @@ def ort_providers(device: str, precision: str = "fp32", cache_dir=None) -> list:
         raise IAUnetError(f"this onnxruntime has no {ORT_PROVIDERS[device]} (it has {', '.join(available)}); "
                           "install onnxruntime-gpu for 'cuda' and 'tensorrt'")
     order = {"tensorrt": ["tensorrt", "cuda", "cpu"], "cuda": ["cuda", "cpu"], "cpu": ["cpu"]}[device]
-    return [(ORT_PROVIDERS[d], tensorrt_ep_options(precision, cache_dir)) if d == "tensorrt" else ORT_PROVIDERS[d]
+    return [(ORT_PROVIDERS[d], tensorrt_ep_options(precision, cache_dir, model_digest)) if d == "tensorrt" else ORT_PROVIDERS[d]
             for d in order if ORT_PROVIDERS[d] in available]
 
 
@@ -135,13 +140,29 @@ def best_ort_device() -> str:
     return "cuda" if ORT_PROVIDERS["cuda"] in ort.get_available_providers() else "cpu"
 
 
+def _metadata_of(model) -> dict:
+    """An ONNX file's (path or bytes) metadata, read before any session opens it (a path is
+    mapped, so its weights are not read); {} where it cannot be parsed (the session says why)."""
+    import mmap
+    from iaunet.core import onnx_wire
+    try:
+        if isinstance(model, (bytes, bytearray)):
+            return onnx_wire.read_model(bytes(model), "ONNX model")[0]
+        with open(model, "rb") as f, mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_READ) as data:
+            return onnx_wire.read_model(data, str(model))[0]
+    except (IAUnetError, ValueError, OSError):
+        return {}
+
+
 def _precision_of(model) -> str:
     """The precision variant an ONNX file (path or bytes) says it is, from its metadata."""
-    from iaunet.core import onnx_wire
-    from iaunet.core.graph_io import METADATA_PREFIX
+    return _metadata_of(model).get(METADATA_PREFIX + "precision", "fp32")
+
+
+def _digest_of(model) -> str:
+    import hashlib
     data = model if isinstance(model, (bytes, bytearray)) else Path(model).read_bytes()
-    props, _ = onnx_wire.read_model(bytes(data), "ONNX model")
-    return props.get(METADATA_PREFIX + "precision", "fp32")
+    return hashlib.sha256(data).hexdigest()
 
 
 class OnnxRuntimeRunner(Runner):
@@ -174,15 +195,14 @@ class OnnxRuntimeRunner(Runner):
         # iaunet_r50 256x128 at batch 8 (2 cores, ORT 1.32): peak RSS 534 MB with it, 372-460 MB
         # without, same latency (388 vs 387-400 ms).
         options.enable_mem_pattern = False
+        if not as_written and _metadata_of(model).get(METADATA_PREFIX + CONSUMER_KEY) == TENSORRT_ONLY:
+            raise IAUnetError(f"{self.source} is the TensorRT layout of an INT8 variant (FP16 outside its Q/DQ), which "
+                              "ONNX Runtime's graph optimisations compute wrongly; run "
+                              f"{onnxruntime_layout_path(self.source).name}, written beside it, instead")
         self.session = self._session(model, options, device, cache_dir)
         _return_freed_heap()
         self.device = device
         self.name = f"onnxruntime-{device}" + ("-as-written" if as_written else "")
-        if not as_written and self.metadata.get(METADATA_PREFIX + CONSUMER_KEY) == TENSORRT_ONLY:
-            self.session = None
-            raise IAUnetError(f"{self.source} is the TensorRT layout of an INT8 variant (FP16 outside its Q/DQ), which "
-                              "ONNX Runtime's graph optimisations compute wrongly; run "
-                              f"{onnxruntime_layout_path(self.source).name}, written beside it, instead")
         inputs, outputs = self.session.get_inputs(), self.session.get_outputs()
         if [i.name for i in inputs] != [INPUT_NAME] or OUTPUT_NAME not in [o.name for o in outputs]:
             raise IAUnetError(f"{self.source} has inputs {[i.name for i in inputs]} and outputs "
@@ -193,7 +213,8 @@ class OnnxRuntimeRunner(Runner):
     def _session(self, model, options, device: str, cache_dir=None):
         import onnxruntime as ort
         try:
-            providers = ort_providers(device, _precision_of(model) if device == "tensorrt" else "fp32", cache_dir)
+            providers = (ort_providers(device, _precision_of(model), cache_dir, _digest_of(model)) if device == "tensorrt"
+                         else ort_providers(device))
             return ort.InferenceSession(model, options, providers=providers)
         except IAUnetError:
             raise
