@@ -405,6 +405,24 @@ class CameraStream:
             self._done.clear()
             return out
 
+    def open_tracks(self) -> list:
+        """A ``TrackResult`` (``ended_by="open"``) for each track not yet ended whose crops
+        have an embedding so far (image models): what a matcher matches a long track with
+        before it ends."""
+        with self._cond:
+            for _ in range(10):   # a camera's thread may add a track while this reads
+                try:
+                    tracks = [(c, t) for c in list(self.cameras.values()) for t in list(c.tracks.values())]
+                    break
+                except RuntimeError:
+                    continue
+            else:
+                return []
+            return [TrackResult(c.name, t.id, t.first, t.last, t.first_time, t.last_time, t.seen, t.taken,
+                                t.embedded, t.dropped, (t.sum / max(float(np.linalg.norm(t.sum)), 1e-12)).astype(
+                                    np.float32), "open")
+                    for c, t in tracks if t.sum is not None and t.ended_by is None]
+
     def results(self, timeout: float = 0.2):
         """Yield each ``TrackResult`` as its track ends; returns when the stream is closed
         (``close``) and every track has been given out. Meant for a thread other than the
