@@ -162,6 +162,8 @@ class LocalStore(Store):
         path = self.folder / JOURNAL
         data = path.read_bytes() if path.exists() else b""
         payloads, good = read_frames(data)
+        if data and not data.startswith(MAGIC):
+            raise IAUnetError(f"store {self.folder}: {JOURNAL} is not an identity store of format {FORMAT}")
         if good < len(data):
             log.warning("store %s: %d byte(s) of an incomplete flush at the end of %s dropped", self.folder,
                         len(data) - good, JOURNAL)
@@ -169,7 +171,11 @@ class LocalStore(Store):
                 f.truncate(good)
                 os.fsync(f.fileno())
         for i, payload in enumerate(payloads):
-            meta, rows = decode_rows(payload, self.dim)
+            try:
+                meta, rows = decode_rows(payload, self.dim)
+            except (struct.error, ValueError, KeyError, TypeError):
+                raise IAUnetError(f"store {self.folder}: {JOURNAL} is not an identity store of format {FORMAT}") \
+                    from None
             if i == 0:
                 self._check_meta(meta)
             self._apply(rows)

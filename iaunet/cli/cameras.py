@@ -132,7 +132,7 @@ def _remove_if_only_store(out, created: bool) -> None:
     """A run that failed before writing anything leaves no folder it created for its store."""
     import shutil
     from pathlib import Path
-    if created and Path(out).is_dir() and [p.name for p in Path(out).iterdir()] == ["store"]:
+    if created and Path(out).is_dir() and [p.name for p in Path(out).iterdir()] in ([], ["store"]):
         shutil.rmtree(out)
 
 
@@ -149,10 +149,15 @@ def _open_identities(args, out):
     travel = read_camera_graph(args.camera_graph) if args.camera_graph else {}
     options = MatchOptions(args.threshold, args.window, args.match_every, args.representatives, travel)
     card = read_card(args.model)
-    args.store = args.store or str(Path(out) / "store")
-    if not str(args.store).startswith(("milvus://", "milvus-lite:")):
-        Path(out).mkdir(parents=True, exist_ok=True)
-    return _Identities(args, open_store(args.store, card.embedding_dim, card.model_id), options)
+    created = not Path(out).exists()
+    if not args.store:
+        args.store = str(Path(out) / "store")
+        Path(out).mkdir(exist_ok=True)
+    try:
+        return _Identities(args, open_store(args.store, card.embedding_dim, card.model_id), options)
+    except BaseException:
+        _remove_if_only_store(out, created)
+        raise
 
 
 def _refuse_outputs_over_inputs(out, inputs, videos=()) -> None:
