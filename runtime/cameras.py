@@ -7,7 +7,9 @@ H x W x 3 uint8 RGB frame, boxes as x, y, w, h in 0-based pixels, the tracker's 
 from any thread, one thread per camera. ``stream.results()`` yields a ``TrackResult`` as
 each track ends (absent for ``track_timeout`` frames, or its camera closed): camera,
 track id, first and last frame and time, counts, and the embedding. That iterator is the
-seam for matching identities across cameras: a matcher consumes tracks as they end.
+seam for matching identities across cameras: a matcher consumes tracks as they end
+(``iaunet.runtime.identities``), and ``stream.open_tracks()`` gives the tracks still in
+view with their embedding so far.
 
 - **Crops.** A box is clipped to the frame and cut out (``crop_box``), then goes through
   the runtime's one preprocessing (``images.to_sample``), as ``Embedder.embed`` would

@@ -126,6 +126,12 @@ class Store:
     def flush(self) -> None: ...
     def close(self) -> None: ...
 
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.close()
+
 
 class IdentityMatcher:
     """Tracks in, global identities out, through a ``Store``."""

@@ -304,12 +304,6 @@ class LocalStore(Store):
                 self._lock.close()
                 self._lock = None
 
-    def __enter__(self):
-        return self
-
-    def __exit__(self, *exc):
-        self.close()
-
 
 # -- Milvus ---------------------------------------------------------------------------------
 
@@ -475,9 +469,3 @@ class MilvusStore(Store):
         if getattr(self, "client", None) is not None:
             self.client.close()
             self.client = None
-
-    def __enter__(self):
-        return self
-
-    def __exit__(self, *exc):
-        self.close()

@@ -7,18 +7,10 @@ import numpy as np
 import pytest
 
 from iaunet.cli import main
+from tests.runtime.test_camera_commands import run
 
 pytest.importorskip("av", reason="PyAV is not installed (pip install -e '.[cameras]')")
 pytest.importorskip("trackeval", reason="trackeval is not installed (pip install -e '.[score]')")
-
-
-def run(capsys, *argv):
-    try:
-        code = main([str(a) for a in argv])
-    except SystemExit as exit_:
-        code = exit_.code
-    out, err = capsys.readouterr()
-    return code, out, err
 
 
 @pytest.fixture(scope="module")
