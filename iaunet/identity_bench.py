@@ -119,7 +119,8 @@ def store_timing(dim: int, work: Path, queries: int) -> list:
     from iaunet.runtime.identity_store import open_store
     rng = np.random.default_rng(0)
     rows = []
-    work.mkdir(parents=True, exist_ok=True)
+    shutil.rmtree(work, ignore_errors=True)   # fresh stores: a killed earlier run's are not measured
+    work.mkdir(parents=True)
     for size in SIZES:
         emb = rng.normal(size=(size, dim)).astype(np.float32)
         emb /= np.linalg.norm(emb, axis=1, keepdims=True)

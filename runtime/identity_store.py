@@ -23,7 +23,9 @@ constraints are Milvus filter expressions: ``conflicts`` is a scalar query (trac
 overlapping the new one in time, per camera with its travel time), ``search`` a vector
 search filtered to representatives within the window and outside the clashing
 identities. A meta row (key ``__meta__``) holds the model id and the next identity
-number. Milvus has no writer lock: one process per collection.
+number. A Milvus server has no writer lock: one process per collection. Milvus Lite
+serves a ``.db`` file from the process that opened it (another process cannot open it
+meanwhile); ``close`` releases it.
 """
 from __future__ import annotations
 
@@ -339,6 +341,7 @@ class MilvusStore(Store):
 
     def __init__(self, spec: str, dim: int, model_id: str = ""):
         uri, self.collection = parse_milvus(spec)
+        self.lite_path = uri if spec.startswith("milvus-lite:") else None
         try:
             from pymilvus import DataType, MilvusClient
         except ImportError:
@@ -352,6 +355,8 @@ class MilvusStore(Store):
                               "for Milvus Lite)") from None
         if not self.client.has_collection(self.collection):
             self._create(DataType)
+        else:
+            self.client.load_collection(self.collection)   # a collection reopened may be released
         self._load_meta()
 
     def _create(self, DataType):
@@ -469,3 +474,6 @@ class MilvusStore(Store):
         if getattr(self, "client", None) is not None:
             self.client.close()
             self.client = None
+            if self.lite_path:   # Milvus Lite serves the .db from this process: let another process open it
+                from milvus_lite.server_manager import server_manager_instance
+                server_manager_instance.release_server(self.lite_path)

@@ -155,3 +155,9 @@ def test_local_and_milvus_lite_give_the_same_identities(tmp_path):
     assert rows[0] == rows[1]
     with open_store(f"milvus-lite:{tmp_path}/m.db", DIM, "m") as store:   # reopened: the same rows, no new ids
         assert IdentityMatcher(store).match(tracks[0]) == local[0] and store.next_id == max(local) + 1
+    import subprocess
+    import sys
+    code = ("import sys, numpy as np; from iaunet.runtime.identity_store import open_store\n"
+            f"s = open_store('milvus-lite:{tmp_path}/m.db', {DIM}, 'm'); print(s.get(sys.argv[1]).identity, s.next_id)")
+    done = subprocess.run([sys.executable, "-c", code, tracks[0].key], capture_output=True, text=True, timeout=120)
+    assert done.stdout.split() == [str(local[0]), str(max(local) + 1)], done.stderr[-500:]   # another process
