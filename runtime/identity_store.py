@@ -255,12 +255,12 @@ class LocalStore(Store):
         own = self.index.get(track.key)
         if own is not None:
             ok[own] = False
-        rows = np.flatnonzero(ok)
-        if not len(rows):
+        if not ok.any():
             return None
-        sims = self.emb[rows] @ np.asarray(embedding, np.float32)
+        sims = self.emb[:n] @ np.asarray(embedding, np.float32)   # one pass over memory; no copy of the rows
+        sims[~ok] = -np.inf
         best = int(np.argmax(sims))
-        return int(self.ints["identity"][rows[best]]), float(sims[best])
+        return int(self.ints["identity"][best]), float(sims[best])
 
     def representatives(self, identity: int) -> list:
         n = self.n
