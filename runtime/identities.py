@@ -39,7 +39,7 @@ from iaunet.core.validate import COUNT, NON_NEGATIVE_FLOAT, Bounded, check
 
 # chosen on synthetic scenes of seeds 100-104 (never scored by the tests): see the README's
 # "Identities across cameras" and iaunet/identity_bench.py
-DEFAULT_THRESHOLD = 0.6
+DEFAULT_THRESHOLD = 0.65
 THRESHOLD = Bounded(float, -1, 1)
 DEFAULT_WINDOW = 600.0          # seconds an identity stays matchable after it was last seen
 DEFAULT_MATCH_EVERY = 10.0      # seconds between matches of a long track (0: only when it ends)
