@@ -16,8 +16,6 @@ from __future__ import annotations
 
 from pathlib import Path
 
-import numpy as np
-
 from iaunet.core.files import atomic_output, write_json
 from iaunet.runtime.identities import IdentityMatcher, MatchOptions, Track
 
@@ -170,15 +168,3 @@ def draw_frames(folder: Path, names, videos, labelled: dict) -> list:
         written.append(rel)
     return written
 
-
-def assigned_identities(assigned: list) -> dict:
-    """{track key: identity}: what tests compare between stores."""
-    return {track.key: identity for track, identity in assigned}
-
-
-def embeddings_of(assigned: list) -> tuple:
-    """(N x D embeddings, cameras, track ids) of this run's tracks, for track-level scoring."""
-    if not assigned:
-        return np.zeros((0, 0), np.float32), [], []
-    return (np.stack([t.embedding for t, _ in assigned]).astype(np.float32), [t.camera for t, _ in assigned],
-            [t.track_id for t, _ in assigned])
