@@ -35,7 +35,8 @@ def add_commands(sub):
     p.add_argument("--realtime", action="store_true", help="pace each camera at its video's frame rate, as a live "
                                                            "camera would")
     p.add_argument("--max-frames", type=COUNT, help="stop each camera after this many frames")
-    common.output(p, "report folder (created if missing; tracks.npz, stats.json and latency.png in it are replaced)")
+    common.output(p, "report folder (created if missing; tracks.npz, stats.json, latency.png, camK.txt, "
+                     "identities.json, timeline.png, frames/ and score.json in it are replaced)")
     _identity_options(p)
     p.set_defaults(func=run_cameras)
 
