@@ -146,7 +146,8 @@ def store_timing(dim: int, work: Path, queries: int, stores=("local", "milvus-li
                     t0 = time.perf_counter()
                     m.match(t)
                     times.append(time.perf_counter() - t0)
-            rows.append({"store": kind, "embeddings": size, "tracks": n, "median_ms": round(1000 * float(np.median(times)), 2),
+            rows.append({"store": kind, "embeddings": size, "tracks": n,
+                         "median_ms": round(1000 * float(np.median(times)), 2),
                          "p90_ms": round(1000 * float(np.percentile(times, 90)), 2), "fill_s": round(fill, 1)})
             print(f"  {kind:12s} {size:>7,} embeddings: {rows[-1]['median_ms']} ms per track (p90 "
                   f"{rows[-1]['p90_ms']}), filled in {fill:.1f} s", flush=True)
@@ -170,7 +171,8 @@ def main(argv=None) -> None:
     demo = Path(args.demo_model) if args.demo_model else demo_model(out / "demo-train")
     record = {"demo_model": str(demo)}
     if not args.skip_sweep:
-        r50 = out / "iaunet_r50.onnx" if (out / "iaunet_r50.onnx").exists() else build_model("iaunet_r50", 256, 128, out)
+        r50 = out / "iaunet_r50.onnx"
+        r50 = r50 if r50.exists() else build_model("iaunet_r50", 256, 128, out)
         record["sweep"] = threshold_sweep({"demo r18 (trained)": demo, "r50 (randomised BN)": r50}, args.seeds, out)
         plot_sweep(record["sweep"], out / "idf1_threshold.png")
         (out / "identity_bench.json").write_text(json.dumps(record, indent=1) + "\n")

@@ -200,7 +200,8 @@ def _html(sections, folder: Path) -> str:
             body.append(f"<table><tr>{head}</tr>" + "".join(f"<tr>{c}</tr>" for c in cells) + "</table>")
         for picture in pictures:
             data = base64.b64encode((folder / picture).read_bytes()).decode()
-            body.append(f'<figure><img alt="{html.escape(PICTURES[picture])}" src="data:image/{_mime(picture)};base64,{data}">'
+            body.append(f'<figure><img alt="{html.escape(PICTURES[picture])}" '
+                        f'src="data:image/{_mime(picture)};base64,{data}">'
                         f"<figcaption>{html.escape(PICTURES[picture])}</figcaption></figure>")
     return ("<!DOCTYPE html><html lang=\"en\"><head><meta charset=\"utf-8\"><title>IAUnet demo report</title>"
             f"<style>{STYLE}</style></head><body>" + "\n".join(body) + "</body></html>\n")

@@ -97,7 +97,8 @@ def test_milvus_lite_store_matches_the_local_one(first_run, scene, image_onnx, c
             m = IdentityMatcher(store, MatchOptions(threshold=0.9))
             got.append([m.match(t) for t in tracks])
     assert got[0] == got[1] and len(set(got[0])) < len(tracks)
-    code, printed, err = run(capsys, *argv(scene, image_onnx, tmp_path / "o", "--store", f"milvus-lite:{tmp_path}/c.db"))
+    store = f"milvus-lite:{tmp_path}/c.db"
+    code, printed, err = run(capsys, *argv(scene, image_onnx, tmp_path / "o", "--store", store))
     assert code == 0, err
     assert "milvus-lite:" in printed and json.loads((tmp_path / "o" / "identities.json").read_text())["tracks"] == len(
         tracks)
