@@ -281,8 +281,12 @@ def _cameras(out: Path) -> dict:
     scenes.mkdir(parents=True)
     generate_scenes(scenes, SceneSpec(cameras=CAMERAS, seconds=CAMERA_SECONDS))
     names = [f"cam{k + 1}" for k in range(CAMERAS)]
-    stats = run_cameras([scenes / f"{n}.mp4" for n in names], [scenes / f"{n}.tracks.txt" for n in names],
-                        out / "model.onnx", folder)
+    identities, store = _identity_run(out / "model.onnx", folder)
+    try:
+        stats = run_cameras([scenes / f"{n}.mp4" for n in names], [scenes / f"{n}.tracks.txt" for n in names],
+                            out / "model.onnx", folder, on_tracks=identities)
+    finally:
+        store.close()
     ids = json.loads((scenes / "identities.json").read_text())
     identity = {(c, int(t)): g for c in names for t, g in ids["tracker_tracks"][c].items()}
     with np.load(folder / "tracks.npz") as npz:
@@ -294,7 +298,30 @@ def _cameras(out: Path) -> dict:
             "per_camera": {n: {k: stats["cameras"][n][k] for k in ("frames", "boxes_seen", "crops_embedded",
                                                                    "crops_dropped")} | {
                                "p99_ms": stats["cameras"][n]["latency_ms"]["p99"]} for n in names},
-            "rank1": cross_camera_rank1(embeddings, identity, embeddings), "errors": stats["errors"]}
+            "rank1": cross_camera_rank1(embeddings, identity, embeddings), "errors": stats["errors"],
+            "identities": _identity_outputs(folder, scenes, names, identities)}
+
+
+def _identity_run(model: Path, folder: Path) -> tuple:
+    """The matcher ``iaunet cameras`` runs by default: a local store in cameras/store."""
+    from iaunet.runtime.embedder import read_card
+    from iaunet.runtime.identity_store import LocalStore
+    from iaunet.runtime.identity_tasks import IdentityRun
+    card = read_card(model)
+    store = LocalStore(folder / "store", card.embedding_dim, card.model_id)
+    return IdentityRun(store), store
+
+
+def _identity_outputs(folder: Path, scenes: Path, names: list, identities) -> dict:
+    """camK.txt, identities.json, timeline.png, frames/*.jpg, and TrackEval's score against the scene."""
+    from iaunet.identity_score import score_run
+    from iaunet.runtime.camera_tasks import read_tracks
+    from iaunet.runtime.identity_tasks import write_identity_outputs
+    summary = write_identity_outputs(folder, names, [scenes / f"{n}.mp4" for n in names],
+                                     [read_tracks(scenes / f"{n}.tracks.txt") for n in names], identities,
+                                     "folder cameras/store")
+    score = score_run(folder, scenes, names)
+    return summary | {k: score[k] for k in ("IDF1", "IDP", "IDR", "rank1", "mAP")}
 
 
 def _bench(out: Path, checkpoint: Path, engines: list) -> dict:
@@ -360,6 +387,9 @@ def _print_summary(summary: dict, report) -> None:
     print(f"cameras: {cams['cameras']} x {cams['seconds']:g} s, {cams['overall']['crops_embedded']} of "
           f"{cams['overall']['boxes_seen']} boxes embedded, p99 {cams['latency_ms']['p99']} ms, "
           f"cross-camera track rank-1 {cams['rank1']:.1%}")
+    ids = cams["identities"]
+    print(f"identities: {ids['tracks']} tracks into {ids['identities']} identities, cross-camera IDF1 "
+          f"{ids['IDF1']:.3f} (TrackEval) at threshold {ids['threshold']:g}")
     ratios = ", ".join(f"{k} {r:.2f}x" for k, r in summary["bench"]["vs_pytorch"].items())
     print(f"bench, samples/s against PyTorch eager: {ratios}")
     rows = summary["verify"]["rows"]

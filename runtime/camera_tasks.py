@@ -161,11 +161,18 @@ def camera_names(videos) -> list:
 
 
 def run_cameras(videos, track_files, model, out, options: StreamOptions | None = None, realtime: float = 0.0,
-                backend: str = "auto", threads: int | None = None, max_frames: int | None = None) -> dict:
+                backend: str = "auto", threads: int | None = None, max_frames: int | None = None,
+                on_tracks=None) -> dict:
     """Run every camera through one stream; write OUT/tracks.npz, stats.json, latency.png.
     ``realtime``: pace each camera at this multiple of its video's frame rate (0: as fast
-    as it decodes). Returns the stats (with ``complete``); re-raises KeyboardInterrupt
-    after writing."""
+    as it decodes). ``on_tracks(results, stream)`` is called with each batch of ended
+    tracks as they come (``stream`` None for the last), e.g. an identity matcher. Returns
+    the stats (with ``complete``); re-raises KeyboardInterrupt after writing."""
+    def collect(new, live=True):
+        results.extend(new)
+        if on_tracks is not None:
+            on_tracks(new, stream if live else None)
+
     from iaunet.runtime.embedder import Embedder
     options = options or StreamOptions()
     tracks = check_inputs(videos, track_files)
@@ -186,17 +193,17 @@ def run_cameras(videos, track_files, model, out, options: StreamOptions | None =
             for w in workers:
                 w.start()
             while any(w.is_alive() for w in workers):
-                results += stream.poll()
+                collect(stream.poll())
                 workers[0].join(0.05) if workers[0].is_alive() else time.sleep(0.05)
             stream.close()
-            results += list(stream.results())
+            collect(list(stream.results()), live=False)
         except KeyboardInterrupt:
             complete = False
             stop.set()
             for w in workers:
                 w.join()
             stream.close()
-            results += list(stream.results())
+            collect(list(stream.results()), live=False)
             _write(out, results, stream, names, infos, embedder.card, complete, realtime)
             raise
         return _write(out, results, stream, names, infos, embedder.card, complete, realtime)

@@ -7,7 +7,9 @@ H x W x 3 uint8 RGB frame, boxes as x, y, w, h in 0-based pixels, the tracker's 
 from any thread, one thread per camera. ``stream.results()`` yields a ``TrackResult`` as
 each track ends (absent for ``track_timeout`` frames, or its camera closed): camera,
 track id, first and last frame and time, counts, and the embedding. That iterator is the
-seam for matching identities across cameras: a matcher consumes tracks as they end.
+seam for matching identities across cameras: a matcher consumes tracks as they end
+(``iaunet.runtime.identities``), and ``stream.open_tracks()`` gives the tracks still in
+view with their embedding so far.
 
 - **Crops.** A box is clipped to the frame and cut out (``crop_box``), then goes through
   the runtime's one preprocessing (``images.to_sample``), as ``Embedder.embed`` would
@@ -404,6 +406,24 @@ class CameraStream:
             out = list(self._done)
             self._done.clear()
             return out
+
+    def open_tracks(self) -> list:
+        """A ``TrackResult`` (``ended_by="open"``) for each track not yet ended whose crops
+        have an embedding so far (image models): what a matcher matches a long track with
+        before it ends."""
+        with self._cond:
+            for _ in range(10):   # a camera's thread may add a track while this reads
+                try:
+                    tracks = [(c, t) for c in list(self.cameras.values()) for t in list(c.tracks.values())]
+                    break
+                except RuntimeError:
+                    continue
+            else:
+                return []
+            return [TrackResult(c.name, t.id, t.first, t.last, t.first_time, t.last_time, t.seen, t.taken,
+                                t.embedded, t.dropped, (t.sum / max(float(np.linalg.norm(t.sum)), 1e-12)).astype(
+                                    np.float32), "open")
+                    for c, t in tracks if t.sum is not None and t.ended_by is None]
 
     def results(self, timeout: float = 0.2):
         """Yield each ``TrackResult`` as its track ends; returns when the stream is closed

@@ -30,7 +30,8 @@ ROOT = Path(__file__).parents[1]
 STAGES = ("runtime", "train", "export", "calib", "engines")  # each may import the earlier ones
 RANK = {"core": 0, **{stage: i for i, stage in enumerate(STAGES, 1)}, "top": len(STAGES) + 1}
 CORE_MAY_IMPORT = set(sys.stdlib_module_names) | {"numpy", "PIL", "iaunet"}
-TOP_FILES = {"iaunet/demo.py", "iaunet/report.py", "iaunet/model_bench.py", "iaunet/camera_bench.py", "iaunet/doctor.py", "iaunet/__main__.py"}
+TOP_FILES = {"iaunet/demo.py", "iaunet/report.py", "iaunet/model_bench.py", "iaunet/camera_bench.py", "iaunet/doctor.py",
+             "iaunet/__main__.py", "iaunet/identity_bench.py", "iaunet/identity_score.py"}
 # repository folder -> installed package, from pyproject's package-dir ("train" -> "iaunet.train")
 PACKAGE_OF = {folder: package for package, folder in
               tomllib.loads((ROOT / "pyproject.toml").read_text())["tool"]["setuptools"]["package-dir"].items()}

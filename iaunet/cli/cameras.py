@@ -35,8 +35,32 @@ def add_commands(sub):
     p.add_argument("--realtime", action="store_true", help="pace each camera at its video's frame rate, as a live "
                                                            "camera would")
     p.add_argument("--max-frames", type=COUNT, help="stop each camera after this many frames")
-    common.output(p, "report folder (created if missing; tracks.npz, stats.json and latency.png in it are replaced)")
+    common.output(p, "report folder (created if missing; tracks.npz, stats.json, latency.png, camK.txt, "
+                     "identities.json, timeline.png, frames/ and score.json in it are replaced)")
+    _identity_options(p)
     p.set_defaults(func=run_cameras)
+
+
+def _identity_options(p):
+    from iaunet.runtime.identities import THRESHOLD, MatchOptions
+    d = MatchOptions()
+    g = p.add_argument_group("identities across cameras")
+    g.add_argument("--store", metavar="STORE", help="where identities persist: a folder (default OUT/store), "
+                   "milvus://HOST:PORT/COLLECTION, or milvus-lite:PATH.db")
+    g.add_argument("--threshold", type=THRESHOLD, default=d.threshold,
+                   help="cosine similarity a track needs to join an identity")
+    g.add_argument("--window", type=NON_NEGATIVE_FLOAT, default=d.window,
+                   help="seconds an identity stays matchable after it was last seen")
+    g.add_argument("--match-every", type=NON_NEGATIVE_FLOAT, default=d.match_every,
+                   help="seconds between matches of a track still in view (0: only when it ends)")
+    g.add_argument("--representatives", type=COUNT, default=d.representatives,
+                   help="embeddings kept per identity for matching")
+    g.add_argument("--camera-graph", metavar="JSON", help='minimum travel seconds between cameras, '
+                   '{"cam1": {"cam2": 4.0}}')
+    g.add_argument("--start-time", type=Bounded(float), default=0.0,
+                   help="seconds added to the videos' times (e.g. the Unix time they start at) in the store")
+    g.add_argument("--gt", metavar="DIR", help="a scene from 'iaunet synth --scenes': score the identities with "
+                   "TrackEval (IDF1, IDP, IDR) and track-level rank-1/mAP into OUT/score.json")
 
 
 def stream_options(args):
@@ -48,32 +72,104 @@ def stream_options(args):
 
 def run_cameras(args):
     from iaunet.core.files import check_report_folder
-    from iaunet.runtime.camera_tasks import run_cameras as run
+    from iaunet.runtime.camera_tasks import check_inputs, run_cameras as run
     options = stream_options(args)
     out = check_report_folder(args.output, inputs=list(args.videos) + list(args.tracks))
-    _refuse_outputs_over_inputs(out, list(args.videos) + list(args.tracks) + [args.model])
+    _refuse_outputs_over_inputs(out, list(args.videos) + list(args.tracks) + [args.model], args.videos)
+    check_inputs(args.videos, args.tracks)     # before the store is opened: a bad input creates nothing
+    created = not out.exists()
+    identities = _open_identities(args, out)   # the store's lock is taken before any work
     try:
         stats = run(args.videos, args.tracks, args.model, out, options, 1.0 if args.realtime else 0.0, args.backend,
-                    args.threads, args.max_frames)
+                    args.threads, args.max_frames, on_tracks=identities.run)
+        ident = identities.finish(out, args.videos, args.tracks)
     except KeyboardInterrupt:
+        identities.store.close()
         print(f"interrupted: what was processed is in {out} (marked incomplete)")
+        raise
+    except BaseException:
+        identities.store.close()
+        _remove_if_only_store(out, created)
         raise
     total = stats["overall"]
     lat = total["latency_ms"]
     print(f"{len(stats['cameras'])} cameras, {total['frames']} frames, {total['tracks']} tracks: "
           f"{total['crops_embedded']} of {total['boxes_seen']} boxes embedded, {total['crops_dropped']} dropped; "
           f"latency p50 {lat['p50']} ms, p99 {lat['p99']} ms; {total['crops_per_second']} crops/s -> {out}")
+    print(f"{ident['tracks']} tracks matched into {ident['identities']} identities "
+          f"({ident['cross_camera_identities']} seen by more than one camera) in {ident['store']}")
+    if "score" in ident:
+        sc = ident["score"]
+        print(f"score against {args.gt}: IDF1 {sc['IDF1']:.3f}, IDP {sc['IDP']:.3f}, IDR {sc['IDR']:.3f}; "
+              f"track rank-1 {sc['rank1']:.3f}, mAP {sc['mAP']:.3f} -> {out / 'score.json'}")
     for name, error in stats["errors"].items():
         print(f"camera {name}: {error}")
     return EXIT_CAMERA_FAILED if stats["errors"] else 0
 
 
-def _refuse_outputs_over_inputs(out, inputs) -> None:
+class _Identities:
+    """The identity side of one ``iaunet cameras`` run: store, matcher, outputs, score."""
+
+    def __init__(self, args, store, options):
+        from iaunet.runtime.identity_tasks import IdentityRun
+        self.args, self.store = args, store
+        self.run = IdentityRun(store, options, args.start_time)
+
+    def finish(self, out, videos, track_files) -> dict:
+        from iaunet.runtime.camera_tasks import camera_names, read_tracks
+        from iaunet.runtime.identity_store import describe_store
+        from iaunet.runtime.identity_tasks import write_identity_outputs
+        self.store.close()
+        names = camera_names(videos)
+        summary = write_identity_outputs(out, names, videos, [read_tracks(t) for t in track_files], self.run,
+                                         describe_store(self.args.store))
+        if self.args.gt:
+            from iaunet.identity_score import score_run
+            summary["score"] = score_run(out, self.args.gt, names)
+        return summary
+
+
+def _remove_if_only_store(out, created: bool) -> None:
+    """A run that failed before writing anything leaves no folder it created for its store."""
+    import shutil
+    from pathlib import Path
+    if created and Path(out).is_dir() and [p.name for p in Path(out).iterdir()] in ([], ["store"]):
+        shutil.rmtree(out)
+
+
+def _open_identities(args, out):
+    """Check the identity options and open the store (refused in one line when another
+    process writes it), before any work."""
+    from pathlib import Path
+    from iaunet.runtime.embedder import read_card
+    from iaunet.runtime.identities import MatchOptions, read_camera_graph
+    from iaunet.runtime.identity_store import open_store
+    if args.gt:
+        from iaunet.identity_score import check_scene
+        check_scene(args.gt, len(args.videos))
+    travel = read_camera_graph(args.camera_graph) if args.camera_graph else {}
+    options = MatchOptions(args.threshold, args.window, args.match_every, args.representatives, travel)
+    card = read_card(args.model)
+    created = not Path(out).exists()
+    if not args.store:
+        args.store = str(Path(out) / "store")
+        Path(out).mkdir(exist_ok=True)
+    try:
+        return _Identities(args, open_store(args.store, card.embedding_dim, card.model_id), options)
+    except BaseException:
+        _remove_if_only_store(out, created)
+        raise
+
+
+def _refuse_outputs_over_inputs(out, inputs, videos=()) -> None:
     """The report's files may go beside the inputs, never over one of them."""
     from pathlib import Path
     from iaunet.core.errors import IAUnetError
     from iaunet.runtime.camera_tasks import OUTPUTS
     sources = {Path(i).resolve() for i in inputs if "://" not in str(i)}
-    for name in OUTPUTS:
+    from iaunet.runtime.camera_tasks import camera_names
+    from iaunet.runtime.identity_tasks import IDENTITY_OUTPUTS
+    names = list(OUTPUTS) + list(IDENTITY_OUTPUTS) + ["score.json"] + [f"{n}.txt" for n in camera_names(videos)]
+    for name in names:
         if (Path(out) / name).resolve() in sources:
             raise IAUnetError(f"output {Path(out) / name} is one of the inputs; expected another -o folder")

@@ -55,7 +55,9 @@ def test_cameras_writes_tracks_stats_and_plot(capsys, tmp_path, scene, image_onn
     from PIL import Image
     with Image.open(out / "latency.png") as png:
         assert png.size[0] > 500
-    assert sorted(p.name for p in out.iterdir()) == ["latency.png", "stats.json", "tracks.npz"]
+    assert sorted(p.name for p in out.iterdir()) == ["cam1.txt", "cam2.txt", "frames", "identities.json",
+                                                     "latency.png", "stats.json", "store", "timeline.png",
+                                                     "tracks.npz"]   # identities: tests/runtime/test_identity_commands.py
 
 
 def test_a_bad_track_line_names_file_and_line(capsys, tmp_path, scene, image_onnx):
@@ -117,7 +119,8 @@ def test_ctrl_c_writes_what_was_processed_marked_incomplete(capsys, tmp_path, sc
     assert stats["complete"] is False and stats["overall"]["frames"] < 40  # stopped before the 2 s at real time
     with np.load(out / "tracks.npz") as npz:
         assert not bool(npz["complete"])
-    assert sorted(p.name for p in out.iterdir()) == ["latency.png", "stats.json", "tracks.npz"]  # no partial file
+    assert sorted(p.name for p in out.iterdir()) == ["latency.png", "stats.json", "store",   # the identities
+                                                     "tracks.npz"]  # no partial file       # matched so far
 
 
 def test_read_tracks_converts_mot_to_zero_based(tmp_path):
