@@ -46,8 +46,8 @@ def test_channel_affinity_fp16(shape, spread_tokens):
     torch.testing.assert_close(y.float(), reference_channel(x.float()), rtol=2e-3, atol=2e-3)
 
 
-@pytest.mark.parametrize("shape", [(1, 512, 512), (1, 1024, 128)])
-def test_channel_affinity_real_shapes_with_logits_beyond_fp16(shape):
+@pytest.mark.parametrize("shape", [(1, 128, 512), (1, 1024, 128)])  # chunked H*W; one pass over layer3's real shape
+def test_channel_affinity_logits_beyond_fp16_in_both_schedules(shape):
     torch.manual_seed(2)
     x = (torch.rand(*shape) * (300000 / shape[2]) ** 0.5).half()  # diagonal of X.X^T about 1e5
     logits = x.float() @ x.float().transpose(1, 2)
@@ -57,11 +57,12 @@ def test_channel_affinity_real_shapes_with_logits_beyond_fp16(shape):
     torch.testing.assert_close(y.float(), reference_channel(x.float()), rtol=2e-3, atol=2e-2)
 
 
-def test_channel_affinity_video_tokens(spread_tokens):
-    """The video block's C*T channel tokens: layer3 of ResNet-50 at T = 2 has 2048 tokens of
-    H*W = 128, so each row block streams 64 key blocks. Outputs average many tokens and are
-    small (max about 0.04), so the bound is relative to them."""
-    x = spread_tokens((1, 2048, 128), 7).half()
+def test_channel_affinity_many_key_blocks(spread_tokens):
+    """Many channel tokens, as the video block's C*T: 1024 tokens of H*W = 128, so each row
+    block streams 32 key blocks (the GPU tests run layer3 at T = 2, 2048 tokens; the
+    interpreter takes half a minute for it). Outputs average many tokens and are small, so
+    the bound is relative to them."""
+    x = spread_tokens((1, 1024, 128), 7).half()
     reference = reference_channel(x.float())
     y = channel_affinity(x)
     scale = reference.abs().max().item()
