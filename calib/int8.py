@@ -36,6 +36,7 @@ from iaunet.export.checks import compare, run_onnxruntime, tensorrt_lint
 from iaunet.export.flops import node_flops
 from iaunet.export.metadata import load_onnx, metadata_of
 from iaunet.core.errors import IAUnetError
+from iaunet.core import file_kinds
 from iaunet.core.files import atomic_output, cache_folder, check_output_path, sha256_file
 from iaunet.core.graph_io import INPUT_NAME
 from iaunet.core.log import get_logger
@@ -225,13 +226,26 @@ def _ranges(src: Path, sources: list, meta, method: str, percentile: float, key:
     it came from the cache."""
     cached = cache / f"{key}.ranges.json"
     if cached.is_file():
-        log.info("int8: reusing cached activation ranges %s", cached)
-        return cached, True
+        problem = _unreadable_ranges(cached)
+        if problem is None:
+            log.info("int8: reusing cached activation ranges %s", cached)
+            return cached, True
+        log.info("int8: the cached activation ranges %s cannot be read (%s); computing them again", cached, problem)
     inputs = load_inputs(sources, meta.preprocess, "reading calibration images")
     cache.mkdir(parents=True, exist_ok=True)
     with atomic_output(cached) as tmp:  # a unique name: parallel runs do not collide
         calibrate_ranges(src, inputs, method, percentile, Path(tmp))
     return cached, False
+
+
+def _unreadable_ranges(path: Path) -> str | None:
+    """Why ``path`` is not a usable ranges file (read as quantize_static reads it), or None."""
+    from onnxruntime.quantization.calibrate import load_tensors_data
+    try:
+        data = load_tensors_data(path).data
+    except (OSError, ValueError, KeyError, TypeError, AttributeError) as exc:
+        return f"{type(exc).__name__}: {str(exc)[:80]}"
+    return None if data else "no ranges in it"
 
 
 def check_fallback_options(target_cosine, max_fp16_layers) -> None:
@@ -252,7 +266,7 @@ def quantize_int8(src, dst, data, method: str = "entropy", samples: int = CALIBR
         raise IAUnetError("INT8 needs calibration images: pass --data (a training split or a folder of crops)")
     trt_version_code(trt_version)  # refused before anything is written
     check_fallback_options(target_cosine, max_fp16_layers)
-    src, dst = Path(src), check_output_path(dst, inputs=[src])
+    src, dst = Path(src), check_output_path(dst, inputs=[src], kind=file_kinds.ONNX)
     model = load_onnx(src)
     meta = metadata_of(model, src)
     if graph.get_prop(model, "precision", "fp32") != "fp32":

@@ -13,7 +13,8 @@ from pathlib import Path
 import numpy as np
 
 from iaunet.calib.graph import get_prop
-from iaunet.core.files import atomic_output, check_report_folder, sha256_file, write_json
+from iaunet.core import file_kinds
+from iaunet.core.files import atomic_outputs, check_report_folder, json_text, sha256_file
 from iaunet.export.checks import compare
 from iaunet.runtime.runners import OnnxRuntimeRunner
 from iaunet.calib.data import load_inputs
@@ -26,6 +27,8 @@ from iaunet.train.metrics import distance_matrix, rank_metrics
 log = get_logger("calib")
 
 # mAP and rank-1 are compared in points (percent)
+REPORT_FILES = {"parity.json": file_kinds.PARITY, "parity.md": file_kinds.MARKDOWN,  # one report, in this order
+                "parity_cosine.png": file_kinds.IMAGE, "parity_cmc.png": file_kinds.IMAGE}
 GATES = {
     "fp32": {"min_cosine": 0.99999},
     "fp16": {"min_cosine": 0.999, "max_abs_delta_map": 0.3},
@@ -88,7 +91,8 @@ def run_parity(checkpoint, data, variants=(), out_dir=None) -> tuple[list[Varian
     from iaunet.train.runner import TorchRunner
     checkpoint = Path(checkpoint)
     paths = [Path(v) for v in variants]
-    out = check_report_folder(out_dir if out_dir else checkpoint.parent / "parity", inputs=[checkpoint, data, *paths])
+    out = check_report_folder(out_dir if out_dir else checkpoint.parent / "parity", inputs=[checkpoint, data, *paths],
+                              files=REPORT_FILES)
     model, config = load_checkpoint(checkpoint)
     paths = paths or find_variants(checkpoint)
     if not paths:
@@ -157,7 +161,7 @@ def _measure(path, variant, reference, inputs, nq, pids, cams, base) -> VariantR
 def write_reports(results: list[VariantResult], out: Path, data) -> None:
     out.mkdir(parents=True, exist_ok=True)
     rows = [{k: v for k, v in asdict(r).items() if k != "cosines"} for r in results]
-    write_json(out / "parity.json", {"data": str(data), "variants": rows})
+    page = {"data": str(data), "variants": rows}
     lines = ["# Accuracy parity against PyTorch", "", f"Data: `{data}` (query + gallery)", "",
              "| variant | precision | mode | mean cos | min cos | max abs err | rank-1 | Δ rank-1 | mAP | Δ mAP | gate |",
              "|---|---|---|---|---|---|---|---|---|---|---|"]
@@ -167,12 +171,13 @@ def write_reports(results: list[VariantResult], out: Path, data) -> None:
                      f"{r.max_abs_error:.3g} | {r.rank1:.2f} | {r.delta_rank1:+.2f} | {r.mAP:.2f} | {r.delta_map:+.2f} | {verdict} |")
     lines += ["", "Gates: " + "; ".join(f"{k}: {v}" for k, v in GATES.items()), "",
               "![cosine](parity_cosine.png)", "", "![cmc](parity_cmc.png)", ""]
-    with atomic_output(out / "parity.md") as tmp:
-        Path(tmp).write_text("\n".join(lines))
-    _plots(results, out)
+    with atomic_outputs(*(out / name for name in REPORT_FILES)) as (json_tmp, md_tmp, cosine_png, cmc_png):
+        Path(json_tmp).write_text(json_text(page))  # the four files are one report: all new or all as they were
+        Path(md_tmp).write_text("\n".join(lines))
+        _plots(results, cosine_png, cmc_png)
 
 
-def _plots(results, out: Path) -> None:
+def _plots(results, cosine_png, cmc_png) -> None:
     import matplotlib
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
@@ -183,7 +188,7 @@ def _plots(results, out: Path) -> None:
         ax.set_title(f"{r.name}\nmin cos {r.min_cosine:.5f}", fontsize=9)
         ax.set_xlabel("1 - cosine to PyTorch")
     fig.tight_layout()
-    fig.savefig(out / "parity_cosine.png", dpi=110)
+    fig.savefig(cosine_png, dpi=110, format="png")
     plt.close(fig)
     fig, axes = plt.subplots(1, len(results), figsize=(3.2 * len(results), 3.2), sharey=True, squeeze=False)
     for ax, r in zip(axes[0], results):
@@ -192,5 +197,5 @@ def _plots(results, out: Path) -> None:
         ax.set_xlabel("rank")
     axes[0][0].set_ylabel("CMC")
     fig.tight_layout()
-    fig.savefig(out / "parity_cmc.png", dpi=110)
+    fig.savefig(cmc_png, dpi=110, format="png")
     plt.close(fig)

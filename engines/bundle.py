@@ -71,13 +71,35 @@ def _ptx(artifacts: Path, arch: int, out: Path, cache_dir=None) -> None:
     compile_kernels(arch, out, cache_dir=cache_dir)
 
 
+def _source_copy(root: Path, scratch: Path) -> Path:
+    """What the wheel is built from (pyproject.toml, the README, the package folders it
+    names) copied into ``scratch``, so that building it writes nothing (build/, egg-info)
+    into the tree this runs from."""
+    try:
+        import tomllib
+        folders = set(tomllib.loads((root / "pyproject.toml").read_text())["tool"]["setuptools"]["package-dir"].values())
+    except ModuleNotFoundError:  # Python 3.10: every top-level package but the tests
+        folders = {p.name for p in root.iterdir() if (p / "__init__.py").is_file() and p.name != "tests"}
+    copy = scratch / "source"
+    copy.mkdir()
+    for name in ("pyproject.toml", "README.md"):
+        shutil.copy2(root / name, copy / name)
+    for folder in sorted(folders):
+        shutil.copytree(root / folder, copy / folder, ignore=shutil.ignore_patterns("__pycache__"))
+    return copy
+
+
 def _wheel(out: Path) -> str | None:
-    """The toolkit's wheel, built from the source tree this runs from; None where there is none."""
+    """The toolkit's wheel, built from a copy of the source tree this runs from (in a
+    temporary folder); None where there is none."""
+    import tempfile
     root = Path(__file__).resolve().parents[1]
     if not (root / "pyproject.toml").is_file():
         return None
-    r = subprocess.run([sys.executable, "-m", "pip", "wheel", "-q", "--no-deps", "--no-build-isolation", "-w",
-                        str(out), str(root)], capture_output=True, text=True, timeout=600)
+    with tempfile.TemporaryDirectory(prefix="iaunet-wheel-") as scratch:
+        r = subprocess.run([sys.executable, "-m", "pip", "wheel", "-q", "--no-deps", "--no-build-isolation", "-w",
+                            str(out), str(_source_copy(root, Path(scratch)))], capture_output=True, text=True,
+                           timeout=600)
     wheels = sorted(out.glob("iaunet_toolkit-*.whl"))
     if r.returncode or not wheels:
         log.info("could not build the toolkit's wheel here (%s); the README says how to install it",

@@ -90,7 +90,9 @@ def run_triage_cmd(args):
 
 
 def run_bundle(args):
+    from iaunet.core.files import cache_folder
     from iaunet.engines.bundle import build_bundle
+    cache_folder("ptx", args.cache_dir)  # refused now if it is a file, not after copying the models
     manifest = build_bundle(args.artifacts, args.target, args.kind, args.output, args.cache_dir)
     print(f"{args.output}: {args.kind} bundle for {args.target}, {len(manifest['variants'])} model file(s), "
           f"plugin route on the target: {manifest['plugin_route_on_target']}; see {args.output}/README.md")
