@@ -116,14 +116,34 @@ BAD_CHECKPOINTS = [
 ]
 
 
+SYNONYMS = {"-o": "--output", "-m": "--model"}
+
+
+def _merged(base: list, extra: list) -> list:
+    """``base`` without the options ``extra`` gives again (each with its value), then ``extra``."""
+    given = {SYNONYMS.get(t, t) for t in extra if t.startswith("-")}
+    kept, skip = [], False
+    for i, token in enumerate(base):
+        if skip:
+            skip = False
+            continue
+        if token.startswith("-") and SYNONYMS.get(token, token) in given:
+            skip = i + 1 < len(base) and not base[i + 1].startswith("-")
+            continue
+        kept.append(token)
+    return kept + extra
+
+
 def cases() -> list[Case]:
     """The table: per command, a base command line that would work (or get far) and the
-    bad input added to it (a later option replaces an earlier one)."""
+    bad input added to it (an option in the bad input replaces the base's: the command
+    refuses a single-value option given twice)."""
     out = []
 
     def add(command, base, rows):
         for kind, extra, expect, *options in rows:
-            out.append(C(command, kind, base.split() + extra.split(), expect, **(options[0] if options else {})))
+            out.append(C(command, kind, _merged(base.split(), extra.split()), expect,
+                         **(options[0] if options else {})))
 
     add("synth", "-o data-out", [
         ("identities-zero", "--identities 0", "--identities: expected an integer in [4, 100000], got 0"),
@@ -605,8 +625,7 @@ def snapshot(root: Path) -> dict:
 
 
 def _output_of(argv: list) -> str | None:
-    """The output path the command will use: the last -o/--output/--json value (a later
-    option replaces an earlier one, as the cases rely on)."""
+    """The output path the command will use: the last -o/--output/--json value."""
     for i in range(len(argv) - 2, -1, -1):
         if argv[i] in ("-o", "--output", "--json"):
             return argv[i + 1]

@@ -119,3 +119,40 @@ def test_parity_points_each_failing_variant_to_triage():
     assert len(hints) == 2
     assert "'iaunet triage run/m.onnx run/m.int8.onnx --data data'" in hints[0]
     assert hints[1].startswith("m.engine:") and "--backend tensorrt" in hints[1]
+
+
+@pytest.mark.parametrize("signame", ["SIGTERM", "SIGHUP", "SIGINT"])
+def test_every_stopping_signal_cleans_up_like_ctrl_c(tmp_path, signame):
+    """timeout, docker stop and systemd send SIGTERM; a closed terminal SIGHUP: the hidden
+    temporary folder goes, as on Ctrl-C, and the exit status names the signal."""
+    import signal
+    import time
+    proc = subprocess.Popen([sys.executable, "-m", "iaunet.cli", "synth", "-o", "data", "--identities", "5000"],
+                            cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    deadline = time.monotonic() + 120
+    while not any(tmp_path.glob(".data.*/bounding_box_train/*.jpg")) and time.monotonic() < deadline:
+        time.sleep(0.05)  # stopped mid-work: crops already written
+    proc.send_signal(getattr(signal, signame))
+    _, err = proc.communicate(timeout=120)
+    number = getattr(signal, signame).value
+    assert proc.returncode == 128 + number, err
+    assert err.strip() == f"iaunet synth: interrupted ({signame})", err
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_double_dash_ends_the_options_and_a_repeated_option_is_refused(tmp_path, image_onnx):
+    from iaunet.cli import parse_args
+    args = parse_args(["embed", "-m", "m.onnx", "-o", "g.npz", "--", "-1_c1s1_000001_00.jpg", "q"])
+    assert args.inputs == ["./-1_c1s1_000001_00.jpg", "q"] and args.model == "m.onnx"
+    for argv, option in ((["embed", "q", "-m", "a.onnx", "-m", "b.onnx", "-o", "g.npz"], "-m/--model"),
+                         (["embed", "q", "-m", "a.onnx", "-o", "g.npz", "--output=h.npz"], "-o/--output"),
+                         (["bench", "a.onnx", "--batch", "1", "--bat", "8"], "--batch")):
+        result = iaunet(*argv, cwd=tmp_path)
+        assert_one_line_error(result, f"{option} given twice", "expected it once")
+    assert parse_args(["bench", "a.onnx", "--backend", "onnxruntime-cpu", "--backend", "onnxruntime-cuda"]).backend \
+        == ["onnxruntime-cpu", "onnxruntime-cuda"]  # repeatable by design
+    junk = tmp_path / "-1_c1s1_000001_00.jpg"  # Market-1501's junk id: a real file name
+    from PIL import Image
+    Image.new("RGB", (32, 64), (90, 20, 200)).save(junk)
+    result = iaunet("embed", "-m", image_onnx, "-o", "g.npz", "--", junk.name, cwd=tmp_path)
+    assert "-1_c1s1_000001_00.jpg not found" not in result.stderr and "unrecognized" not in result.stderr, result.stderr

@@ -58,6 +58,11 @@ IMAGE_MAGIC = (b"\x89PNG\r\n\x1a\n", b"\xff\xd8\xff", b"BM", b"GIF8")
 TORCH_LEGACY_MAGIC = b"\x80\x02\x8a\nl\xfc\x9cF\xf9 j\xa8P\x19"  # pickle of torch's legacy magic number
 
 
+def article(kind: str) -> str:
+    """``kind`` with its indefinite article: "an ONNX model", "a gallery (.npz)"."""
+    return f"{'an' if kind[0] in 'AEIOUaeiou' else 'a'} {kind}"
+
+
 def kind_of(path) -> str | None:
     """The kind of the regular file at ``path``, or None where it is unknown or unreadable."""
     path = Path(path)

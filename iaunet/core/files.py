@@ -33,10 +33,10 @@ def check_output_path(path, inputs=(), kind: str | None = None) -> Path:
     toolkit does not know, is replaced: the user named it. A symlink is followed: its
     target is what gets replaced."""
     path = Path(path)
+    check_name_length(path)
     if path.is_dir():
         raise IAUnetError(f"output {path} is a folder; expected a file path")
     target = write_target(path)
-    check_name_length(target)
     check_parent_folder(target)
     _check_not_input(path, inputs)
     _check_existing(path, kind)
@@ -83,9 +83,9 @@ def _check_existing(path: Path, kind: str | None) -> None:
                           "through a temporary file renamed into place, which would replace it)")
     found = file_kinds.kind_of(path)
     if found is not None and found != kind:
-        what = f" with a {kind}" if kind else ""
-        raise IAUnetError(f"output {path} is a {found}; not replacing it{what}: expected a new path "
-                          "(or remove that file first)")
+        what = f" with {file_kinds.article(kind)}" if kind else ""
+        raise IAUnetError(f"output {path} is {file_kinds.article(found)}; not replacing it{what}: expected a new "
+                          "path (or remove that file first)")
 
 
 def check_distinct_outputs(*paths) -> None:
