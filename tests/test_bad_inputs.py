@@ -76,6 +76,28 @@ def _engine_of(name, onnx):
     return setup
 
 
+def _fifo(name):
+    def setup(cwd, fx):
+        os.mkfifo(cwd / name)
+    return setup
+
+
+CALIB_RECORD = {"precision": "int8", "source": "model.onnx", "source_sha256": "0" * 64, "method": "entropy"}
+TRIAGE_RECORD = {"reference": "a.onnx", "candidate": "b.onnx", "backend": "onnxruntime", "paired": 3, "layers": []}
+
+
+def _record(name, payload):
+    """Another stage's JSON record, as that stage writes it (the keys that identify it)."""
+    return _file(name, json.dumps(payload, indent=2))
+
+
+def _copy_of(name, fixture):
+    def setup(cwd, fx):
+        (cwd / name).parent.mkdir(parents=True, exist_ok=True)
+        shutil.copyfile(fx[fixture], cwd / name)
+    return setup
+
+
 def _foreign_demo_folder(cwd, fx):
     """A previous demo's folder (demo.json lists a.txt) with a file the demo did not write."""
     (cwd / "prev").mkdir()
@@ -500,7 +522,74 @@ def cases() -> list[Case]:
         ("target-unknown", "--target xavier", "invalid choice: 'xavier'"),
         ("deepstream-on-orin-without-native-graph", "--for deepstream", "needs the native graph"),
     ])
+    out.extend(output_cases())
     add("iaunet", "", [("command-unknown", "fly", "invalid choice: 'fly'")])
+    return out
+
+
+def output_cases() -> list[Case]:
+    """Outputs that are not plain new files (issues 25 and 29): another kind of file, a
+    special file, inside an input folder, twice on one path, a repeated option."""
+    out = []
+
+    def add(command, base, rows):
+        for kind, extra, expect, *options in rows:
+            out.append(C(command, kind, _merged(base.split(), extra.split()), expect,
+                         **(options[0] if options else {})))
+
+    add("doctor", "", [
+        ("json-is-the-model", "--json {onnx}", "is an ONNX model; not replacing it with a machine report"),
+        ("json-is-a-checkpoint", "--json {ckpt}", "is a PyTorch checkpoint; not replacing it"),
+        ("json-is-a-fifo", "--json fifo", "is a FIFO (named pipe), not a regular file", {"setup": _fifo("fifo")}),
+        ("json-is-dev-null", "--json /dev/null", "is a character device, not a regular file"),
+        ("json-name-too-long", "--json " + "x" * 300, "is 300 bytes long"),
+        ("json-repeated", "--json a.json --json b.json", "--json given twice"),
+    ])
+    add("export", EXPORT, [
+        ("output-is-the-only-checkpoint", "-o {other_ckpt}", "is a PyTorch checkpoint; not replacing it with an ONNX"),
+        ("output-is-a-gallery", "-o {other_gallery}", "is a gallery (.npz)"),
+        ("output-inside-data", "--data {data} -o {data}/m.onnx", "inside the input folder"),
+        ("output-repeated", "-o a.onnx -o b.onnx", "-o/--output given twice"),
+    ])
+    add("calib", FP16, [
+        ("output-is-the-checkpoint", "-o {ckpt}", "is a PyTorch checkpoint; not replacing it with an ONNX"),
+        ("record-is-another-stages", "-o rec.onnx", "rec.json is a triage report",
+         {"setup": _record("rec.json", TRIAGE_RECORD)}),
+    ])
+    add("calib", INT8, [("cache-dir-is-a-file", "--cache-dir {text}", "is a file; expected a folder")])
+    add("triage", "{onnx} {fp16_onnx} --data {data}", [
+        ("output-is-the-calib-record", "-o rec.json", "is a calibration record",
+         {"setup": _record("rec.json", CALIB_RECORD)}),
+        ("output-inside-data", "-o {data}/synth.json", "inside the input folder"),
+    ])
+    add("search", SEARCH, [
+        ("grid-and-json-on-one-path", "--grid x.out --json x.out", "are the same file"),
+        ("grid-inside-the-query-folder", "--grid {data}/query/grid.png", "inside the input folder"),
+        ("json-is-a-checkpoint", "--json {ckpt}", "is a PyTorch checkpoint"),
+        ("model-repeated", "-m {onnx} -m {other_ckpt}", "-m/--model given twice"),
+    ])
+    add("embed", EMBED, [
+        ("output-is-a-checkpoint", "-o {ckpt}", "is a PyTorch checkpoint; not replacing it with a gallery"),
+        ("output-inside-the-image-folder", "-o {data}/query/g.npz", "inside the input folder"),
+        ("output-is-a-fifo", "-o fifo", "is a FIFO", {"setup": _fifo("fifo")}),
+        ("output-repeated", "-o a.npz -o b.npz", "-o/--output given twice"),
+    ])
+    add("build", BUILD, [
+        ("timing-cache-is-the-onnx", "--timing-cache {onnx}", "is the input"),
+        ("timing-cache-is-a-checkpoint", "--timing-cache {ckpt}", "is a PyTorch checkpoint"),
+        ("timing-cache-is-the-output", "--timing-cache m.engine", "m.engine"),
+        ("cache-dir-is-a-file", "--cache-dir {text}", "is a file; expected a folder"),
+        ("sidecar-is-the-calib-record", "-o rec", "rec.json is a calibration record",
+         {"setup": _record("rec.json", CALIB_RECORD)}),
+    ])
+    add("bench", "{onnx} -o bench", [
+        ("report-inside-the-images", "--images {data}/query -o {data}/query/bench", "inside the input folder"),
+        ("report-file-is-a-checkpoint", "-o rep", "bench.json is a PyTorch checkpoint",
+         {"setup": _copy_of("rep/bench.json", "ckpt")}),
+    ])
+    add("parity", PARITY, [("report-inside-data", "-o {data}/report", "inside the input folder")])
+    add("bundle", BUNDLE, [("cache-dir-is-a-file", "--cache-dir {text}", "is a file; expected a folder")])
+    add("synth", "-o data-out", [("output-repeated", "-o a -o b", "-o/--output given twice")])
     return out
 
 
@@ -619,6 +708,8 @@ def snapshot(root: Path) -> dict:
                 found[rel] = ("link", os.readlink(path))
             elif path.is_dir():
                 found[rel] = ("dir", st.st_mode)
+            elif not path.is_file():  # a FIFO: opening it to hash would block
+                found[rel] = ("special", st.st_mode)
             else:
                 found[rel] = ("file", st.st_mode, _digest(path, st))
     return found

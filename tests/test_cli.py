@@ -156,3 +156,36 @@ def test_double_dash_ends_the_options_and_a_repeated_option_is_refused(tmp_path,
     Image.new("RGB", (32, 64), (90, 20, 200)).save(junk)
     result = iaunet("embed", "-m", image_onnx, "-o", "g.npz", "--", junk.name, cwd=tmp_path)
     assert "-1_c1s1_000001_00.jpg not found" not in result.stderr and "unrecognized" not in result.stderr, result.stderr
+
+
+@pytest.mark.parametrize("folder", ["/", "/usr"])
+def test_demo_refuses_a_system_folder_before_walking_it(folder, monkeypatch):
+    from pathlib import Path
+
+    from iaunet.core.errors import IAUnetError
+    from iaunet.demo import run_demo
+
+    def walked(*args, **kw):
+        raise AssertionError("the demo walked the folder before refusing it")
+    monkeypatch.setattr(Path, "rglob", walked)
+    with pytest.raises(IAUnetError, match="is not a previous demo folder"):
+        run_demo(folder)
+
+
+def test_search_writes_its_json_and_grid_both_or_neither(tmp_path, image_onnx, market_synth):
+    """A file-size limit stops the second output: neither is left, and the error is one line."""
+    import resource
+    queries = market_synth / "query"
+    assert iaunet("embed", market_synth / "bounding_box_test", "-m", image_onnx, "-o", tmp_path / "g.npz").returncode == 0
+    (tmp_path / "m.json").write_text('{"previous": "run"}')
+    argv = [sys.executable, "-m", "iaunet.cli", "search", queries, "-m", image_onnx, "--gallery", tmp_path / "g.npz",
+            "--json", tmp_path / "m.json", "--grid", tmp_path / "grid.png"]
+
+    def limited():
+        resource.setrlimit(resource.RLIMIT_FSIZE, (16384, 16384))  # the JSON fits, the grid does not
+    r = subprocess.run(list(map(str, argv)), capture_output=True, text=True, timeout=300, preexec_fn=limited)
+    last = r.stderr.strip().splitlines()[-1]  # after the progress line
+    assert r.returncode == 1 and "Traceback" not in r.stderr, r.stderr
+    assert last.startswith("iaunet search: error: cannot write ") and "grid.png" in last and "File too large" in last
+    assert (tmp_path / "m.json").read_text() == '{"previous": "run"}' and not (tmp_path / "grid.png").exists()
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["g.npz", "m.json"]

@@ -243,7 +243,8 @@ def atomic_outputs(*paths):
         for target, tmp in zip(targets, temps):
             os.replace(tmp, target)
     except Exception as exc:
-        error = out_of_room(exc, " and ".join(map(str, paths))) or _ran_out_writing(temps, paths)
+        named = dict(zip(temps, paths)).get(getattr(exc, "filename", None))
+        error = out_of_room(exc, named or " and ".join(map(str, paths))) or _ran_out_writing(temps, paths)
         if error:
             raise error from None
         raise

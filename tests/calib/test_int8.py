@@ -231,3 +231,19 @@ def test_int8_calibration_needs_no_torch(trained_setup, tmp_path):
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)
     assert result.returncode == 0, result.stderr[-1500:]
     assert onnx.load(str(tmp_path / "q.onnx")).functions
+
+
+def test_a_corrupted_cache_entry_is_recomputed_and_said(int8, trained_setup, caplog):
+    import logging
+    record, _, out = int8
+    entry = out / "cache" / f"{record['calibration']['cache_key']}.ranges.json"
+    good = entry.read_text()
+    for damage in (good[: len(good) // 2], ""):  # truncated, emptied
+        entry.write_text(damage)
+        with caplog.at_level(logging.INFO, logger="iaunet"):
+            again = quantize_int8(trained_setup["plugin"], out / "again.int8.onnx", trained_setup["data"], samples=24,
+                                  cache_dir=out / "cache")
+        assert not again["calibration"]["from_cache"]
+        assert "cannot be read" in caplog.text and "computing them again" in caplog.text
+        assert entry.read_text() == good  # the same images and settings give the same ranges
+        caplog.clear()

@@ -85,3 +85,21 @@ def test_deepstream_bundle_uses_the_native_graph_on_orin(image_checkpoint, tmp_p
     assert parser["property"]["onnx-file"] == "../models/model.native.onnx"
     assert parser["property"]["infer-dims"] == "3;64;32" and parser["property"]["output-blob-names"] == "embeddings"
     assert not (tmp_path / "ds" / "ptx").exists()  # no plugin nodes, no PTX
+
+
+def test_the_bundle_writes_nothing_into_the_toolkit_source_and_is_readable_by_others(jetson):
+    """The wheel is built from a copy in a temporary folder: no build/ or egg-info appears
+    in the source tree; the folders have the usual permissions (a container user who is not
+    root reads the model repository)."""
+    import os
+    import stat
+    from pathlib import Path
+
+    import iaunet.engines.bundle as bundle
+    manifest, out = jetson
+    root = Path(bundle.__file__).resolve().parents[1]
+    assert not (root / "build").exists(), sorted(os.listdir(root / "build"))[:5]
+    umask = os.umask(0)
+    os.umask(umask)
+    for folder in [out] + [p for p in out.rglob("*") if p.is_dir()]:
+        assert stat.S_IMODE(folder.stat().st_mode) == 0o777 & ~umask, folder
