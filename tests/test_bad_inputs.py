@@ -590,6 +590,8 @@ def output_cases() -> list[Case]:
     add("parity", PARITY, [("report-inside-data", "-o {data}/report", "inside the input folder")])
     add("bundle", BUNDLE, [("cache-dir-is-a-file", "--cache-dir {text}", "is a file; expected a folder")])
     add("synth", "-o data-out", [("output-repeated", "-o a -o b", "-o/--output given twice")])
+    add("train", TRAIN, [("output-inside-data", "-o {data}/run", "inside the input folder")])
+    add("bundle", BUNDLE, [("output-inside-artifacts", "-o {fx}/model/bundle", "inside the input folder")])
     return out
 
 

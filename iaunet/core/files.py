@@ -1,5 +1,8 @@
 """File helpers every stage shares (standard library only): content hashes, output
-paths checked before work starts, and writes that never leave a half-written file."""
+paths checked before work starts (never a file of another kind, a special file, an
+input or a path inside an input folder), and writes that never leave a half-written
+file (a command's outputs replaced together, a symlink's target updated with its
+permissions, a full disk or file-size limit said in one line)."""
 from __future__ import annotations
 
 import contextlib
@@ -280,14 +283,15 @@ def check_report_folder(path, inputs=(), files=None) -> Path:
     return path
 
 
-def check_output_folder(path) -> Path:
-    """Refuse, before any work, a folder output that exists with content, is a file, or
-    whose parent does not exist or cannot be written."""
+def check_output_folder(path, inputs=()) -> Path:
+    """Refuse, before any work, a folder output that exists with content, is a file, lies
+    inside one of the ``inputs`` folders, or whose parent does not exist or cannot be written."""
     path = Path(path)
     if path.exists() and not path.is_dir():
         raise IAUnetError(f"output {path} is a file; expected a new or empty folder")
     if path.is_dir() and any(path.iterdir()):
         raise IAUnetError(f"output folder {path} is not empty; expected a new or empty folder")
+    _check_not_input(path, inputs)
     check_parent_folder(path)
     return path
 
