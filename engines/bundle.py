@@ -114,7 +114,7 @@ def build_bundle(artifacts, target: str, kind: str, output, cache_dir=None) -> d
         raise IAUnetError(f"unknown target {target!r}; expected one of {', '.join(TARGETS)}")
     if kind not in KINDS:
         raise IAUnetError(f"unknown bundle kind {kind!r}; expected one of {', '.join(KINDS)}")
-    artifacts, output = Path(artifacts), check_output_folder(output, inputs=[artifacts])  # the artifacts: refused
+    artifacts, output = Path(artifacts), check_output_folder(output)  # a non-empty folder, the artifacts too, is refused
     variants = find_variants(artifacts)
     spec, has_plugins = TARGETS[target], any(p for _, _, p in variants)
     route = choose_route(version_tuple(spec["tensorrt"]), "auto", has_plugins)

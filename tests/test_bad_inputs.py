@@ -591,7 +591,6 @@ def output_cases() -> list[Case]:
     add("bundle", BUNDLE, [("cache-dir-is-a-file", "--cache-dir {text}", "is a file; expected a folder")])
     add("synth", "-o data-out", [("output-repeated", "-o a -o b", "-o/--output given twice")])
     add("train", TRAIN, [("output-inside-data", "-o {data}/run", "inside the input folder")])
-    add("bundle", BUNDLE, [("output-inside-artifacts", "-o {fx}/model/bundle", "inside the input folder")])
     return out
 
 

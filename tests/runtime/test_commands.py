@@ -78,9 +78,10 @@ def test_search_skips_unreadable_queries_when_asked(capsys, tmp_path, image_onnx
 
 
 def test_skip_bad_says_when_every_image_was_unreadable(capsys, tmp_path, image_onnx):
+    (tmp_path / "images").mkdir()  # the gallery goes beside the image folder: inside it is refused
     for i in range(2):
-        (tmp_path / f"{i}.jpg").write_bytes(b"junk")
-    code, _, err = run(capsys, "embed", tmp_path, "-m", image_onnx, "-o", tmp_path / "g.npz", "--skip-bad")
+        (tmp_path / "images" / f"{i}.jpg").write_bytes(b"junk")
+    code, _, err = run(capsys, "embed", tmp_path / "images", "-m", image_onnx, "-o", tmp_path / "g.npz", "--skip-bad")
     assert code == 1 and "all 2 images were unreadable" in err and not (tmp_path / "g.npz").exists()
 
 
