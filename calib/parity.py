@@ -14,7 +14,7 @@ import numpy as np
 
 from iaunet.calib.graph import get_prop
 from iaunet.core import file_kinds
-from iaunet.core.files import atomic_outputs, check_report_folder, json_text, sha256_file
+from iaunet.core.files import atomic_outputs, check_report_folder, json_text, report_folder, sha256_file
 from iaunet.export.checks import compare
 from iaunet.runtime.runners import OnnxRuntimeRunner
 from iaunet.calib.data import load_inputs
@@ -159,7 +159,6 @@ def _measure(path, variant, reference, inputs, nq, pids, cams, base) -> VariantR
 
 
 def write_reports(results: list[VariantResult], out: Path, data) -> None:
-    out.mkdir(parents=True, exist_ok=True)
     rows = [{k: v for k, v in asdict(r).items() if k != "cosines"} for r in results]
     page = {"data": str(data), "variants": rows}
     lines = ["# Accuracy parity against PyTorch", "", f"Data: `{data}` (query + gallery)", "",
@@ -171,8 +170,9 @@ def write_reports(results: list[VariantResult], out: Path, data) -> None:
                      f"{r.max_abs_error:.3g} | {r.rank1:.2f} | {r.delta_rank1:+.2f} | {r.mAP:.2f} | {r.delta_map:+.2f} | {verdict} |")
     lines += ["", "Gates: " + "; ".join(f"{k}: {v}" for k, v in GATES.items()), "",
               "![cosine](parity_cosine.png)", "", "![cmc](parity_cmc.png)", ""]
-    with atomic_outputs(*(out / name for name in REPORT_FILES)) as (json_tmp, md_tmp, cosine_png, cmc_png):
-        Path(json_tmp).write_text(json_text(page))  # the four files are one report: all new or all as they were
+    files = [out / name for name in REPORT_FILES]  # one report: all four new, or all as they were
+    with report_folder(out), atomic_outputs(*files) as (json_tmp, md_tmp, cosine_png, cmc_png):
+        Path(json_tmp).write_text(json_text(page))
         Path(md_tmp).write_text("\n".join(lines))
         _plots(results, cosine_png, cmc_png)
 

@@ -83,7 +83,7 @@ def benchmark(models, out, batches, repeats, checkpoint=None, backend=None, thre
     bench.png; return what bench.json holds. ``out`` has been checked by the caller; ``jpegs``
     are the end-to-end images (generated when None)."""
     import tempfile
-    from iaunet.core.files import atomic_outputs, json_text
+    from iaunet.core.files import atomic_outputs, json_text, report_folder
     from iaunet.export.flops import count_flops
     from iaunet.runtime import perf_figures
     from iaunet.runtime.embedder import is_engine
@@ -112,10 +112,9 @@ def benchmark(models, out, batches, repeats, checkpoint=None, backend=None, thre
     if not quiet:
         for line in perf_figures.table(timings, peak, how) + ([no_tensorrt] if no_tensorrt else []):
             print(line)
-    Path(out).mkdir(exist_ok=True)
     result = {"cpu_peak_gflops": peak, "peak_estimate": how, "no_tensorrt_rows": no_tensorrt,
               "timings": [{**t.as_dict(), "vs_pytorch": vs} for t, vs in zip(timings, perf_figures.vs_pytorch(timings))]}
-    with atomic_outputs(*(Path(out) / name for name in REPORT_FILES)) as (json_tmp, png):  # both or neither
+    with report_folder(out), atomic_outputs(*(Path(out) / name for name in REPORT_FILES)) as (json_tmp, png):
         Path(json_tmp).write_text(json_text(result))
         perf_figures.plot(timings, png)
     return result

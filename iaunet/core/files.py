@@ -258,6 +258,22 @@ def atomic_outputs(*paths):
 
 
 @contextlib.contextmanager
+def report_folder(path):
+    """Make the report folder ``path`` if it is missing; if the block fails, a folder made
+    here is removed again (when still empty): a failed report leaves no trace."""
+    path = Path(path)
+    made = not path.exists()
+    path.mkdir(parents=True, exist_ok=True)
+    try:
+        yield path
+    except BaseException:
+        if made:
+            with contextlib.suppress(OSError):
+                path.rmdir()
+        raise
+
+
+@contextlib.contextmanager
 def atomic_output(path):
     """Yield a temporary path beside ``path``; it replaces ``path`` only if the block
     finishes without an exception, and is removed in every case otherwise."""
