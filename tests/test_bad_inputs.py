@@ -541,7 +541,6 @@ def output_cases() -> list[Case]:
         ("json-is-the-model", "--json {onnx}", "is an ONNX model; not replacing it with a machine report"),
         ("json-is-a-checkpoint", "--json {ckpt}", "is a PyTorch checkpoint; not replacing it"),
         ("json-is-a-fifo", "--json fifo", "is a FIFO (named pipe), not a regular file", {"setup": _fifo("fifo")}),
-        ("json-is-dev-null", "--json /dev/null", "is a character device, not a regular file"),
         ("json-name-too-long", "--json " + "x" * 300, "is 300 bytes long"),
         ("json-repeated", "--json a.json --json b.json", "--json given twice"),
     ])

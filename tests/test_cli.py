@@ -28,7 +28,8 @@ def test_eval_foreign_checkpoint(tmp_path):
 
 
 def test_train_on_a_folder_without_a_layout(tmp_path):
-    result = iaunet("train", "--data", tmp_path, "-o", tmp_path / "run", "--epochs", "1")
+    (tmp_path / "data").mkdir()  # the run folder goes beside it: inside the data set is refused
+    result = iaunet("train", "--data", tmp_path / "data", "-o", tmp_path / "run", "--epochs", "1")
     assert_one_line_error(result, "no known re-ID layout", "bounding_box_train/")
     assert not (tmp_path / "run").exists()
 
