@@ -18,6 +18,7 @@ from iaunet.export.checks import compare, run_onnxruntime
 from iaunet.export.metadata import load_onnx, metadata_of
 from iaunet.core.plugin_contract import PLUGIN_OPS
 from iaunet.core.errors import IAUnetError
+from iaunet.core import file_kinds
 from iaunet.core.files import check_output_path, sha256_file
 from iaunet.core.log import get_logger
 
@@ -26,7 +27,7 @@ log = get_logger("calib")
 
 def convert_fp16(src, dst, data=None, samples: int = PROBE_SAMPLES, seed: int = 0) -> dict:
     """Write ``dst`` (FP16 with FP32 islands) and return the record of how it was made."""
-    src, dst = Path(src), check_output_path(dst, inputs=[src])
+    src, dst = Path(src), check_output_path(dst, inputs=[src], kind=file_kinds.ONNX)
     model = load_onnx(src, verify=True)
     meta = metadata_of(model, src)
     if graph.get_prop(model, "precision", "fp32") != "fp32":

@@ -36,6 +36,7 @@ from iaunet.export.checks import compare, run_onnxruntime, tensorrt_lint
 from iaunet.export.flops import node_flops
 from iaunet.export.metadata import load_onnx, metadata_of
 from iaunet.core.errors import IAUnetError
+from iaunet.core import file_kinds
 from iaunet.core.files import atomic_output, cache_folder, check_output_path, sha256_file
 from iaunet.calib.ort_layout import onnxruntime_layout
 from iaunet.core.graph_io import (CONSUMER_KEY, INPUT_NAME, TENSORRT_ONLY, TENSORRT_SUFFIX, onnxruntime_layout_path,
@@ -261,9 +262,13 @@ class _Ranges:
     def histograms(self) -> dict:
         stats = self.folder / HISTOGRAMS
         if self._histograms is None and stats.is_file():
-            with np.load(stats) as saved:
-                self._histograms = {str(name): (saved[f"h{i}"], saved[f"e{i}"], *saved[f"s{i}"])
-                                    for i, name in enumerate(saved["names"])}
+            try:
+                with np.load(stats) as saved:
+                    self._histograms = {str(name): (saved[f"h{i}"], saved[f"e{i}"], *saved[f"s{i}"])
+                                        for i, name in enumerate(saved["names"])}
+            except (OSError, ValueError, KeyError, EOFError) as exc:
+                log.info("int8: the cached activation statistics %s cannot be read (%s); computing them again",
+                         stats, type(exc).__name__)
         if self._histograms is None:
             inputs = load_inputs(self.sources, self.meta.preprocess, "reading calibration images")
             self._histograms = collect_histograms(self.src, inputs)
@@ -279,7 +284,22 @@ class _Ranges:
     def __getitem__(self, method: str) -> Path:
         suffix = f"-{self.percentile}" if method == "percentile" else ""
         path = self.folder / f"{method}{suffix}.ranges.json"
-        return path if path.is_file() else save_ranges(self.histograms(), method, self.percentile, path)
+        if path.is_file():
+            problem = _unreadable_ranges(path)
+            if problem is None:
+                return path
+            log.info("int8: the cached activation ranges %s cannot be read (%s); computing them again", path, problem)
+        return save_ranges(self.histograms(), method, self.percentile, path)
+
+
+def _unreadable_ranges(path: Path) -> str | None:
+    """Why ``path`` is not a usable ranges file (read as quantize_static reads it), or None."""
+    from onnxruntime.quantization.calibrate import load_tensors_data
+    try:
+        data = load_tensors_data(path).data
+    except (OSError, ValueError, KeyError, TypeError, AttributeError) as exc:
+        return f"{type(exc).__name__}: {str(exc)[:80]}"
+    return None if data else "no ranges in it"
 
 
 def check_fallback_options(target_cosine, max_fp16_layers) -> None:
@@ -295,7 +315,8 @@ def check_int8_output(dst, src) -> tuple[Path, Path]:
     if dst.name.endswith(TENSORRT_SUFFIX):
         raise IAUnetError(f"output {dst} ends in {TENSORRT_SUFFIX}, the name of the TensorRT layout written beside "
                           f"the variant; expected a name such as {onnxruntime_layout_path(dst)}")
-    return check_output_path(dst, inputs=[src]), check_output_path(tensorrt_layout_path(dst), inputs=[src])
+    return (check_output_path(dst, inputs=[src], kind=file_kinds.ONNX),
+            check_output_path(tensorrt_layout_path(dst), inputs=[src], kind=file_kinds.ONNX))
 
 
 def quantize_int8(src, dst, data, method: str = DEFAULT_METHOD, samples: int = CALIBRATION_SAMPLES,

@@ -28,8 +28,8 @@ from iaunet.core.errors import IAUnetError
 from iaunet.core.graph_io import CONSUMER_KEY, INPUT_NAME, METADATA_PREFIX, OUTPUT_NAME, TENSORRT_ONLY
 from iaunet.core.log import get_logger
 from iaunet.core.validate import require_same_variant
-from iaunet.runtime.parity import (GATES, PARITY_BATCH, VariantResult, compare, judge, measure,  # noqa: F401
-                                   reference_result, write_reports)
+from iaunet.runtime.parity import (GATES, PARITY_BATCH, REPORT_FILES, VariantResult, compare, judge,  # noqa: F401
+                                   measure, reference_result, write_reports)
 from iaunet.runtime.parity_kit import DEFAULT_SIZE, SPLITS, embed_all, open_variant, save_kit
 
 log = get_logger("calib")
@@ -69,7 +69,8 @@ def run_parity(checkpoint, data, variants=(), out_dir=None) -> tuple[list[Varian
     from iaunet.train.runner import TorchRunner
     checkpoint = Path(checkpoint)
     paths = [Path(v) for v in variants]
-    out = check_report_folder(out_dir if out_dir else checkpoint.parent / "parity", inputs=[checkpoint, data, *paths])
+    out = check_report_folder(out_dir if out_dir else checkpoint.parent / "parity", inputs=[checkpoint, data, *paths],
+                              files=REPORT_FILES)
     model, config = load_checkpoint(checkpoint)
     paths = paths or find_variants(checkpoint)
     if not paths:

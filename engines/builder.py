@@ -24,7 +24,9 @@ from pathlib import Path
 
 from iaunet.core import calib_cache, cuda_driver, onnx_wire
 from iaunet.core.errors import IAUnetError
-from iaunet.core.files import atomic_output, cache_folder, check_output_path, sha256_file, write_json
+from iaunet.core import file_kinds
+from iaunet.core.files import (atomic_output, atomic_outputs, cache_folder, check_distinct_outputs,
+                               check_output_path, json_text, sha256_file, write_json)
 from iaunet.core.graph_io import INPUT_NAME, tensorrt_layout_path
 from iaunet.core.log import get_logger
 from iaunet.core.plugin_contract import DOMAIN, PLUGIN_OPS
@@ -145,8 +147,12 @@ def parser_copy(data: bytes, plan: Plan) -> bytes:
 
 def check_paths(onnx_path, output, options: BuildOptions) -> Path:
     """The paths the build reads and writes, refused before anything is read or built."""
-    output = check_output_path(output, inputs=[onnx_path, options.calib, options.timing_cache])
-    check_output_path(sidecar_path(output), inputs=[onnx_path])
+    inputs = [onnx_path, options.calib, options.ptx_dir]
+    output = check_output_path(output, inputs=[*inputs, options.timing_cache], kind=file_kinds.ENGINE)
+    check_output_path(sidecar_path(output), inputs=inputs, kind=file_kinds.SIDECAR)
+    if options.timing_cache:  # TensorRT saves it after the build: an input or another kind of file is refused now
+        check_output_path(options.timing_cache, inputs=inputs, kind=file_kinds.TIMING_CACHE)
+    check_distinct_outputs(output, sidecar_path(output), options.timing_cache)
     if options.calib and not Path(options.calib).is_file():
         raise IAUnetError(f"calibration cache {options.calib} not found")
     if options.timing_cache and Path(options.timing_cache).is_dir():
@@ -222,9 +228,10 @@ def build_engine(onnx_path, output, options: BuildOptions = BuildOptions(), cach
     with ``cache_hit`` and the paths."""
     onnx_path = _tensorrt_layout(onnx_path)
     output = check_paths(onnx_path, output, options)
+    cache = cache_folder("engines", cache_dir)  # a file there is refused before TensorRT is imported
     trt, data, plan = plan_for(onnx_path, options)
     key = cache_key(plan)
-    cached = cache_folder("engines", cache_dir) / f"{key}.engine"
+    cached = cache / f"{key}.engine"
     extra = Path(str(cached) + ".build.json")  # what the build found out (layers on DLA)
     hit = cached.is_file() and extra.is_file()
     if hit:
@@ -232,10 +239,10 @@ def build_engine(onnx_path, output, options: BuildOptions = BuildOptions(), cach
     else:
         found = _build_into(trt, data, plan, cached)
         write_json(extra, found)
-    with atomic_output(output) as tmp:
-        shutil.copyfile(cached, tmp)
-    record = {**plan.sidecar(), **json.loads(extra.read_text()), ENGINE_DIGEST: sha256_file(output)}
-    write_json(sidecar_path(output), record)
+    record = {**plan.sidecar(), **json.loads(extra.read_text()), ENGINE_DIGEST: sha256_file(cached)}
+    with atomic_outputs(output, sidecar_path(output)) as (engine_tmp, sidecar_tmp):  # both or neither
+        shutil.copyfile(cached, engine_tmp)
+        Path(sidecar_tmp).write_text(json_text(record))
     return {**record, "cache_hit": hit, "engine": str(output), "cache_key": key}
 
 

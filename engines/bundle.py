@@ -92,21 +92,42 @@ def _ptx(artifacts: Path, arch: int, out: Path, cache_dir=None) -> None:
     compile_kernels(arch, out, cache_dir=cache_dir)
 
 
-SOURCE_FOLDERS = ("iaunet", "train", "export", "calib", "engines", "runtime")  # what the wheel packs (pyproject)
+def _package_folders(root: Path) -> list:
+    """The folders the wheel packs: [tool.setuptools] package-dir's values in pyproject.toml."""
+    try:
+        import tomllib
+        folders = set(tomllib.loads((root / "pyproject.toml").read_text())["tool"]["setuptools"]["package-dir"].values())
+    except ModuleNotFoundError:  # Python 3.10: every top-level package but the tests
+        folders = {p.name for p in root.iterdir() if (p / "__init__.py").is_file() and p.name != "tests"}
+    return sorted(folders)
 
 
 def _source_digest(root: Path) -> str:
     """SHA-256 of what the wheel is built from: pyproject.toml and every module's path and bytes."""
     digest = hashlib.sha256((root / "pyproject.toml").read_bytes())
-    for path in sorted(p for folder in SOURCE_FOLDERS for p in (root / folder).rglob("*.py")
+    for path in sorted(p for folder in _package_folders(root) for p in (root / folder).rglob("*.py")
                        if "__pycache__" not in p.parts):
         digest.update(path.relative_to(root).as_posix().encode() + b"\0" + path.read_bytes())
     return digest.hexdigest()
 
 
+def _source_copy(root: Path, scratch: Path) -> Path:
+    """What the wheel is built from (pyproject.toml, the README, the package folders) copied
+    into ``scratch``, so that building it writes nothing (build/, egg-info) into the tree
+    this runs from."""
+    copy = scratch / "source"
+    copy.mkdir()
+    for name in ("pyproject.toml", "README.md"):
+        shutil.copy2(root / name, copy / name)
+    for folder in _package_folders(root):
+        shutil.copytree(root / folder, copy / folder, ignore=shutil.ignore_patterns("__pycache__"))
+    return copy
+
+
 def _wheel(out: Path) -> str | None:
-    """The toolkit's wheel, built from the source tree this runs from (None where there is
-    none) and cached by that tree's digest, so a second bundle of the same toolkit copies it."""
+    """The toolkit's wheel, built from a copy of the source tree this runs from (None where
+    there is none) and cached by that tree's digest, so a second bundle of the same toolkit
+    copies it."""
     root = Path(__file__).resolve().parents[1]
     if not (root / "pyproject.toml").is_file():
         return None
@@ -127,10 +148,11 @@ def _build_wheel(root: Path, cached: Path) -> list:
     # setuptools already installed, --no-build-isolation)
     env = {**os.environ, "PIP_NO_INDEX": "1", "PIP_DISABLE_PIP_VERSION_CHECK": "1"}
     cached.parent.mkdir(parents=True, exist_ok=True)
-    with tempfile.TemporaryDirectory(dir=cached.parent, prefix=".build-", ignore_cleanup_errors=True) as tmp:
+    with tempfile.TemporaryDirectory(dir=cached.parent, prefix=".build-", ignore_cleanup_errors=True) as tmp, \
+            tempfile.TemporaryDirectory(prefix="iaunet-wheel-") as scratch:
         r = subprocess.run([sys.executable, "-m", "pip", "wheel", "-q", "--no-deps", "--no-build-isolation",
-                            "--no-index", "--disable-pip-version-check", "-w", tmp, str(root)], capture_output=True,
-                           text=True, timeout=600, env=env)
+                            "--no-index", "--disable-pip-version-check", "-w", tmp, str(_source_copy(root, Path(scratch)))],
+                           capture_output=True, text=True, timeout=600, env=env)
         wheels = sorted(Path(tmp).glob("iaunet_toolkit-*.whl"))
         if r.returncode or not wheels:
             log.info("could not build the toolkit's wheel here (%s); the README says how to install it",

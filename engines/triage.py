@@ -24,7 +24,8 @@ from pathlib import Path
 import numpy as np
 
 from iaunet.core.errors import IAUnetError
-from iaunet.core.files import atomic_output, check_output_path, write_json
+from iaunet.core import file_kinds
+from iaunet.core.files import atomic_output, atomic_outputs, check_output_path, json_text
 from iaunet.core.graph_io import INPUT_NAME
 from iaunet.core.log import get_logger
 from iaunet.engines.plan import BuildOptions
@@ -189,14 +190,16 @@ def compare_layers(reference, candidate, inputs: np.ndarray, threshold: float, t
     return layers, len(pairs)
 
 
-def check_triage_paths(reference, candidate, output) -> tuple[Path, Path]:
+def check_triage_paths(reference, candidate, output, data=None) -> tuple[Path, Path]:
     """(report JSON, its plot) for ``output`` (default: beside the candidate), refused
-    before any work if either is an input or cannot be written."""
+    before any work if either is an input, lies in the data folder, holds a file of
+    another kind or cannot be written."""
     output = Path(output) if output else Path(candidate).with_suffix(".triage.json")
-    check_output_path(output, inputs=[reference, candidate])
+    inputs = [reference, candidate, data]
+    check_output_path(output, inputs=inputs, kind=file_kinds.TRIAGE)
     if output.suffix != ".json":
         raise IAUnetError(f"triage report {output} must end in .json (its plot goes beside it as .png)")
-    return output, check_output_path(output.with_suffix(".png"), inputs=[reference, candidate])
+    return output, check_output_path(output.with_suffix(".png"), inputs=inputs, kind=file_kinds.IMAGE)
 
 
 def run_triage(reference, candidate, data, samples: int = DEFAULT_SAMPLES, backend: str = "onnxruntime",
@@ -205,7 +208,7 @@ def run_triage(reference, candidate, data, samples: int = DEFAULT_SAMPLES, backe
     """Triage ``candidate`` against the FP32 ``reference`` on ``samples`` images of ``data``;
     writes the JSON report and its plot, returns (the triage, the report's path)."""
     from iaunet.calib.data import load_inputs
-    report, plot = check_triage_paths(reference, candidate, output)
+    report, plot = check_triage_paths(reference, candidate, output, data)
     ref_model, meta, cand_model, precision = check_pair(reference, candidate, backend)
     threshold = LAYER_COSINE[precision] if threshold is None else threshold
     sources = triage_sources(meta, data, samples, seed)
@@ -218,8 +221,9 @@ def run_triage(reference, candidate, data, samples: int = DEFAULT_SAMPLES, backe
         raise IAUnetError(f"no node output of {candidate} pairs with one of {reference} by node name; expected a "
                           "variant made from it by 'iaunet calib'")
     result = Triage(str(reference), str(candidate), backend, precision, threshold, len(inputs), paired, layers)
-    plot_layers(result, plot)
-    write_json(report, result.to_dict())
+    with atomic_outputs(plot, report) as (plot_tmp, report_tmp):  # both or neither
+        plot_layers(result, Path(plot_tmp))
+        Path(report_tmp).write_text(json_text(result.to_dict()))
     return result, report
 
 

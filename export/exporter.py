@@ -26,6 +26,7 @@ from iaunet.export.functions import attach_local_functions, plugin_nodes
 from iaunet.export.plugin_nodes import traced_channel_affinity, traced_part_affinity
 from iaunet import __version__
 from iaunet.core.errors import IAUnetError
+from iaunet.core import file_kinds
 from iaunet.core.files import atomic_output, check_output_path, sha256_file
 from iaunet.core.graph_io import DEFAULT_OPSET, INPUT_NAME, OPSET_RANGE, OUTPUT_NAME
 from iaunet.core.log import get_logger
@@ -148,7 +149,7 @@ def export_checkpoint(checkpoint, output, mode: str = "plugin", opset: int = DEF
     if not OPSET_RANGE[0] <= opset <= OPSET_RANGE[1]:
         raise IAUnetError(f"opset {opset} is outside {OPSET_RANGE[0]}..{OPSET_RANGE[1]} "
                           "(TensorRT 10.3's parser accepts up to 20; per-channel Q/DQ needs 13)")
-    check_output_path(output, inputs=[checkpoint, data])
+    check_output_path(output, inputs=[checkpoint, data], kind=file_kinds.ONNX)
     payload = read_checkpoint(checkpoint)
     model, config = model_from_payload(payload, checkpoint)
     if frames is not None:

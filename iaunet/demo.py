@@ -21,12 +21,11 @@ import contextlib
 import json
 import os
 import shutil
-import tempfile
 import time
 from pathlib import Path
 
 from iaunet.core.errors import IAUnetError
-from iaunet.core.files import check_parent_folder, write_json
+from iaunet.core.files import check_parent_folder, make_temporary_folder, write_json
 from iaunet.core.log import get_logger
 
 DEFAULT_OUTPUT = "iaunet-demo"
@@ -40,9 +39,12 @@ def check_replaceable(out: Path) -> None:
         return
     if not out.is_dir():
         raise IAUnetError(f"output {out} is a file; expected a folder for the demo")
-    present = sorted(str(p.relative_to(out)) for p in out.rglob("*") if not p.is_dir())
-    if not present:
+    if not any(out.iterdir()):
         return
+    if not (out / MANIFEST).is_file():  # refused before walking it: -o / must not read the whole disk
+        raise IAUnetError(f"{out} exists and is not a previous demo folder (no {MANIFEST} in it); pass -o with a "
+                          "new folder")
+    present = sorted(str(p.relative_to(out)) for p in out.rglob("*") if not p.is_dir())
     try:
         owned = set(json.loads((out / MANIFEST).read_text())["files"])
     except (OSError, ValueError, KeyError, TypeError):
@@ -68,7 +70,7 @@ def run_demo(output=DEFAULT_OUTPUT, identities: int = 120, epochs: int = 20, see
     out = Path(output).absolute()
     check_replaceable(out)
     check_parent_folder(out)  # the demo is built beside its destination
-    build = Path(tempfile.mkdtemp(dir=out.parent, prefix=f".{out.name}.", suffix=".tmp"))
+    build = make_temporary_folder(out)
     try:
         with _working_dir(build):
             code, summary = _pipeline(Path("."), identities, epochs, seed)
@@ -84,7 +86,7 @@ def run_demo(output=DEFAULT_OUTPUT, identities: int = 120, epochs: int = 20, see
 
 def _swap_into_place(build: Path, out: Path) -> None:
     if out.exists():
-        old = Path(tempfile.mkdtemp(dir=out.parent, prefix=f".{out.name}.", suffix=".old"))
+        old = make_temporary_folder(out, ".old")
         os.replace(out, old / "previous")
         os.replace(build, out)
         shutil.rmtree(old)

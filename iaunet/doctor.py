@@ -27,6 +27,7 @@ from pathlib import Path
 from iaunet import __version__
 from iaunet.core import cuda_driver
 from iaunet.core.errors import IAUnetError
+from iaunet.core import file_kinds
 from iaunet.core.files import check_output_path, write_json
 from iaunet.engines.aot import MIN_PTX_VERSION, PTX_CUDA, SUPPORTED_ARCHS
 from iaunet.engines.aot_plugins import MIN_AOT_VERSION
@@ -465,7 +466,7 @@ def render(facts: dict) -> str:
 def run(json_path=None) -> int:
     """Print the report (and write it as JSON to ``json_path``); 0 whenever it could be made."""
     if json_path:
-        check_output_path(json_path)
+        check_output_path(json_path, kind=file_kinds.DOCTOR)
     facts = collect()
     print(render(facts))
     if json_path:

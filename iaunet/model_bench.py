@@ -6,7 +6,10 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from iaunet.core import file_kinds
 from iaunet.core.graph_io import INPUT_NAME, OUTPUT_NAME
+
+REPORT_FILES = {"bench.json": file_kinds.BENCH, "bench.png": file_kinds.IMAGE}  # written together, in this order
 
 
 def _runners(models, backend=None, threads=None):
@@ -88,7 +91,7 @@ def benchmark(models, out, batches, repeats, checkpoint=None, backend=None, thre
     bench.png; return what bench.json holds. ``out`` has been checked by the caller; ``jpegs``
     are the end-to-end images (generated when None)."""
     import tempfile
-    from iaunet.core.files import atomic_output, write_json
+    from iaunet.core.files import atomic_outputs, json_text, report_folder
     from iaunet.export.flops import count_flops
     from iaunet.runtime import perf_figures
     from iaunet.runtime.embedder import is_engine
@@ -117,10 +120,9 @@ def benchmark(models, out, batches, repeats, checkpoint=None, backend=None, thre
     if not quiet:
         for line in perf_figures.table(timings, peak, how) + ([no_tensorrt] if no_tensorrt else []):
             print(line)
-    Path(out).mkdir(exist_ok=True)
     result = {"cpu_peak_gflops": peak, "peak_estimate": how, "no_tensorrt_rows": no_tensorrt,
               "timings": [{**t.as_dict(), "vs_pytorch": vs} for t, vs in zip(timings, perf_figures.vs_pytorch(timings))]}
-    write_json(Path(out) / "bench.json", result)
-    with atomic_output(Path(out) / "bench.png") as png:
+    with report_folder(out), atomic_outputs(*(Path(out) / name for name in REPORT_FILES)) as (json_tmp, png):
+        Path(json_tmp).write_text(json_text(result))
         perf_figures.plot(timings, png)
     return result

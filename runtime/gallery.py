@@ -40,6 +40,7 @@ from pathlib import Path
 import numpy as np
 
 from iaunet.core.errors import IAUnetError
+from iaunet.core import file_kinds
 from iaunet.core.files import atomic_output, check_output_path
 from iaunet.core.validate import COUNT, Bounded, check, require_readable
 
@@ -191,7 +192,7 @@ class Gallery:
 
     def save(self, path) -> Path:
         """Write the gallery as ``.npz`` through a temporary name; returns the path."""
-        path = check_output_path(path)
+        path = check_output_path(path, kind=file_kinds.GALLERY)
         with atomic_output(path) as tmp:
             with open(tmp, "wb") as f:
                 np.savez(f, format=FORMAT, dim=self.dim, model_id=self.model_id, embeddings=self.embeddings,

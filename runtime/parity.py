@@ -14,7 +14,8 @@ from pathlib import Path
 import numpy as np
 
 from iaunet.core.errors import IAUnetError
-from iaunet.core.files import atomic_output, write_json
+from iaunet.core import file_kinds
+from iaunet.core.files import atomic_outputs, json_text, report_folder
 from iaunet.core.log import get_logger
 from iaunet.core.metrics import distance_matrix, rank_metrics
 
@@ -28,6 +29,8 @@ GATES = {
 }
 PARITY_BATCH = 32  # samples per inference call (at most an engine profile's maximum)
 PLOTS = ("parity_cosine.png", "parity_cmc.png")
+REPORT_FILES = {"parity.json": file_kinds.PARITY, "parity.md": file_kinds.MARKDOWN,  # one report, in this order
+                "parity_cosine.png": file_kinds.IMAGE, "parity_cmc.png": file_kinds.IMAGE}
 
 
 @dataclass
@@ -139,11 +142,13 @@ def describe(r: VariantResult) -> str:
 
 def write_reports(results: list[VariantResult], out: Path, data, against: str = "PyTorch",
                   gates: dict = GATES, extra: dict | None = None) -> list[str]:
-    """parity.json, parity.md and the plots in ``out``; returns the plots drawn."""
-    out.mkdir(parents=True, exist_ok=True)
-    plots = _plots(results, out, against)
+    """parity.json, parity.md and the plots in ``out``, as one report (all new, or all as they
+    were: never a new table beside an older run's plots); returns the plots drawn."""
+    plots = list(PLOTS) if _pyplot() else []
+    if not plots:
+        log.info("parity plots not drawn: matplotlib is not installed (pip install matplotlib)")
     rows = [{k: v for k, v in asdict(r).items() if k != "cosines"} for r in results]
-    write_json(out / "parity.json", {"data": str(data), "against": against, **(extra or {}), "variants": rows})
+    page = {"data": str(data), "against": against, **(extra or {}), "variants": rows}
     lines = [f"# Accuracy parity against {against}", "", f"Data: `{data}` (query + gallery)", "",
              "| variant | precision | mode | mean cos | min cos | max abs err | rank-1 | Δ rank-1 | mAP | Δ mAP | gate |",
              "|---|---|---|---|---|---|---|---|---|---|---|"]
@@ -153,19 +158,27 @@ def write_reports(results: list[VariantResult], out: Path, data, against: str = 
                      f"{r.verdict()} |")
     lines += ["", "Gates: " + "; ".join(f"{k}: {v}" for k, v in gates.items()), ""]
     lines += [f"![{p.split('_')[1][:-4]}]({p})\n" for p in plots] or ["(plots not drawn: matplotlib is not installed)", ""]
-    with atomic_output(out / "parity.md") as tmp:
-        Path(tmp).write_text("\n".join(lines))
+    files = [Path(out) / name for name in ("parity.json", "parity.md", *plots)]
+    with report_folder(out), atomic_outputs(*files) as temps:
+        Path(temps[0]).write_text(json_text(page))
+        Path(temps[1]).write_text("\n".join(lines))
+        if plots:
+            _plots(results, against, *temps[2:])
     return plots
 
 
-def _plots(results, out: Path, against: str) -> list[str]:
+def _pyplot():
     try:
         import matplotlib
     except ImportError:
-        log.info("parity plots not drawn: matplotlib is not installed (pip install matplotlib)")
-        return []
+        return None
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
+    return plt
+
+
+def _plots(results, against: str, cosine_png, cmc_png) -> None:
+    plt = _pyplot()
     variants = [r for r in results if not r.is_reference]
     fig, axes = plt.subplots(1, max(len(variants), 1), figsize=(4 * max(len(variants), 1), 3.2), squeeze=False)
     for ax, r in zip(axes[0], variants):
@@ -173,7 +186,7 @@ def _plots(results, out: Path, against: str) -> list[str]:
         ax.set_title(f"{r.name}\nmin cos {r.min_cosine:.5f}", fontsize=9)
         ax.set_xlabel(f"1 - cosine to {against}")
     fig.tight_layout()
-    fig.savefig(out / PLOTS[0], dpi=110)
+    fig.savefig(cosine_png, dpi=110, format="png")
     plt.close(fig)
     fig, axes = plt.subplots(1, len(results), figsize=(3.2 * len(results), 3.2), sharey=True, squeeze=False)
     for ax, r in zip(axes[0], results):
@@ -182,6 +195,5 @@ def _plots(results, out: Path, against: str) -> list[str]:
         ax.set_xlabel("rank")
     axes[0][0].set_ylabel("CMC")
     fig.tight_layout()
-    fig.savefig(out / PLOTS[1], dpi=110)
+    fig.savefig(cmc_png, dpi=110, format="png")
     plt.close(fig)
-    return list(PLOTS)

@@ -14,7 +14,8 @@ from pathlib import Path
 import numpy as np
 
 from iaunet.core.errors import IAUnetError
-from iaunet.core.files import atomic_output, check_output_path, write_json
+from iaunet.core import file_kinds
+from iaunet.core.files import atomic_output, atomic_outputs, check_distinct_outputs, check_output_path, json_text
 from iaunet.core.log import get_logger
 from iaunet.core.names import parse_market_name
 from iaunet.core.progress import Progress
@@ -60,9 +61,10 @@ def embed_paths(embedder: Embedder, paths, what: str, skip_bad: bool = False):
     return emb, [i for i in range(len(paths)) if i not in skipped_indices]
 
 
-def embed_files(model, paths, output, backend="auto", batch=None, threads=None, skip_bad=False) -> dict:
-    """Embed image files into the gallery file ``output``; returns a summary."""
-    output = check_output_path(output, inputs=[model, *paths])
+def embed_files(model, paths, output, backend="auto", batch=None, threads=None, skip_bad=False, folders=()) -> dict:
+    """Embed image files into the gallery file ``output``; returns a summary. ``folders``:
+    the image folders the files came from (an output inside one is refused)."""
+    output = check_output_path(output, inputs=[model, *paths, *folders], kind=file_kinds.GALLERY)
     kept, ids, cams = labels(paths)
     if not kept:
         raise IAUnetError("every image is junk (id -1); nothing to embed")
@@ -77,10 +79,15 @@ def embed_files(model, paths, output, backend="auto", batch=None, threads=None, 
 
 
 def search_files(model, gallery_path, queries, k=10, threshold=None, backend="auto", batch=None, threads=None,
-                 grid=None, json_path=None, skip_bad=False) -> list[dict]:
-    """Rank the gallery for each query image; optionally draw ``grid`` and write ``json_path``.
-    With ``skip_bad``, unreadable queries are counted and left out instead of stopping the run."""
-    outputs = [check_output_path(p, inputs=[model, gallery_path, *queries]) for p in (grid, json_path) if p]
+                 grid=None, json_path=None, skip_bad=False, folders=()) -> list[dict]:
+    """Rank the gallery for each query image; optionally draw ``grid`` and write ``json_path``
+    (both or neither). With ``skip_bad``, unreadable queries are counted and left out instead
+    of stopping the run. ``folders``: the query folders (an output inside one is refused: a
+    grid there would be a query next time)."""
+    check_distinct_outputs(grid, json_path)
+    inputs = [model, gallery_path, *queries, *folders]
+    outputs = {p: check_output_path(p, inputs=inputs, kind=kind)
+               for p, kind in ((grid, file_kinds.IMAGE), (json_path, file_kinds.MATCHES)) if p}
     gallery = Gallery.load(gallery_path)
     kept, q_ids, _ = labels(queries, keep_junk=True)  # a user's query is searched whatever its name says
     with Embedder.open(model, backend, batch, threads, expect_model=gallery.model_id or None) as embedder:
@@ -97,10 +104,13 @@ def search_files(model, gallery_path, queries, k=10, threshold=None, backend="au
                 "matches": [{"path": str(gallery.paths[j]), "id": int(gallery.ids[j]), "score": float(s)}
                             for j, s in zip(matches.indices[i], matches.scores[i]) if j >= 0]}
                for i, q in enumerate(good)]
-    if json_path:
-        write_json(outputs[-1], {"gallery": str(gallery_path), "k": k, "threshold": threshold, "results": results})
-    if grid:
-        draw_grid(results, outputs[0])
+    with atomic_outputs(*outputs) as temps:
+        written = dict(zip(outputs, temps))
+        if json_path:
+            Path(written[json_path]).write_text(json_text({"gallery": str(gallery_path), "k": k,
+                                                           "threshold": threshold, "results": results}))
+        if grid:
+            draw_grid(results, written[grid])
     return results
 
 

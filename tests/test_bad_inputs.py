@@ -71,8 +71,31 @@ def _engine_of(name, onnx):
         from iaunet.runtime.embedder import read_card
         from iaunet.runtime.engine_card import Machine, sidecar_path
         (cwd / name).write_bytes(b"\0" * 64)
-        plan = plan_build(read_card(fx[onnx]), "cd" * 32, True, Machine("Orin", 87, "10.3.0"), BuildOptions())
+        plan = plan_build(read_card(fx[onnx]), "cd" * 32, True, Machine("Orin", 87, "10.3.0"),
+                          BuildOptions(ptx_dir=str(fx["ptx"])))
         sidecar_path(cwd / name).write_text(json.dumps(plan.sidecar()))
+    return setup
+
+
+def _fifo(name):
+    def setup(cwd, fx):
+        os.mkfifo(cwd / name)
+    return setup
+
+
+CALIB_RECORD = {"precision": "int8", "source": "model.onnx", "source_sha256": "0" * 64, "method": "entropy"}
+TRIAGE_RECORD = {"reference": "a.onnx", "candidate": "b.onnx", "backend": "onnxruntime", "paired": 3, "layers": []}
+
+
+def _record(name, payload):
+    """Another stage's JSON record, as that stage writes it (the keys that identify it)."""
+    return _file(name, json.dumps(payload, indent=2))
+
+
+def _copy_of(name, fixture):
+    def setup(cwd, fx):
+        (cwd / name).parent.mkdir(parents=True, exist_ok=True)
+        shutil.copyfile(fx[fixture], cwd / name)
     return setup
 
 
@@ -103,7 +126,7 @@ PARITY = "{ckpt} {onnx} --data {data} -o report"
 COMPILE = "--arch 87 -o ptx --cache-dir ptx-cache"
 EMBED = "{data}/query -m {onnx} -o g.npz"
 SEARCH = "{data}/query -m {onnx} --gallery {other_gallery}"
-BUILD = "{onnx} -o m.engine"
+BUILD = "{onnx} -o m.engine --ptx {ptx}"  # a plugin graph needs its PTX folder
 BUNDLE = "{fx}/model --target orin -o bundle"
 # a checkpoint argument that is not a usable checkpoint (eval and export read it alike)
 BAD_CHECKPOINTS = [
@@ -116,14 +139,34 @@ BAD_CHECKPOINTS = [
 ]
 
 
+SYNONYMS = {"-o": "--output", "-m": "--model"}
+
+
+def _merged(base: list, extra: list) -> list:
+    """``base`` without the options ``extra`` gives again (each with its value), then ``extra``."""
+    given = {SYNONYMS.get(t, t) for t in extra if t.startswith("-")}
+    kept, skip = [], False
+    for i, token in enumerate(base):
+        if skip:
+            skip = False
+            continue
+        if token.startswith("-") and SYNONYMS.get(token, token) in given:
+            skip = i + 1 < len(base) and not base[i + 1].startswith("-")
+            continue
+        kept.append(token)
+    return kept + extra
+
+
 def cases() -> list[Case]:
     """The table: per command, a base command line that would work (or get far) and the
-    bad input added to it (a later option replaces an earlier one)."""
+    bad input added to it (an option in the bad input replaces the base's: the command
+    refuses a single-value option given twice)."""
     out = []
 
     def add(command, base, rows):
         for kind, extra, expect, *options in rows:
-            out.append(C(command, kind, base.split() + extra.split(), expect, **(options[0] if options else {})))
+            out.append(C(command, kind, _merged(base.split(), extra.split()), expect,
+                         **(options[0] if options else {})))
 
     add("synth", "-o data-out", [
         ("identities-zero", "--identities 0", "--identities: expected an integer in [4, 100000], got 0"),
@@ -475,7 +518,7 @@ def cases() -> list[Case]:
         ("samples-zero", "--samples 0 -o t.json", "--samples: expected an integer"),
         ("threshold-above-one", "--threshold 1.5 -o t.json", "--threshold: expected a number in (0, 1)"),
         ("backend-unknown", "--backend cuda -o t.json", "invalid choice: 'cuda'"),
-        ("tensorrt-without-tensorrt", "--backend tensorrt -o t.json", "TensorRT is not installed"),
+        ("tensorrt-without-tensorrt", "--backend tensorrt --ptx {ptx} -o t.json", "TensorRT is not installed"),
     ])
     add("bundle", "--target orin -o bundle", [
         ("artifacts-missing", "nowhere", "nowhere not found"),
@@ -511,7 +554,74 @@ def cases() -> list[Case]:
         ("bundle-is-data", "{data}", "is not a bundle"),
         ("repeats-zero", "{data} --repeats 0", "--repeats: expected an integer"),
     ])
+    out.extend(output_cases())
     add("iaunet", "", [("command-unknown", "fly", "invalid choice: 'fly'")])
+    return out
+
+
+def output_cases() -> list[Case]:
+    """Outputs that are not plain new files (issues 25 and 29): another kind of file, a
+    special file, inside an input folder, twice on one path, a repeated option."""
+    out = []
+
+    def add(command, base, rows):
+        for kind, extra, expect, *options in rows:
+            out.append(C(command, kind, _merged(base.split(), extra.split()), expect,
+                         **(options[0] if options else {})))
+
+    add("doctor", "", [
+        ("json-is-the-model", "--json {onnx}", "is an ONNX model; not replacing it with a machine report"),
+        ("json-is-a-checkpoint", "--json {ckpt}", "is a PyTorch checkpoint; not replacing it"),
+        ("json-is-a-fifo", "--json fifo", "is a FIFO (named pipe), not a regular file", {"setup": _fifo("fifo")}),
+        ("json-name-too-long", "--json " + "x" * 300, "is 300 bytes long"),
+        ("json-repeated", "--json a.json --json b.json", "--json given twice"),
+    ])
+    add("export", EXPORT, [
+        ("output-is-the-only-checkpoint", "-o {other_ckpt}", "is a PyTorch checkpoint; not replacing it with an ONNX"),
+        ("output-is-a-gallery", "-o {other_gallery}", "is a gallery (.npz)"),
+        ("output-inside-data", "--data {data} -o {data}/m.onnx", "inside the input folder"),
+        ("output-repeated", "-o a.onnx -o b.onnx", "-o/--output given twice"),
+    ])
+    add("calib", FP16, [
+        ("output-is-the-checkpoint", "-o {ckpt}", "is a PyTorch checkpoint; not replacing it with an ONNX"),
+        ("record-is-another-stages", "-o rec.onnx", "rec.json is a triage report",
+         {"setup": _record("rec.json", TRIAGE_RECORD)}),
+    ])
+    add("calib", INT8, [("cache-dir-is-a-file", "--cache-dir {text}", "is a file; expected a folder")])
+    add("triage", "{onnx} {fp16_onnx} --data {data}", [
+        ("output-is-the-calib-record", "-o rec.json", "is a calibration record",
+         {"setup": _record("rec.json", CALIB_RECORD)}),
+        ("output-inside-data", "-o {data}/synth.json", "inside the input folder"),
+    ])
+    add("search", SEARCH, [
+        ("grid-and-json-on-one-path", "--grid x.out --json x.out", "are the same file"),
+        ("grid-inside-the-query-folder", "--grid {data}/query/grid.png", "inside the input folder"),
+        ("json-is-a-checkpoint", "--json {ckpt}", "is a PyTorch checkpoint"),
+        ("model-repeated", "-m {onnx} -m {other_ckpt}", "-m/--model given twice"),
+    ])
+    add("embed", EMBED, [
+        ("output-is-a-checkpoint", "-o {ckpt}", "is a PyTorch checkpoint; not replacing it with a gallery"),
+        ("output-inside-the-image-folder", "-o {data}/query/g.npz", "inside the input folder"),
+        ("output-is-a-fifo", "-o fifo", "is a FIFO", {"setup": _fifo("fifo")}),
+        ("output-repeated", "-o a.npz -o b.npz", "-o/--output given twice"),
+    ])
+    add("build", BUILD, [
+        ("timing-cache-is-the-onnx", "--timing-cache {onnx}", "is the input"),
+        ("timing-cache-is-a-checkpoint", "--timing-cache {ckpt}", "is a PyTorch checkpoint"),
+        ("timing-cache-is-the-output", "--timing-cache m.engine", "m.engine"),
+        ("cache-dir-is-a-file", "--cache-dir {text}", "is a file; expected a folder"),
+        ("sidecar-is-the-calib-record", "-o rec", "rec.json is a calibration record",
+         {"setup": _record("rec.json", CALIB_RECORD)}),
+    ])
+    add("bench", "{onnx} -o bench", [
+        ("report-inside-the-images", "--images {data}/query -o {data}/query/bench", "inside the input folder"),
+        ("report-file-is-a-checkpoint", "-o rep", "bench.json is a PyTorch checkpoint",
+         {"setup": _copy_of("rep/bench.json", "ckpt")}),
+    ])
+    add("parity", PARITY, [("report-inside-data", "-o {data}/report", "inside the input folder")])
+    add("bundle", BUNDLE, [("cache-dir-is-a-file", "--cache-dir {text}", "is a file; expected a folder")])
+    add("synth", "-o data-out", [("output-repeated", "-o a -o b", "-o/--output given twice")])
+    add("train", TRAIN, [("output-inside-data", "-o {data}/run", "inside the input folder")])
     return out
 
 
@@ -573,6 +683,8 @@ def fx(tmp_path_factory, market_synth, image_checkpoint, video_checkpoint):
     p["truncated_onnx"].write_bytes(p["onnx"].read_bytes()[: p["onnx"].stat().st_size // 2])
     model = onnx.load(str(p["onnx"]))
     set_props(model, precision="fp16")
+    p["ptx"] = root / "ptx"  # what --ptx names (the builder needs TensorRT before it reads it)
+    p["ptx"].mkdir()
     p["fp16_onnx"] = bad / "marked_fp16.onnx"
     onnx.save(model, str(p["fp16_onnx"]))
 
@@ -636,14 +748,15 @@ def snapshot(root: Path) -> dict:
                 found[rel] = ("link", os.readlink(path))
             elif path.is_dir():
                 found[rel] = ("dir", st.st_mode)
+            elif not path.is_file():  # a FIFO: opening it to hash would block
+                found[rel] = ("special", st.st_mode)
             else:
                 found[rel] = ("file", st.st_mode, _digest(path, st))
     return found
 
 
 def _output_of(argv: list) -> str | None:
-    """The output path the command will use: the last -o/--output/--json value (a later
-    option replaces an earlier one, as the cases rely on)."""
+    """The output path the command will use: the last -o/--output/--json value."""
     for i in range(len(argv) - 2, -1, -1):
         if argv[i] in ("-o", "--output", "--json"):
             return argv[i + 1]

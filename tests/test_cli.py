@@ -28,7 +28,8 @@ def test_eval_foreign_checkpoint(tmp_path):
 
 
 def test_train_on_a_folder_without_a_layout(tmp_path):
-    result = iaunet("train", "--data", tmp_path, "-o", tmp_path / "run", "--epochs", "1")
+    (tmp_path / "data").mkdir()  # the run folder goes beside it: inside the data set is refused
+    result = iaunet("train", "--data", tmp_path / "data", "-o", tmp_path / "run", "--epochs", "1")
     assert_one_line_error(result, "no known re-ID layout", "bounding_box_train/")
     assert not (tmp_path / "run").exists()
 
@@ -114,3 +115,73 @@ def test_parity_points_each_failing_variant_to_triage():
     assert len(hints) == 2
     assert "'iaunet triage run/m.onnx run/m.int8.onnx --data data'" in hints[0]
     assert hints[1].startswith("m.engine:") and "--backend tensorrt" in hints[1]
+
+
+@pytest.mark.parametrize("signame", ["SIGTERM", "SIGHUP", "SIGINT"])
+def test_every_stopping_signal_cleans_up_like_ctrl_c(tmp_path, signame):
+    """timeout, docker stop and systemd send SIGTERM; a closed terminal SIGHUP: the hidden
+    temporary folder goes, as on Ctrl-C, and the exit status names the signal."""
+    import signal
+    import time
+    proc = subprocess.Popen([sys.executable, "-m", "iaunet.cli", "synth", "-o", "data", "--identities", "5000"],
+                            cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    deadline = time.monotonic() + 120
+    while not any(tmp_path.glob(".data.*/bounding_box_train/*.jpg")) and time.monotonic() < deadline:
+        time.sleep(0.05)  # stopped mid-work: crops already written
+    proc.send_signal(getattr(signal, signame))
+    _, err = proc.communicate(timeout=120)
+    number = getattr(signal, signame).value
+    assert proc.returncode == 128 + number, err
+    assert err.strip() == f"iaunet synth: interrupted ({signame})", err
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_double_dash_ends_the_options_and_a_repeated_option_is_refused(tmp_path, image_onnx):
+    from iaunet.cli import parse_args
+    args = parse_args(["embed", "-m", "m.onnx", "-o", "g.npz", "--", "-1_c1s1_000001_00.jpg", "q"])
+    assert args.inputs == ["./-1_c1s1_000001_00.jpg", "q"] and args.model == "m.onnx"
+    for argv, option in ((["embed", "q", "-m", "a.onnx", "-m", "b.onnx", "-o", "g.npz"], "-m/--model"),
+                         (["embed", "q", "-m", "a.onnx", "-o", "g.npz", "--output=h.npz"], "-o/--output"),
+                         (["bench", "a.onnx", "--batch", "1", "--bat", "8"], "--batch")):
+        result = iaunet(*argv, cwd=tmp_path)
+        assert_one_line_error(result, f"{option} given twice", "expected it once")
+    assert parse_args(["bench", "a.onnx", "--backend", "onnxruntime-cpu", "--backend", "onnxruntime-cuda"]).backend \
+        == ["onnxruntime-cpu", "onnxruntime-cuda"]  # repeatable by design
+    junk = tmp_path / "-1_c1s1_000001_00.jpg"  # Market-1501's junk id: a real file name
+    from PIL import Image
+    Image.new("RGB", (32, 64), (90, 20, 200)).save(junk)
+    result = iaunet("embed", "-m", image_onnx, "-o", "g.npz", "--", junk.name, cwd=tmp_path)
+    assert "-1_c1s1_000001_00.jpg not found" not in result.stderr and "unrecognized" not in result.stderr, result.stderr
+
+
+@pytest.mark.parametrize("folder", ["/", "/usr"])
+def test_demo_refuses_a_system_folder_before_walking_it(folder, monkeypatch):
+    from pathlib import Path
+
+    from iaunet.core.errors import IAUnetError
+    from iaunet.demo import run_demo
+
+    def walked(*args, **kw):
+        raise AssertionError("the demo walked the folder before refusing it")
+    monkeypatch.setattr(Path, "rglob", walked)
+    with pytest.raises(IAUnetError, match="is not a previous demo folder"):
+        run_demo(folder)
+
+
+def test_search_writes_its_json_and_grid_both_or_neither(tmp_path, image_onnx, market_synth):
+    """A file-size limit stops the second output: neither is left, and the error is one line."""
+    import resource
+    queries = market_synth / "query"
+    assert iaunet("embed", market_synth / "bounding_box_test", "-m", image_onnx, "-o", tmp_path / "g.npz").returncode == 0
+    (tmp_path / "m.json").write_text('{"previous": "run"}')
+    argv = [sys.executable, "-m", "iaunet.cli", "search", queries, "-m", image_onnx, "--gallery", tmp_path / "g.npz",
+            "--json", tmp_path / "m.json", "--grid", tmp_path / "grid.png"]
+
+    def limited():
+        resource.setrlimit(resource.RLIMIT_FSIZE, (16384, 16384))  # the JSON fits, the grid does not
+    r = subprocess.run(list(map(str, argv)), capture_output=True, text=True, timeout=300, preexec_fn=limited)
+    last = r.stderr.strip().splitlines()[-1]  # after the progress line
+    assert r.returncode == 1 and "Traceback" not in r.stderr, r.stderr
+    assert last.startswith("iaunet search: error: cannot write ") and "grid.png" in last and "File too large" in last
+    assert (tmp_path / "m.json").read_text() == '{"previous": "run"}' and not (tmp_path / "grid.png").exists()
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["g.npz", "m.json"]

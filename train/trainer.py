@@ -193,8 +193,8 @@ def check_run_folder(opts: TrainOptions) -> Path:
     resuming may continue in the folder of the last.pt it resumes from."""
     out = Path(opts.output)
     if opts.resume and out.is_dir() and Path(opts.resume).parent.resolve() == out.resolve():
-        return check_report_folder(out)
-    return check_output_folder(out)
+        return check_report_folder(out, inputs=[opts.data])
+    return check_output_folder(out, inputs=[opts.data])
 
 
 def _read_resume(path) -> dict:

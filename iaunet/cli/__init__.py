@@ -8,13 +8,19 @@ run, so ``iaunet --help`` and ``iaunet doctor`` start without torch or onnx.
 
 Positional and optional arguments may be mixed in any order
 (``iaunet parity CKPT --data DIR A.onnx B.onnx``). A user error (``IAUnetError``, or a
-missing optional package) prints one line and exits 1; an interrupt exits 130.
+missing optional package) prints one line and exits 1, as does a full disk or file-size
+limit. Ctrl-C, SIGTERM and SIGHUP all interrupt the command the same way (its temporary
+files removed) and exit 128 + the signal's number (130, 143, 129). ``--`` ends the options,
+and a single-value option given twice is refused.
 """
 from __future__ import annotations
 
 import argparse
+import contextlib
 import importlib
+import signal
 import sys
+import threading
 
 from iaunet import __version__
 from iaunet.core.errors import IAUnetError
@@ -61,17 +67,92 @@ def parse_args(argv) -> argparse.Namespace:
         verbose = verbose or bool(head)
         names.append(argv[index])
         current, argv = action.choices[argv[index]], argv[index + 1:]
+    argv = _after_double_dash(argv)
+    _refuse_repeats(current, argv)
     args = current.parse_intermixed_args(argv)
     args.verbose = getattr(args, "verbose", False) or verbose
     args.command = " ".join(names)
     return args
 
 
+def _after_double_dash(argv: list) -> list:
+    """Honour ``--``: what follows it is positional, even a file named ``-1_c1s1_...jpg``.
+    argparse's intermixed parsing drops such tokens; every positional here is a path, so
+    ``-x`` becomes ``./-x`` (the same file) and needs no ``--``."""
+    if "--" not in argv:
+        return argv
+    cut = argv.index("--")
+    return argv[:cut] + [f"./{a}" if a.startswith("-") else a for a in argv[cut + 1:]]
+
+
+def _refuse_repeats(parser, argv: list) -> None:
+    """A single-value option given twice (``-m a -m b``) is refused, not silently the last."""
+    seen = {}
+    for token in argv:
+        action = _option_action(parser, token)
+        if action is None or type(action) is not argparse._StoreAction:
+            continue
+        if action.dest in seen:
+            parser.error(f"{'/'.join(action.option_strings)} given twice ({seen[action.dest]} and {token}); "
+                         "expected it once")
+        seen[action.dest] = token
+
+
+def _option_action(parser, token: str):
+    """The option action ``token`` names (``--out=x``, ``-ox`` and unique ``--outp`` prefixes too), or None."""
+    if not token.startswith("-") or token == "-":
+        return None
+    name = token.split("=", 1)[0] if token.startswith("--") else token
+    actions = parser._option_string_actions
+    if name in actions:
+        return actions[name]
+    if not token.startswith("--"):
+        return actions.get(token[:2])  # -oVALUE
+    matches = {actions[s] for s in actions if s.startswith(name)}
+    return matches.pop() if len(matches) == 1 else None
+
+
+class Stopped(KeyboardInterrupt):
+    """SIGTERM or SIGHUP (``timeout``, ``docker stop``, systemd, a closed terminal), raised
+    where the command is, like Ctrl-C: every ``finally`` and temporary folder cleans up."""
+
+    def __init__(self, signum: int):
+        super().__init__(signal.Signals(signum).name)
+        self.signum = signum
+
+
+STOP_SIGNALS = ("SIGINT", "SIGTERM", "SIGHUP")
+
+
+def _stop(signum, frame):
+    for name in STOP_SIGNALS:  # once stopping, a second signal must not cut the clean-up short
+        signal.signal(getattr(signal, name), signal.SIG_IGN)
+    raise Stopped(signum)
+
+
+@contextlib.contextmanager
+def _signals_as_interrupt():
+    """Within the command, every stopping signal is a KeyboardInterrupt (main thread only)."""
+    names = [n for n in STOP_SIGNALS if hasattr(signal, n)]
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    before = {n: signal.getsignal(getattr(signal, n)) for n in names}
+    for name in names:
+        signal.signal(getattr(signal, name), _stop)
+    try:
+        yield
+    finally:
+        for name, handler in before.items():
+            signal.signal(getattr(signal, name), handler)
+
+
 def main(argv=None) -> int:
     args = parse_args(list(sys.argv[1:] if argv is None else argv))
     configure(args.verbose)
     try:
-        code = int(args.func(args) or 0)
+        with _signals_as_interrupt():
+            code = int(args.func(args) or 0)
     except IAUnetError as err:
         print(f"iaunet {args.command}: error: {err}", file=sys.stderr)
         return 1
@@ -82,9 +163,17 @@ def main(argv=None) -> int:
         print(f"iaunet {args.command}: error: this command needs the Python package '{package}', which is not "
               f"installed; {OPTIONAL[package]}", file=sys.stderr)
         return 1
-    except KeyboardInterrupt:
-        print(f"iaunet {args.command}: interrupted", file=sys.stderr)
-        return 130
+    except KeyboardInterrupt as err:
+        signum = getattr(err, "signum", signal.SIGINT)
+        print(f"iaunet {args.command}: interrupted ({signal.Signals(signum).name})", file=sys.stderr)
+        return 128 + signum
+    except OSError as err:
+        from iaunet.core.files import out_of_room
+        error = out_of_room(err, err.filename or "an output")
+        if error is None:
+            raise
+        print(f"iaunet {args.command}: error: {error}", file=sys.stderr)
+        return 1
     summary = hidden_summary()
     if summary:
         get_logger("cli").info(summary)

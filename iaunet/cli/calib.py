@@ -58,13 +58,16 @@ def add_commands(sub):
 
 def run_calib(args):
     from iaunet.core.errors import IAUnetError
-    from iaunet.core.files import check_output_path, write_json
-    output = check_output_path(args.output, inputs=[args.model])
-    beside = {".json": "its .json record"}
+    from iaunet.core import file_kinds
+    from iaunet.core.files import cache_folder, check_output_path, write_json
+    inputs = [args.model, args.data]
+    output = check_output_path(args.output, inputs=inputs, kind=file_kinds.ONNX)
+    beside = {".json": ("its .json record", file_kinds.CALIB_RECORD)}
     if args.precision == "int8":
-        beside[".calib"] = "its .calib cache"
+        beside[".calib"] = ("its .calib cache", file_kinds.CALIB_CACHE)
+        cache_folder("calib", args.cache_dir)  # refused now if it is a file, not after calibrating
         if args.target_cosine is not None:
-            beside[".png"] = "its sensitivity plot"
+            beside[".png"] = ("its sensitivity plot", file_kinds.IMAGE)
     elif args.target_cosine is not None:
         raise IAUnetError("--target-cosine applies to --precision int8; an FP16 variant has no INT8 layers to move")
     if args.max_fp16_layers is not None and args.target_cosine is None:
@@ -72,11 +75,12 @@ def run_calib(args):
     if args.precision == "int8":
         from iaunet.calib.int8 import check_int8_output
         check_int8_output(output, args.model)
-    for suffix, what in beside.items():
+    for suffix, (what, kind) in beside.items():
         if output.suffix == suffix:
             raise IAUnetError(f"output {output} is where {what} goes; expected an ONNX path such as "
                               f"{output.with_suffix('.onnx')}")
-        check_output_path(output.with_suffix(".sensitivity.png" if suffix == ".png" else suffix), inputs=[args.model])
+        check_output_path(output.with_suffix(".sensitivity.png" if suffix == ".png" else suffix), inputs=inputs,
+                          kind=kind)
     record_path = output.with_suffix(".json")
     if args.precision == "fp16":
         from iaunet.calib import PROBE_SAMPLES

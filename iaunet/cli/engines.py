@@ -107,7 +107,9 @@ def run_triage_cmd(args):
 
 
 def run_bundle(args):
+    from iaunet.core.files import cache_folder
     from iaunet.engines.bundle import build_bundle
+    cache_folder("ptx", args.cache_dir)  # refused now if it is a file, not after copying the models
     manifest = build_bundle(args.artifacts, args.target, args.kind, args.output, args.cache_dir,
                             checkpoint=args.checkpoint, data=args.data, kit_size=args.kit_size)
     kit = manifest["kit"]

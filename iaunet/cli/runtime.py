@@ -79,10 +79,16 @@ def collect_images(inputs) -> list:
     return list_images(inputs)
 
 
+def _folders(inputs) -> list:
+    """The folders among the named inputs: no output may go inside one."""
+    from pathlib import Path
+    return [p for p in inputs if Path(p).is_dir()]
+
+
 def run_embed(args):
     from iaunet.runtime.tasks import embed_files
     summary = embed_files(args.model, collect_images(args.inputs), args.output, args.backend, args.batch,
-                          args.threads, args.skip_bad)
+                          args.threads, args.skip_bad, folders=_folders(args.inputs))
     extra = f", {summary['skipped']} unreadable skipped" if summary["skipped"] else ""
     junk = f", {summary['junk_left_out']} junk left out" if summary["junk_left_out"] else ""
     ids = "ids and cameras from the file names" if summary["labelled"] else "no ids (names are not Market-style)"
@@ -94,7 +100,8 @@ def run_embed(args):
 def run_search(args):
     from iaunet.runtime.tasks import describe, search_files
     results = search_files(args.model, args.gallery, collect_images(args.queries), args.top_k, args.threshold,
-                           args.backend, args.batch, args.threads, args.grid, args.json, args.skip_bad)
+                           args.backend, args.batch, args.threads, args.grid, args.json, args.skip_bad,
+                           folders=_folders(args.queries))
     for line in describe(results, args.json):
         print(line)
     for path, what in ((args.grid, "grid"), (args.json, "matches")):
@@ -106,7 +113,8 @@ def run_search(args):
 def run_bench(args):
     from iaunet.model_bench import benchmark
     from iaunet.core.files import check_report_folder
-    out = check_report_folder(args.output)
+    from iaunet.model_bench import REPORT_FILES
+    out = check_report_folder(args.output, inputs=[*args.models, args.checkpoint, args.images], files=REPORT_FILES)
     jpegs = collect_images([args.images]) if args.images else None
     benchmark(args.models, out, args.batch, args.repeats, args.checkpoint, args.backend, args.threads, jpegs)
     print(f"bench: {out / 'bench.json'}, {out / 'bench.png'}")

@@ -114,9 +114,10 @@ def run_eval(args):
     from iaunet.train.checkpoint import load_checkpoint
     from iaunet.train.data.datasets import open_dataset
     from iaunet.train.trainer import evaluate
+    from iaunet.core import file_kinds
     from iaunet.core.files import check_output_path, write_json
     if args.json:
-        check_output_path(args.json, inputs=[args.checkpoint])
+        check_output_path(args.json, inputs=[args.checkpoint, args.data], kind=file_kinds.METRICS)
     model, config = load_checkpoint(args.checkpoint)
     data = open_dataset(args.data)
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")

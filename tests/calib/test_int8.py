@@ -1,4 +1,5 @@
 """INT8 Q/DQ placement, the TensorRT cache, calibration caching and data rules."""
+import json
 import re
 
 import numpy as np
@@ -307,3 +308,20 @@ def test_every_onnx_file_declares_the_embedding_size_its_metadata_states(int8, t
         (output,) = model.graph.output
         dims = [d.dim_value or d.dim_param for d in output.type.tensor_type.shape.dim]
         assert dims == ["batch", dim], f"{path.name}: {dims}"
+
+
+def test_a_corrupted_cache_entry_is_recomputed_and_said(int8, trained_setup, iaunet_notes):
+    record, _, out = int8
+    method = record["method"]
+    entry = next((out / "cache" / record["calibration"]["cache_key"]).glob(f"{method}*.ranges.json"))
+    good = entry.read_text()
+    entry.write_text(good[: len(good) // 2])  # truncated
+    quantize_int8(trained_setup["plugin"], out / "again.int8.onnx", trained_setup["data"], method=method, samples=24,
+                  cache_dir=out / "cache")
+    assert any("cannot be read" in note and "computing them again" in note for note in iaunet_notes), iaunet_notes
+    assert json.loads(entry.read_text()) == json.loads(good)  # the same images and settings give the same ranges
+    from iaunet.calib.int8 import _unreadable_ranges
+    assert _unreadable_ranges(entry) is None
+    for damage in ("", "{}", '{"CLS": "TensorsData"'):  # emptied, no ranges, truncated
+        entry.write_text(damage)
+        assert _unreadable_ranges(entry), damage

@@ -144,8 +144,24 @@ def test_a_second_bundle_copies_the_cached_wheel_and_a_changed_source_builds_ane
     root = Path(bundle.__file__).resolve().parents[1]
     tree = tmp_path / "tree"
     shutil.copy(root / "pyproject.toml", tree.mkdir() or tree / "pyproject.toml")
-    shutil.copytree(root / "runtime", tree / "runtime", ignore=shutil.ignore_patterns("__pycache__"))
+    shutil.copytree(root / "runtime", tree / "runtime", ignore=shutil.ignore_patterns("__pycache__"))  # one package
     before = bundle._source_digest(tree)
     assert bundle._source_digest(tree) == before
     (tree / "runtime" / "gallery.py").write_text((tree / "runtime" / "gallery.py").read_text() + "# changed\n")
     assert bundle._source_digest(tree) != before
+def test_the_bundle_writes_nothing_into_the_toolkit_source_and_is_readable_by_others(jetson):
+    """The wheel is built from a copy in a temporary folder: no build/ or egg-info appears
+    in the source tree; the folders have the usual permissions (a container user who is not
+    root reads the model repository)."""
+    import os
+    import stat
+    from pathlib import Path
+
+    import iaunet.engines.bundle as bundle
+    manifest, out = jetson
+    root = Path(bundle.__file__).resolve().parents[1]
+    assert not (root / "build").exists(), sorted(os.listdir(root / "build"))[:5]
+    umask = os.umask(0)
+    os.umask(umask)
+    for folder in [out] + [p for p in out.rglob("*") if p.is_dir()]:
+        assert stat.S_IMODE(folder.stat().st_mode) == 0o777 & ~umask, folder

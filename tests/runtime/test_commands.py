@@ -99,9 +99,10 @@ def test_search_skips_unreadable_queries_when_asked(capsys, tmp_path, image_onnx
 
 
 def test_skip_bad_says_when_every_image_was_unreadable(capsys, tmp_path, image_onnx):
+    (tmp_path / "images").mkdir()  # the gallery goes beside the image folder: inside it is refused
     for i in range(2):
-        (tmp_path / f"{i}.jpg").write_bytes(b"junk")
-    code, _, err = run(capsys, "embed", tmp_path, "-m", image_onnx, "-o", tmp_path / "g.npz", "--skip-bad")
+        (tmp_path / "images" / f"{i}.jpg").write_bytes(b"junk")
+    code, _, err = run(capsys, "embed", tmp_path / "images", "-m", image_onnx, "-o", tmp_path / "g.npz", "--skip-bad")
     assert code == 1 and "all 2 images were unreadable" in err and not (tmp_path / "g.npz").exists()
 
 
@@ -306,7 +307,7 @@ def test_bench_checks_every_model_and_backend_before_timing(capsys, tmp_path, im
         "precision": "fp32", "profile": {}, "plugin_route": "python", "plugins": [], "onnx_sha256": "",
         "toolkit_version": "0.1.0", "metadata": read_card(image_onnx).props}))
     for backends, words in ((["onnxruntime-cpu"], "some.engine is a TensorRT engine; it runs only on the 'tensorrt'"),
-                            (["onnxruntime-cpu", "tensorrt"], "m.onnx is an ONNX file; build an engine")):
+                            (["onnxruntime-cpu", "tensorrt"], f"{image_onnx.name} is an ONNX file; build an engine")):
         argv = ["bench", image_onnx, engine, "--repeats", 3, "--batch", 1, "-o", tmp_path / "b"]
         code, _, err = run(capsys, *argv, *[a for b in backends for a in ("--backend", b)])
         assert code == 1 and words in _one_line(err) and timed == []
