@@ -63,6 +63,9 @@ def run_cameras(args):
     print(f"{len(stats['cameras'])} cameras, {total['frames']} frames, {total['tracks']} tracks: "
           f"{total['crops_embedded']} of {total['boxes_seen']} boxes embedded, {total['crops_dropped']} dropped; "
           f"latency p50 {lat['p50']} ms, p99 {lat['p99']} ms; {total['crops_per_second']} crops/s -> {out}")
+    for name, camera in stats["cameras"].items():
+        if camera.get("note"):
+            print(f"camera {name}: {camera['note']}")
     for name, error in stats["errors"].items():
         print(f"camera {name}: {error}")
     return EXIT_CAMERA_FAILED if stats["errors"] else 0
