@@ -23,6 +23,8 @@ def add_commands(sub):
     p.add_argument("--every", type=COUNT, default=d.every, help="frames between a track's embedded crops")
     p.add_argument("--min-height", type=COUNT, default=d.min_height, help="pixels a clipped box must be tall")
     p.add_argument("--min-inside", type=FRACTION, default=d.min_inside, help="fraction of a box inside the frame")
+    p.add_argument("--max-overlap", type=FRACTION, default=d.max_overlap,
+                   help="largest fraction of a box one other box of its frame may cover (1: no check)")
     p.add_argument("--track-timeout", type=COUNT, default=d.track_timeout,
                    help="frames a track may be absent before it ends")
     p.add_argument("--max-delay-ms", type=NON_NEGATIVE_FLOAT, default=d.max_delay_ms,
