@@ -13,8 +13,13 @@ seam for matching identities across cameras: a matcher consumes tracks as they e
   the runtime's one preprocessing (``images.to_sample``), as ``Embedder.embed`` would
   take the same crop saved as an image.
 - **Selection.** A crop is taken when its clipped box is at least ``min_height`` pixels
-  tall and ``min_inside`` of its box lies inside the frame, and at least ``every`` frames
-  have passed since the track's last taken crop (its first qualifying crop at once).
+  tall, ``min_inside`` of its box lies inside the frame, no other box of the frame covers
+  more than ``max_overlap`` of it, and at least ``every`` frames have passed since the
+  track's last taken crop (its first qualifying crop at once). The defaults were chosen on
+  synthetic scenes no test scores (seeds 7 to 9) with a trained iaunet_r18 at 128x64: the
+  track embeddings' cross-camera rank-1 equals the naive mean of every box (24 of 71
+  queries both), with 5.5x fewer crops; dropping the inside check costs 4 queries, and
+  ``max_overlap`` 0.5 gained 0 to 2 (so it is off).
 - **Image models** embed every taken crop; a track's embedding is the re-normalised mean
   of its crops' L2-normalised embeddings. **Video models** keep a track's taken crops
   (resized, uint8) in a ring of ``clip_ring``; when the track ends, its T frames are
