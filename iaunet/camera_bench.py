@@ -261,8 +261,7 @@ def bench_model(name: str, size: tuple, scenes: Path, work: Path, realtime_secon
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(prog="python -m iaunet.camera_bench", description=__doc__.split("\n\n")[0])
     parser.add_argument("--models", default="iaunet_r18", help=f"comma-separated, from {', '.join(MODELS)}")
-    parser.add_argument("--checkpoint", action="append", default=[],
-                        help="a trained checkpoint to benchmark instead of a randomised-BN model (repeatable)")
+    parser.add_argument("--checkpoint", help="a trained checkpoint to benchmark instead of --models' randomised-BN ones")
     parser.add_argument("--scenes", help="a folder from 'iaunet synth --scenes' (default: 3 cameras, 20 s, made here)")
     parser.add_argument("--realtime-seconds", type=float, default=8.0, help="seconds per --realtime trial (0: skip)")
     parser.add_argument("--load", action="store_true", help="also 8 cameras at twice real time for 30 s")
@@ -278,13 +277,13 @@ def main(argv=None) -> int:
             scenes.mkdir()
             generate_scenes(scenes, SceneSpec(seconds=30.0 if args.load else 20.0))
         if args.checkpoint:
-            trained = [model_from_checkpoint(Path(c), work) for c in args.checkpoint]
-            rows = [bench_model(n, size, scenes, work, args.realtime_seconds, onnx) for n, size, onnx in trained]
+            name, size, onnx = model_from_checkpoint(Path(args.checkpoint), work)
+            rows = [bench_model(name, size, scenes, work, args.realtime_seconds, onnx)]
         else:
             rows = [bench_model(m, MODELS[m], scenes, work, args.realtime_seconds) for m in args.models.split(",")]
         result = {"rows": rows}
         if args.load:
-            result["load"] = load_run(trained[0][2] if args.checkpoint else work / f"{args.models.split(',')[0]}.onnx",
+            result["load"] = load_run(onnx if args.checkpoint else work / f"{args.models.split(',')[0]}.onnx",
                                       scenes, work)
             print("load:", json.dumps(result["load"]), flush=True)
     if args.output:
