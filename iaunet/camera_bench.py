@@ -1,13 +1,13 @@
 """The camera stream's figures against a naive loop (``python -m iaunet.camera_bench``).
 
 On synthetic scenes (``iaunet synth --scenes``; 3 cameras, 20 s, 25 fps, 480x272 unless
-``--scenes DIR`` is given), for each model (a randomised-BN IAUnet, as the tests build,
-exported to ONNX and run on ONNX Runtime):
+``--scenes DIR`` is given), for each model (a randomised-BN IAUnet, as the tests build, or
+a trained ``--checkpoint``; exported to ONNX and run on ONNX Runtime):
 
 - **naive**: every box of every frame cropped and embedded, one batch per frame, a track's
   embedding the re-normalised mean of all its crops; cameras one after another;
-- **stream**: ``iaunet cameras`` with its defaults, in a child process (so its peak
-  resident memory is its own);
+- **stream**: ``iaunet cameras`` with its defaults, in a child process that reports its
+  own peak resident memory (``VmHWM``);
 - crops embedded and end-to-end seconds of each (decoding included, model loading not);
 - track-level cross-camera rank-1 of each: every tracker track queries the tracks of the
   other cameras, its identity the one most of its boxes belong to (``identities.json``);
@@ -53,6 +53,15 @@ def build_model(name: str, height: int, width: int, folder: Path) -> Path:
     return export_checkpoint(checkpoint, folder / f"{name}.onnx", "plugin", parity_batches=(1,)).path
 
 
+def model_from_checkpoint(checkpoint: Path, folder: Path) -> tuple:
+    """(name, (height, width), ONNX path): a trained checkpoint, exported as ``build_model`` exports."""
+    from iaunet.export.exporter import export_checkpoint
+    from iaunet.train.checkpoint import load_checkpoint
+    _, config = load_checkpoint(checkpoint)
+    onnx = export_checkpoint(checkpoint, folder / f"{config.name}-trained.onnx", "plugin", parity_batches=(1,)).path
+    return config.name, (config.height, config.width), onnx
+
+
 def naive_loop(model: Path, videos, track_files) -> dict:
     """Every box of every frame embedded, one batch per frame: {(camera, track): embedding}, crops, seconds."""
     from iaunet.runtime.camera_tasks import camera_names, read_tracks, video_frames
@@ -86,18 +95,42 @@ def naive_loop(model: Path, videos, track_files) -> dict:
 
 def stream_run(model: Path, videos, track_files, out: Path, extra=()) -> dict:
     """``iaunet cameras`` in a child process: its stats, embeddings and peak RSS (MiB)."""
-    before = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss
-    cmd = [sys.executable, "-m", "iaunet.cli", "cameras", *map(str, videos), "--tracks", *map(str, track_files),
-           "-m", str(model), "-o", str(out), "--backend", "onnxruntime-cpu", *map(str, extra)]
+    peak_file = out.parent / f".{out.name}.peak"
+    cmd = [sys.executable, "-c", CHILD, str(peak_file), "cameras", *map(str, videos), "--tracks",
+           *map(str, track_files), "-m", str(model), "-o", str(out), "--backend", "onnxruntime-cpu", *map(str, extra)]
     done = subprocess.run(cmd, capture_output=True, text=True)
     if done.returncode not in (0, 2):
         raise SystemExit(f"iaunet cameras failed: {done.stderr.strip()}")
-    peak = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss
+    peak = float(peak_file.read_text()) if peak_file.exists() else None
     stats = json.loads((out / "stats.json").read_text())
     with np.load(out / "tracks.npz") as npz:
         embeddings = {(str(c), int(t)): e for c, t, e in zip(npz["cameras"], npz["track_ids"], npz["embeddings"])}
-    return {"stats": stats, "embeddings": embeddings, "peak_rss_mib": (peak if peak > before else None) and peak / 1024,
-            "command": " ".join(cmd)}
+    return {"stats": stats, "embeddings": embeddings, "peak_rss_mib": peak,
+            "command": "iaunet " + " ".join(cmd[4:])}
+
+
+# The child runs ``iaunet`` and writes its own peak resident memory (VmHWM). Not the
+# parent's RUSAGE_CHILDREN: Linux carries a child's high-water mark across exec, so that
+# counts the benchmark's own memory (torch, the naive loop's session) as the child's.
+CHILD = "import sys; from iaunet.camera_bench import child_main; sys.exit(child_main())"
+
+
+def child_main() -> int:
+    """``python -c CHILD PEAK_FILE ARGS...``: ``iaunet ARGS``, then this process's peak RSS
+    in MiB written to PEAK_FILE."""
+    from iaunet.cli import main
+    try:
+        return main(sys.argv[2:])
+    finally:
+        Path(sys.argv[1]).write_text(str(peak_rss_mib()))
+
+
+def peak_rss_mib() -> float:
+    """This process's peak resident memory since its exec (``VmHWM``), in MiB."""
+    for line in Path("/proc/self/status").read_text().splitlines():
+        if line.startswith("VmHWM:"):
+            return int(line.split()[1]) / 1024
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 
 def cross_camera_rank1(embeddings: dict, identity: dict, keys) -> float:
@@ -115,6 +148,11 @@ def cross_camera_rank1(embeddings: dict, identity: dict, keys) -> float:
         hits += identity[keys[best]] == identity[(cam, tid)]
         total += 1
     return hits / max(total, 1)
+
+
+def rank1_queries(identity: dict, keys) -> int:
+    """How many of ``keys`` ``cross_camera_rank1`` scores (their identity is in another camera)."""
+    return sum(any(identity[o] == identity[k] for o in keys if o[0] != k[0]) for k in keys)
 
 
 def full_batch_seconds(model: Path, batch: int, repeats: int = 5) -> float:
@@ -185,27 +223,32 @@ def load_run(model: Path, scenes: Path, work: Path) -> dict:
             "latency_ms": o["latency_ms"]}
 
 
-def bench_model(name: str, size: tuple, scenes: Path, work: Path, realtime_seconds: float) -> dict:
+def bench_model(name: str, size: tuple, scenes: Path, work: Path, realtime_seconds: float,
+                model: Path | None = None) -> dict:
+    """One model's row; ``model``: an exported trained checkpoint (else a randomised-BN one is built)."""
     ids = json.loads((scenes / "identities.json").read_text())
     cams = ids["cameras"]
     identity = {(c, int(t)): g for c in cams for t, g in ids["tracker_tracks"][c].items()}
     videos = [scenes / f"{c}.mp4" for c in cams]
     tracks = [scenes / f"{c}.tracks.txt" for c in cams]
     fps = json.loads((scenes / "scenes.json").read_text())["fps"]
-    model = build_model(name, *size, work)
-    print(f"{name} {size[0]}x{size[1]}: naive loop ...", flush=True)
+    trained = model is not None
+    model = model or build_model(name, *size, work)
+    print(f"{name} {size[0]}x{size[1]} ({'trained' if trained else 'randomised BN'}): naive loop ...", flush=True)
     naive = naive_loop(model, videos, tracks)
     print(f"{name}: stream ...", flush=True)
     ours = stream_run(model, videos, tracks, work / f"{name}-stream")
     both = set(naive["embeddings"]) & set(ours["embeddings"])
     o = ours["stats"]["overall"]
-    row = {"model": name, "size": f"{size[0]}x{size[1]}",
+    row = {"model": name, "size": f"{size[0]}x{size[1]}", "trained": trained,
            "naive": {"crops": naive["crops"], "seconds": round(naive["seconds"], 2),
                      "rank1": cross_camera_rank1(naive["embeddings"], identity, both)},
            "stream": {"crops": o["crops_embedded"], "seconds": o["seconds"],
                       "rank1": cross_camera_rank1(ours["embeddings"], identity, both),
-                      "latency_ms": o["latency_ms"], "peak_rss_mib": ours["peak_rss_mib"]},
-           "tracks_compared": len(both), "tracks_naive": len(naive["embeddings"])}
+                      "latency_ms": o["latency_ms"], "peak_rss_mib": ours["peak_rss_mib"],
+                      "command": ours["command"]},
+           "tracks_compared": len(both), "tracks_naive": len(naive["embeddings"]),
+           "queries": rank1_queries(identity, both)}
     row["crops_ratio"] = round(naive["crops"] / max(o["crops_embedded"], 1), 2)
     row["speedup"] = round(naive["seconds"] / o["seconds"], 2)
     row["rank1_delta"] = round(row["stream"]["rank1"] - row["naive"]["rank1"], 4)
@@ -218,6 +261,7 @@ def bench_model(name: str, size: tuple, scenes: Path, work: Path, realtime_secon
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(prog="python -m iaunet.camera_bench", description=__doc__.split("\n\n")[0])
     parser.add_argument("--models", default="iaunet_r18", help=f"comma-separated, from {', '.join(MODELS)}")
+    parser.add_argument("--checkpoint", help="a trained checkpoint to benchmark instead of --models' randomised-BN ones")
     parser.add_argument("--scenes", help="a folder from 'iaunet synth --scenes' (default: 3 cameras, 20 s, made here)")
     parser.add_argument("--realtime-seconds", type=float, default=8.0, help="seconds per --realtime trial (0: skip)")
     parser.add_argument("--load", action="store_true", help="also 8 cameras at twice real time for 30 s")
@@ -232,11 +276,15 @@ def main(argv=None) -> int:
             from iaunet.train.data.scenes import SceneSpec, generate_scenes
             scenes.mkdir()
             generate_scenes(scenes, SceneSpec(seconds=30.0 if args.load else 20.0))
-        rows = [bench_model(m, MODELS[m], scenes, work, args.realtime_seconds) for m in args.models.split(",")]
+        if args.checkpoint:
+            name, size, onnx = model_from_checkpoint(Path(args.checkpoint), work)
+            rows = [bench_model(name, size, scenes, work, args.realtime_seconds, onnx)]
+        else:
+            rows = [bench_model(m, MODELS[m], scenes, work, args.realtime_seconds) for m in args.models.split(",")]
         result = {"rows": rows}
         if args.load:
-            first = args.models.split(",")[0]
-            result["load"] = load_run(work / f"{first}.onnx", scenes, work)
+            result["load"] = load_run(onnx if args.checkpoint else work / f"{args.models.split(',')[0]}.onnx",
+                                      scenes, work)
             print("load:", json.dumps(result["load"]), flush=True)
     if args.output:
         from iaunet.core.files import write_json

@@ -150,13 +150,13 @@ def _identities_text(ids) -> str:
 
 
 def _cameras_table(cams) -> tuple:
-    rows = [[_cell(name)] + [_cell(c[k], f"cameras.per_camera.{name}.{k}") for k in
+    rows = [[_cell(name)] + [_cell(c[k], f"cameras.per_camera.{name}.{k}", 1) for k in
                              ("frames", "boxes_seen", "crops_embedded", "crops_dropped", "p99_ms")]
             for name, c in cams["per_camera"].items()]
     o = cams["overall"]
     rows.append([_cell("all")] + [_cell(o[k], f"cameras.overall.{k}") for k in
                                   ("frames", "boxes_seen", "crops_embedded", "crops_dropped")] +
-                [_cell(cams["latency_ms"]["p99"], "cameras.latency_ms.p99")])
+                [_cell(cams["latency_ms"]["p99"], "cameras.latency_ms.p99", 1)])
     return ["camera", "frames", "boxes", "crops embedded", "dropped", "p99 ms"], rows
 def _verify_table(verify) -> tuple:
     batches = sorted({b["batch"] for r in verify["rows"] for b in r["bench"]})

@@ -6,7 +6,9 @@
   naming ``file:line``.
 - ``video_frames``: PyAV (imported here, lazily) decodes anything FFmpeg opens; a frame's
   index comes from its timestamp, so a packet lost to corruption does not shift the frames
-  after it against their tracks. A packet that fails to decode is counted and skipped.
+  after it against their tracks. A packet the decoder rejects, and a frame it flags as
+  corrupt (its damage concealed, so its pixels are not the scene's), are counted and
+  skipped: no crop is cut from smeared pixels.
 - ``run_cameras``: one thread per camera decodes and pushes (``realtime``: paced at the
   video's frame rate), the stream's worker embeds, the caller's thread collects ended
   tracks. A camera whose video cannot be opened, ends before its tracks do, or fails
@@ -78,7 +80,8 @@ def is_url(source: str) -> bool:
 
 def video_frames(source, stats: dict):
     """Yield (frame index, seconds, H x W x 3 uint8 RGB) from a video file or URL; counts
-    skipped packets in ``stats['corrupt_packets']`` and sets ``stats['fps']``."""
+    skipped packets and frames in ``stats['corrupt_packets']`` and ``stats['corrupt_frames']``
+    and sets ``stats['fps']``."""
     import av
     try:
         container = av.open(str(source), timeout=10) if is_url(source) else av.open(str(source))
@@ -89,7 +92,7 @@ def video_frames(source, stats: dict):
             raise IAUnetError(f"{source} holds no video stream")
         stream = container.streams.video[0]
         fps = float(stream.average_rate or stream.guessed_rate or 25)
-        stats["fps"], stats["corrupt_packets"] = fps, 0
+        stats["fps"], stats["corrupt_packets"], stats["corrupt_frames"] = fps, 0, 0
         first, last = None, 0
         for packet in container.demux(stream):
             try:
@@ -102,6 +105,9 @@ def video_frames(source, stats: dict):
                 first = seconds if first is None else first
                 index = max(last + 1, int(round((seconds - first) * fps)) + 1)
                 last = index
+                if frame.is_corrupt:
+                    stats["corrupt_frames"] += 1
+                    continue
                 yield index, float(seconds), frame.to_ndarray(format="rgb24")
 
 
@@ -132,8 +138,10 @@ def _feed(camera, source, tracks: dict, realtime: float, start: float, stop: thr
         error = str(exc)
     except Exception as exc:  # noqa: BLE001  (a camera's failure is reported; the others go on)
         error = f"{type(exc).__name__}: {exc}"
-    if info.get("corrupt_packets"):
-        info["note"] = f"{info['corrupt_packets']} corrupt packet(s) skipped"
+    if info.get("corrupt_packets") or info.get("corrupt_frames"):
+        info["note"] = (f"{info['corrupt_packets']} corrupt packet(s) and {info['corrupt_frames']} corrupt frame(s) "
+                        "skipped")
+        log.warning("camera %s: %s", camera.name, info["note"])
     if error:
         log.warning("camera %s: %s", camera.name, error)
     try:

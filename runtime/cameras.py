@@ -15,8 +15,14 @@ view with their embedding so far.
   the runtime's one preprocessing (``images.to_sample``), as ``Embedder.embed`` would
   take the same crop saved as an image.
 - **Selection.** A crop is taken when its clipped box is at least ``min_height`` pixels
-  tall and ``min_inside`` of its box lies inside the frame, and at least ``every`` frames
-  have passed since the track's last taken crop (its first qualifying crop at once).
+  tall, ``min_inside`` of its box lies inside the frame, no other box of the frame covers
+  more than ``max_overlap`` of it, and at least ``every`` frames have passed since the
+  track's last taken crop (its first qualifying crop at once). The defaults were measured
+  on synthetic scenes no test scores (seeds 7 to 9, 71 cross-camera queries) with two
+  trained iaunet_r18 (128x64 for 5 epochs; the demo's 64x32): the track embeddings'
+  cross-camera rank-1 against the naive mean of every box was 24 against 24 and 35
+  against 32, with 5.5x fewer crops; without the inside check 20 and 30; ``max_overlap``
+  0.5 gained 0 to 2 there and lost 0 to 1 on the held-out scene (seed 0), so it is off.
 - **Image models** embed every taken crop; a track's embedding is the re-normalised mean
   of its crops' L2-normalised embeddings. **Video models** keep a track's taken crops
   (resized, uint8) in a ring of ``clip_ring``; when the track ends, its T frames are
@@ -62,6 +68,7 @@ class StreamOptions:
     every: int = 5                # frames between a track's taken crops
     min_height: int = 40          # pixels of the clipped box
     min_inside: float = 0.8       # fraction of the box inside the frame
+    max_overlap: float = 1.0      # fraction of the box one other box of the frame may cover
     track_timeout: int = 25       # frames a track may be absent before it ends
     batch: int = DEFAULT_EMBED_BATCH  # samples per inference call
     max_delay_ms: float = 50.0    # the oldest waiting sample waits at most this
@@ -73,6 +80,7 @@ class StreamOptions:
         for name in ("every", "min_height", "track_timeout", "batch", "queue_size", "clip_ring"):
             check(name, getattr(self, name), COUNT)
         check("min_inside", self.min_inside, FRACTION)
+        check("max_overlap", self.max_overlap, FRACTION)
         check("max_delay_ms", self.max_delay_ms, NON_NEGATIVE_FLOAT)
         if self.on_full not in ON_FULL:
             raise IAUnetError(f"on_full {self.on_full!r}; expected one of {', '.join(ON_FULL)}")
@@ -164,6 +172,18 @@ def crop_box(frame: np.ndarray, box) -> tuple:
     return frame[y0:y1, x0:x1], float(inside)
 
 
+def largest_overlap(boxes: np.ndarray) -> np.ndarray:
+    """Per box (N x 4: x, y, w, h), the largest fraction of it that one other box covers."""
+    x0, y0 = boxes[:, 0], boxes[:, 1]
+    x1, y1 = x0 + boxes[:, 2], y0 + boxes[:, 3]
+    iw = np.clip(np.minimum(x1[:, None], x1[None]) - np.maximum(x0[:, None], x0[None]), 0, None)
+    ih = np.clip(np.minimum(y1[:, None], y1[None]) - np.maximum(y0[:, None], y0[None]), 0, None)
+    with np.errstate(divide="ignore", invalid="ignore"):  # an empty box: no crop is cut from it anyway
+        covered = iw * ih / (boxes[:, 2] * boxes[:, 3])[:, None]
+    np.fill_diagonal(covered, 0.0)
+    return covered.max(axis=1, initial=0.0)
+
+
 class Camera:
     """One camera's tracks; fed by ``push`` from one thread."""
 
@@ -185,7 +205,8 @@ class Camera:
         opts, card = self.stream.options, self.stream.card
         self.frames += 1
         self.last_index = index
-        for box, track_id in zip(boxes, ids.tolist()):
+        overlap = largest_overlap(boxes) if opts.max_overlap < 1 else np.zeros(len(boxes))
+        for box, track_id, covered in zip(boxes, ids.tolist(), overlap.tolist()):
             track = self.tracks.get(track_id)
             if track is None:
                 track = self.tracks[track_id] = _Track(track_id, index, timestamp)
@@ -195,7 +216,7 @@ class Camera:
             if track.last_taken is not None and index - track.last_taken < opts.every:
                 continue
             crop, inside = crop_box(frame, box)
-            if crop is None or inside < opts.min_inside or crop.shape[0] < opts.min_height:
+            if crop is None or inside < opts.min_inside or crop.shape[0] < opts.min_height or covered > opts.max_overlap:
                 continue
             track.last_taken = index
             track.taken += 1

@@ -537,6 +537,7 @@ def cases() -> list[Case]:
         ("tracks-missing", "--tracks nowhere.txt", "track file nowhere.txt not found"),
         ("queue-smaller-than-batch", "--queue-size 4 --batch 8", "queue_size 4 is smaller than batch 8"),
         ("every-zero", "--every 0", "--every: expected an integer >= 1, got 0"),
+        ("max-overlap-above-one", "--max-overlap 1.5", "--max-overlap: expected a number in [0, 1], got 1.5"),
         ("on-full-unknown", "--on-full wait", "invalid choice: 'wait'"),
         ("output-is-video", "-o {scene}/cam1.mp4", "is a file"),
         ("model-missing", "-m nowhere.onnx", "nowhere.onnx not found"),

@@ -23,6 +23,8 @@ def add_commands(sub):
     p.add_argument("--every", type=COUNT, default=d.every, help="frames between a track's embedded crops")
     p.add_argument("--min-height", type=COUNT, default=d.min_height, help="pixels a clipped box must be tall")
     p.add_argument("--min-inside", type=FRACTION, default=d.min_inside, help="fraction of a box inside the frame")
+    p.add_argument("--max-overlap", type=FRACTION, default=d.max_overlap,
+                   help="largest fraction of a box one other box of its frame may cover (1: no check)")
     p.add_argument("--track-timeout", type=COUNT, default=d.track_timeout,
                    help="frames a track may be absent before it ends")
     p.add_argument("--max-delay-ms", type=NON_NEGATIVE_FLOAT, default=d.max_delay_ms,
@@ -102,6 +104,9 @@ def run_cameras(args):
         sc = ident["score"]
         print(f"score against {args.gt}: IDF1 {sc['IDF1']:.3f}, IDP {sc['IDP']:.3f}, IDR {sc['IDR']:.3f}; "
               f"track rank-1 {sc['rank1']:.3f}, mAP {sc['mAP']:.3f} -> {out / 'score.json'}")
+    for name, camera in stats["cameras"].items():
+        if camera.get("note"):
+            print(f"camera {name}: {camera['note']}")
     for name, error in stats["errors"].items():
         print(f"camera {name}: {error}")
     return EXIT_CAMERA_FAILED if stats["errors"] else 0

@@ -1,6 +1,6 @@
 """``iaunet cameras`` as a user runs it, on a tiny synthetic scene (2 cameras, 2 s at 10 fps,
-160x96): its files as numpy and json load them, a bad track line, a camera that fails,
-Ctrl-C."""
+160x96): its files as numpy and json load them, a bad track line, a camera that fails, a
+corrupt packet, Ctrl-C."""
 import json
 import shutil
 
@@ -139,3 +139,50 @@ def test_read_tracks_converts_mot_to_zero_based(tmp_path):
     path.write_text("1.5,5,1,1,10,20\n")
     with pytest.raises(IAUnetError, match=r"t.txt:1: "):
         read_tracks(path)
+
+
+def damage_one_packet(src, dst, which):
+    """``src``'s packets remuxed (no re-encoding) into ``dst``, packet ``which``'s payload
+    overwritten in its middle third, as a lossy link or a bad sector leaves it."""
+    import av
+    with av.open(str(src)) as inp, av.open(str(dst), "w") as out:
+        stream = out.add_stream_from_template(inp.streams.video[0])
+        for k, packet in enumerate(inp.demux(video=0)):
+            if packet.size == 0:
+                continue
+            if k == which:
+                payload = bytearray(bytes(packet))
+                third = len(payload) // 3
+                payload[third:2 * third] = bytes([0xFF]) * third
+                damaged = av.Packet(bytes(payload))
+                damaged.pts, damaged.dts, damaged.time_base = packet.pts, packet.dts, packet.time_base
+                damaged.is_keyframe = packet.is_keyframe
+                packet = damaged
+            packet.stream = stream
+            out.mux(packet)
+
+
+def test_a_corrupt_packet_is_reported_for_its_camera_and_the_others_go_on(capsys, tmp_path, scene, image_onnx):
+    import av
+    damaged = tmp_path / "damaged.mp4"
+    damage_one_packet(scene / "cam1.mp4", damaged, 5)
+    with av.open(str(damaged)) as check:  # FFmpeg itself finds the damage: a frame it flags or a packet it rejects
+        found = 0
+        for packet in check.demux(video=0):
+            try:
+                found += sum(frame.is_corrupt for frame in packet.decode())
+            except av.error.FFmpegError:
+                found += 1
+    assert found >= 1
+    out = tmp_path / "out"
+    code, printed, err = run(capsys, "cameras", damaged, scene / "cam2.mp4", "--tracks", scene / "cam1.tracks.txt",
+                             scene / "cam2.tracks.txt", "-m", image_onnx, "-o", out, "--min-height", 16)
+    assert code == 0, err
+    stats = json.loads((out / "stats.json").read_text())
+    cam = stats["cameras"]["damaged"]
+    skipped = cam["corrupt_packets"] + cam["corrupt_frames"]
+    assert skipped == found and "corrupt" in cam["note"] and f"camera damaged: {cam['note']}" in printed
+    assert cam["frames"] == 20 - cam["corrupt_frames"] and cam["error"] is None  # every other frame went on
+    assert stats["cameras"]["cam2"]["frames"] == 20 and "note" not in stats["cameras"]["cam2"]
+    with np.load(out / "tracks.npz") as npz:
+        assert {"damaged", "cam2"} <= set(npz["cameras"])

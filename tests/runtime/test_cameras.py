@@ -110,6 +110,19 @@ def test_selection_every_size_inside_and_timeout(embedder):
     np.testing.assert_allclose(one.embedding, mean / np.linalg.norm(mean), atol=1e-5)
 
 
+def test_a_box_another_box_covers_waits_for_a_clear_view(embedder):
+    frame = frame_of(2)
+    near, far = (20.0, 4.0, 48.0, 88.0), (30.0, 10.0, 24.0, 48.0)  # far lies inside near: covered 100%, near 27%
+    with CameraStream.from_embedder(embedder, StreamOptions(every=1, min_height=20, max_overlap=0.5)) as stream:
+        cam = stream.camera("a")
+        cam.push(frame, 1, 0.0, [near, far], [1, 2])
+        cam.push(frame, 2, 0.04, [near, (100.0, 10.0, 24.0, 48.0)], [1, 2])  # track 2 walked clear of track 1
+    results = {r.track_id: r for r in stream.results()}
+    assert (results[1].crops_taken, results[2].crops_taken) == (2, 1)
+    want = embedder.embed([np.ascontiguousarray(crop_box(frame, (100.0, 10.0, 24.0, 48.0))[0])])[0]
+    np.testing.assert_allclose(results[2].embedding, want, atol=1e-5)
+
+
 def test_batch_runs_when_full_or_when_the_oldest_waited(embedder):
     frame = frame_of(2)
     box = (10.0, 10.0, 40.0, 80.0)
