@@ -50,9 +50,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from iaunet.core.errors import IAUnetError
-from iaunet.core.preprocess import clip_frame_indices
 from iaunet.core.validate import COUNT, FRACTION, NON_NEGATIVE_FLOAT, check
-from iaunet.runtime.images import to_sample
 from iaunet.runtime.runners import DEFAULT_EMBED_BATCH
 
 ON_FULL = ("block", "drop")
@@ -221,6 +219,7 @@ class Camera:
             track.last_taken = index
             track.taken += 1
             self.taken += 1
+            from iaunet.runtime.images import to_sample  # Pillow: imported where crops are made
             sample = to_sample(np.ascontiguousarray(crop), self.stream.frame_card, f"{self.name} frame {index}")
             if card.variant == "video":
                 if track.ring is None:
@@ -260,6 +259,7 @@ class Camera:
         del self.tracks[track.id]
         self.tracks_ended += 1
         if track.ring:
+            from iaunet.core.preprocess import clip_frame_indices
             picks = clip_frame_indices(len(track.ring), self.stream.card.frames)
             clip = np.stack([track.ring[k] for k in picks]).astype(np.float32)
             self.stream._submit(_Item(self, track, arrival, 0.0, clip, crops=len(track.ring)))
