@@ -10,9 +10,12 @@ then FP16 but the FP32 islands (``iaunet.calib.mixed``). With a target mean cosi
 most sensitive layers leave INT8 until held-out training images reach it
 (``iaunet.calib.sensitivity``).
 
-Activation ranges are cached under a key of everything that decides them
-(``calibration_key``): the source's hash, the method and its settings, the seed, the
-quantized op types and every calibration image's path, size and modification time.
+ONNX Runtime's quantizer runs once per method; the graphs with layers kept out of INT8 (the
+sensitivity's one-layer graphs, the fallback's steps) are that graph with those layers put
+back in float (``kept_in_float``). The activation statistics are cached under a key of
+everything that decides them (``calibration_key``): the source's hash, the calibrator's
+settings, the seed, the quantized op types and every calibration image's path, size and
+modification time; each method's ranges beside them.
 """
 from __future__ import annotations
 
