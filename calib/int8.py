@@ -415,7 +415,7 @@ def quantize_int8(src, dst, data, method: str = DEFAULT_METHOD, samples: int = C
         qdq = quantizer.qdq(kept_out)
         scales = activation_scales(qdq)  # the .calib holds what the variant quantizes
         ort_variant, ort_record = onnxruntime_layout(qdq)
-    ort_parity = compare(judge.reference, run_onnxruntime(ort_variant.SerializeToString(), probe, 8))
+    ort_parity = judge.onnxruntime_parity(qdq)
     problems = check_qdq(variant) + tensorrt_lint(variant)
     if problems:
         raise IAUnetError(f"the INT8 graph would not suit TensorRT 10.3: {problems[0]} (+{len(problems) - 1} more)")
@@ -495,23 +495,33 @@ class _Judge:
         with OnnxRuntimeRunner(serialized, as_written=True) as runner:
             return compare(self.reference, run_onnxruntime(runner, self.probe, 8))
 
+    def onnxruntime_parity(self, qdq: onnx.ModelProto):
+        """The ONNX Runtime layout of the Q/DQ graph ``qdq`` in ONNX Runtime's default session."""
+        return compare(self.reference, run_onnxruntime(onnxruntime_layout(qdq)[0].SerializeToString(), self.probe, 8))
+
 
 def _choose(quantizer: "_Quantizer", judge: _Judge, target: float | None, budget: int) -> tuple:
     """((variant, its FP16 record, its parity), Fallback or None): every layer in INT8
     without a target; with one, the fallback's choice, or a one-line error when the budget
-    cannot reach it."""
+    cannot reach it. With a target, a variant is scored by the lower mean cosine of its two
+    layouts: the TensorRT layout as written and the ONNX Runtime layout in a default session
+    (both files are written, and each must meet it)."""
     def scored_variant(kept_out: set) -> tuple:
         variant, mixed = quantizer.variant(kept_out)
         parity = judge.parity(variant)
         return parity.mean_cosine, (variant, mixed, parity)
 
-    baseline, chosen = scored_variant(set())
+    def both_layouts(kept_out: set) -> tuple:
+        cosine, chosen = scored_variant(kept_out)
+        return min(cosine, judge.onnxruntime_parity(quantizer.qdq(kept_out)).mean_cosine), chosen
+
     if target is None:
-        return chosen, None
+        return scored_variant(set())[1], None
+    baseline, chosen = both_layouts(set())
     log.info("int8: mean cosine %.6f on %d held-out images (target %s); measuring each layer's sensitivity",
              baseline, len(judge.probe), target)
     fallback = fall_back(quantizer.layers, (baseline, chosen), target, budget,
-                         lambda layer: judge.parity(quantizer.alone(layer)).mean_cosine, scored_variant)
+                         lambda layer: judge.parity(quantizer.alone(layer)).mean_cosine, both_layouts)
     if not fallback.met:
         tried, total = min(budget, len(quantizer.layers)), len(quantizer.layers)
         advice = "raise --max-fp16-layers or lower the target" if tried < total else "lower the target"

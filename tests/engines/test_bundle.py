@@ -187,6 +187,12 @@ def test_each_consumer_is_handed_its_int8_layout(int8_artifacts, tmp_path):
     assert all(_consumer(p) is None for p in served)
     assert (triton / "model_repository" / "iaunet_int8" / "1" / "model.onnx").read_bytes() == (
         int8_artifacts / "model.int8.onnx").read_bytes()
+    both = tmp_path / "triton_both"  # plugin and native graphs of each precision: one model each, none lost
+    build_bundle(int8_artifacts, "x86", "triton", both)
+    served = {p.parent.parent.name: p for p in (both / "model_repository").glob("*/1/model.onnx")}
+    assert sorted(served) == ["iaunet_fp16", "iaunet_fp32", "iaunet_fp32_native", "iaunet_int8", "iaunet_int8_native"]
+    assert served["iaunet_int8_native"].read_bytes() == (int8_artifacts / "model.native.int8.onnx").read_bytes()
+    assert all(_consumer(p) is None for p in served.values())
 
 
 def test_every_model_triton_serves_passes_parity_in_a_default_onnxruntime_session(int8_artifacts, trained_setup,
@@ -208,8 +214,9 @@ def test_every_model_triton_serves_passes_parity_in_a_default_onnxruntime_sessio
     from iaunet.train.data.datasets import open_dataset
     from iaunet.train.runner import TorchRunner
     (tmp_path / "art").mkdir()
-    for name in ("model.onnx", "model.fp16.onnx", "model.int8.onnx", "model.int8.trt.onnx", "model.int8.calib"):
-        shutil.copy(int8_artifacts / name, tmp_path / "art" / name)
+    for path in int8_artifacts.glob("model.*"):  # the plugin graph's variants
+        if "native" not in path.name:
+            shutil.copy(path, tmp_path / "art" / path.name)
     build_bundle(tmp_path / "art", "x86", "triton", tmp_path / "t")
     model, config = load_checkpoint(trained_setup["checkpoint"])
     ds = open_dataset(trained_setup["data"])
