@@ -214,8 +214,10 @@ def calibration_cache(plan: Plan):
     return io.BytesIO(text.encode())
 
 
-def _tensorrt_layout(onnx_path) -> Path:
-    """The file to build: an INT8 variant's TensorRT layout (X.int8.trt.onnx) where it sits beside X.int8.onnx."""
+def tensorrt_source(onnx_path) -> Path:
+    """The file TensorRT builds for ``onnx_path``: an INT8 variant's TensorRT layout
+    (X.int8.trt.onnx, FP16 outside the Q/DQ) where it sits beside X.int8.onnx, else the file
+    itself. Decided before TensorRT is imported."""
     path, beside = Path(onnx_path), tensorrt_layout_path(onnx_path)
     if beside != path and beside.is_file():
         log.info("building %s, the TensorRT layout of %s (FP16 outside the Q/DQ)", beside.name, path.name)
@@ -226,7 +228,7 @@ def _tensorrt_layout(onnx_path) -> Path:
 def build_engine(onnx_path, output, options: BuildOptions = BuildOptions(), cache_dir=None) -> dict:
     """Build (or take from the cache) ``output`` and ``output.json``; returns the sidecar
     with ``cache_hit`` and the paths."""
-    onnx_path = _tensorrt_layout(onnx_path)
+    onnx_path = tensorrt_source(onnx_path)
     output = check_paths(onnx_path, output, options)
     cache = cache_folder("engines", cache_dir)  # a file there is refused before TensorRT is imported
     trt, data, plan = plan_for(onnx_path, options)

@@ -275,13 +275,15 @@ def _deepstream(variants, tmp: Path, spec: dict) -> str:
 
 def _triton(variants, tmp: Path) -> dict:
     """The model repository: every variant on ONNX Runtime, an INT8 variant in its ONNX Runtime
-    layout (the TensorRT layout is computed wrongly there; ``iaunet.calib.ort_layout``)."""
+    layout (the TensorRT layout is computed wrongly there; ``iaunet.calib.ort_layout``), named
+    iaunet_<precision>, with _native for the native graph where the plugin graph is there too."""
     from iaunet.engines.deployment_configs import triton_repository
     repo, copied = tmp / "model_repository", {}
-    for path, card, _ in variants:
+    both_forms = len({plugins for _, _, plugins in variants}) > 1
+    for path, card, plugins in variants:
         if tensorrt_only(card):
             continue
-        name = f"iaunet_{card.precision}"
+        name = f"iaunet_{card.precision}" + ("_native" if both_forms and not plugins else "")  # one model per name
         for rel, text in triton_repository(card, name, "model.onnx", "onnxruntime_onnx", 32, [8, 16, 32]).items():
             target = repo / rel
             target.parent.mkdir(parents=True, exist_ok=True)

@@ -26,7 +26,7 @@ import numpy as np
 from iaunet.core.errors import IAUnetError
 from iaunet.core import file_kinds
 from iaunet.core.files import atomic_output, atomic_outputs, check_output_path, json_text
-from iaunet.core.graph_io import INPUT_NAME
+from iaunet.core.graph_io import CONSUMER_KEY, INPUT_NAME, TENSORRT_ONLY
 from iaunet.core.log import get_logger
 from iaunet.engines.plan import BuildOptions
 from iaunet.export.metadata import load_onnx, metadata_of
@@ -134,13 +134,21 @@ def triage_sources(meta, data, samples: int, seed: int = 0) -> list:
 
 def _ort_runner(model, name: str):
     """Polygraphy's ONNX Runtime runner over every node output of ``model``, on the session
-    our runtime would open (its options and disabled optimizers)."""
+    our runtime would open (ONNX Runtime's defaults). An INT8 variant's TensorRT layout
+    (``iaunet.consumer = tensorrt``) runs as written, graph optimisations off: what TensorRT
+    is asked to compute, which a default session computes wrongly (``iaunet.calib.ort_layout``)."""
     from polygraphy import constants
     from polygraphy.backend.onnx import BytesFromOnnx, ModifyOutputs
     from polygraphy.backend.onnxrt import OnnxrtRunner
     from iaunet.runtime.runners import OnnxRuntimeRunner
     marked = BytesFromOnnx(ModifyOutputs(model, outputs=constants.MARK_ALL, copy=True))()
-    return OnnxrtRunner(OnnxRuntimeRunner(marked).session, name=name)
+    return OnnxrtRunner(OnnxRuntimeRunner(marked, as_written=tensorrt_layout(model)).session, name=name)
+
+
+def tensorrt_layout(model) -> bool:
+    """Whether ``model`` is an INT8 variant's TensorRT layout (its metadata says so)."""
+    from iaunet.calib.graph import get_prop
+    return get_prop(model, CONSUMER_KEY) == TENSORRT_ONLY
 
 
 def trt_plan(path, batch: int, options: BuildOptions):
@@ -208,6 +216,9 @@ def run_triage(reference, candidate, data, samples: int = DEFAULT_SAMPLES, backe
     """Triage ``candidate`` against the FP32 ``reference`` on ``samples`` images of ``data``;
     writes the JSON report and its plot, returns (the triage, the report's path)."""
     from iaunet.calib.data import load_inputs
+    if backend == "tensorrt":  # what 'iaunet build' builds: an INT8 variant in its TensorRT layout
+        from iaunet.engines.builder import tensorrt_source
+        candidate = tensorrt_source(candidate)
     report, plot = check_triage_paths(reference, candidate, output, data)
     ref_model, meta, cand_model, precision = check_pair(reference, candidate, backend)
     threshold = LAYER_COSINE[precision] if threshold is None else threshold

@@ -58,6 +58,27 @@ def trained_setup(tmp_path_factory, market_synth):
     return {"checkpoint": checkpoint, "plugin": plugin, "native": native, "data": market_synth, "dir": out}
 
 
+@pytest.fixture(scope="session")
+def calib_cache(tmp_path_factory):
+    """One INT8 calibration cache for the session: tests that do not test a cold cache share
+    the activation statistics of the same model and images instead of collecting them again."""
+    return tmp_path_factory.mktemp("calib_cache")
+
+
+@pytest.fixture(scope="session")
+def int8_variant(trained_setup, calib_cache, tmp_path_factory):
+    """The INT8 variant of ``trained_setup``'s plugin export as ``iaunet calib --precision int8``
+    writes it by default (method auto, 24 calibration images): (record, folder) with
+    m.int8.onnx, m.int8.trt.onnx, m.int8.calib and m.int8.json in the folder."""
+    from iaunet.calib.int8 import quantize_int8
+    from iaunet.core.files import write_json
+    out = tmp_path_factory.mktemp("int8")
+    record = quantize_int8(trained_setup["plugin"], out / "m.int8.onnx", trained_setup["data"], samples=24,
+                           cache_dir=calib_cache)
+    write_json(out / "m.int8.json", record)
+    return record, out
+
+
 def randomised_model(name, **kw):
     """A model whose IAU blocks matter: every BN gets random affine and running stats
     (the zero-initialised update BNs of a fresh model make the blocks an identity)."""

@@ -13,10 +13,8 @@ from iaunet.core.errors import IAUnetError
 
 
 @pytest.fixture(scope="module")
-def int8(trained_setup, tmp_path_factory):
-    out = tmp_path_factory.mktemp("int8")
-    record = quantize_int8(trained_setup["plugin"], out / "m.int8.onnx", trained_setup["data"], samples=24,
-                           cache_dir=out / "cache")
+def int8(int8_variant):
+    record, out = int8_variant
     return record, onnx.load(str(out / "m.int8.trt.onnx")), out  # the TensorRT layout
 
 
@@ -73,12 +71,15 @@ def test_trt_cache_encoding_by_hand(tmp_path):
     assert trt_version_code("8.6.1") == 8601
 
 
-def test_calibration_is_cached_and_reused(int8, trained_setup):
+def test_calibration_is_cached_and_reused(int8, trained_setup, calib_cache, tmp_path):
+    """The session's INT8 variant collected the statistics into the shared cache (the first to
+    ask for them); the same calibration again reads them and writes the same graph."""
     record, _, out = int8
-    again = quantize_int8(trained_setup["plugin"], out / "again.int8.onnx", trained_setup["data"], samples=24,
-                          cache_dir=out / "cache")
-    assert not record["calibration"]["from_cache"] and again["calibration"]["from_cache"]
-    a, b = onnx.load(str(out / "m.int8.onnx")), onnx.load(str(out / "again.int8.onnx"))
+    again = quantize_int8(trained_setup["plugin"], tmp_path / "again.int8.onnx", trained_setup["data"], samples=24,
+                          cache_dir=calib_cache)
+    assert again["calibration"]["from_cache"] and again["calibration"]["cache_key"] == record["calibration"]["cache_key"]
+    assert (calib_cache / record["calibration"]["cache_key"] / "histograms.npz").is_file()
+    a, b = onnx.load(str(out / "m.int8.onnx")), onnx.load(str(tmp_path / "again.int8.onnx"))
     assert a.graph.SerializeToString() == b.graph.SerializeToString()
 
 
@@ -103,11 +104,11 @@ def test_changing_one_calibration_image_is_a_cache_miss(trained_setup, tmp_path)
     assert changed["calibration"]["cache_key"] != first["calibration"]["cache_key"]
 
 
-def test_methods_give_different_scales(trained_setup, tmp_path):
+def test_methods_give_different_scales(trained_setup, calib_cache, tmp_path):
     scales = {}
     for method in ("minmax", "percentile"):
         quantize_int8(trained_setup["plugin"], tmp_path / f"{method}.onnx", trained_setup["data"], method=method,
-                      samples=16, cache_dir=tmp_path / "cache")
+                      samples=24, cache_dir=calib_cache)
         scales[method] = activation_scales(onnx.load(str(tmp_path / f"{method}.onnx")))
     common = sorted(set(scales["minmax"]) & set(scales["percentile"]))
     assert common and any(scales["minmax"][k] > scales["percentile"][k] for k in common)
@@ -281,9 +282,9 @@ def test_the_default_method_is_chosen_by_measurement(int8):
     assert choice["won_by"]["min_cosine"] >= 0
 
 
-def test_a_named_method_is_used_as_it_is(trained_setup, tmp_path):
+def test_a_named_method_is_used_as_it_is(trained_setup, calib_cache, tmp_path):
     record = quantize_int8(trained_setup["plugin"], tmp_path / "m.onnx", trained_setup["data"], method="minmax",
-                           samples=8, cache_dir=tmp_path / "c")
+                           samples=24, cache_dir=calib_cache)
     assert record["method"] == "minmax" and record["method_choice"] == {"asked": "minmax", "scores": None}
 
 
@@ -325,3 +326,52 @@ def test_a_corrupted_cache_entry_is_recomputed_and_said(int8, trained_setup, iau
     for damage in ("", "{}", '{"CLS": "TensorsData"'):  # emptied, no ranges, truncated
         entry.write_text(damage)
         assert _unreadable_ranges(entry), damage
+
+
+def test_a_layer_kept_out_is_the_graph_onnx_runtime_writes_without_it(tmp_path):
+    """kept_in_float (the fallback's graphs, without quantizing again) against quantize_static
+    given the layer to exclude: the same nodes and initializers, the same outputs as written;
+    the kept-out layer reads float, the others keep their Q/DQ."""
+    from iaunet.calib.int8 import _quantize, calibrate_ranges, kept_in_float, quantized_layers
+    from iaunet.core.graph_io import INPUT_NAME
+    from iaunet.runtime.runners import OnnxRuntimeRunner
+    src = tmp_path / "tiny.onnx"
+    _conv_relu_conv(src)
+    inputs = np.random.default_rng(1).normal(size=(8, 1, 32, 32)).astype(np.float32)
+    ranges = calibrate_ranges(src, inputs, 99.9, tmp_path)["minmax"]
+    _quantize(src, tmp_path / "full.onnx", ranges, "minmax", set())
+    _quantize(src, tmp_path / "ex.onnx", ranges, "minmax", {"conv1"})
+    full, excluded, source = (onnx.load(str(tmp_path / n)) for n in ("full.onnx", "ex.onnx", "tiny.onnx"))
+    assert quantized_layers(full) == ["conv1", "conv2"]
+    mine = kept_in_float(full, source, {"conv1"})
+    assert quantized_layers(mine) == quantized_layers(excluded) == ["conv2"]
+    assert sorted(n.op_type for n in mine.graph.node) == sorted(n.op_type for n in excluded.graph.node)
+    assert ({t.name: numpy_helper.to_array(t).tobytes() for t in mine.graph.initializer}
+            == {t.name: numpy_helper.to_array(t).tobytes() for t in excluded.graph.initializer})
+    assert next(n for n in mine.graph.node if n.name == "conv1").input[:2] == [INPUT_NAME, "w1"]
+    outputs = []
+    for model in (mine, excluded):
+        with OnnxRuntimeRunner(model.SerializeToString(), as_written=True) as runner:
+            outputs.append(runner.session.run(None, {INPUT_NAME: inputs[:1]})[0])
+    np.testing.assert_allclose(outputs[0], outputs[1], rtol=1e-5, atol=1e-5)
+    assert len(full.graph.node) == len(onnx.load(str(tmp_path / "full.onnx")).graph.node)  # not changed
+
+
+def test_the_entropy_threshold_is_onnx_runtimes(tmp_path):
+    """entropy_threshold (NumPy) against ONNX Runtime's own get_entropy_threshold on histograms
+    of Gaussian activations with outliers and of ReLU outputs: the same thresholds."""
+    from onnxruntime.quantization.calibrate import HistogramCollector
+    from iaunet.calib.int8 import ENTROPY_BINS, ENTROPY_QUANTIZED_BINS, entropy_threshold
+    rng = np.random.default_rng(2)
+    gauss = rng.normal(size=20000).astype(np.float32)
+    gauss[:5] = 30.0
+    relu = np.maximum(rng.normal(1.0, 2.0, size=20000), 0).astype(np.float32)
+    collector = HistogramCollector("entropy", True, ENTROPY_BINS, ENTROPY_QUANTIZED_BINS, 99.99, None)
+    for values in (gauss, relu):
+        top = np.abs(values).max()
+        hist, edges = np.histogram(values, ENTROPY_BINS, range=(-top, top))
+        histogram = (hist, edges.astype(np.float32), values.min(), values.max(), top)
+        ours, theirs = entropy_threshold(histogram, ENTROPY_QUANTIZED_BINS), collector.get_entropy_threshold(
+            histogram, ENTROPY_QUANTIZED_BINS)
+        assert (float(ours[0]), float(ours[1])) == (float(theirs[0]), float(theirs[1]))
+        assert 0 < float(ours[1]) < top  # clipped: a real search, not the full range

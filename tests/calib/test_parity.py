@@ -53,3 +53,35 @@ def test_parity_cli_exit_code(trained_setup, tmp_path):
                              str(tmp_path)], capture_output=True, text=True, timeout=300)
     assert result.returncode == 0, result.stderr
     assert "model.onnx" in result.stdout and "pass" in result.stdout
+
+
+def test_parity_fails_a_variant_right_only_in_our_runner(int8_variant, trained_setup, tmp_path, monkeypatch, capsys):
+    """An INT8 file with FP16 scales that is not marked as the TensorRT layout, under a runner
+    that turns ONNX Runtime's WeightBiasQuantization off (the runner of old main): right in
+    the runner, wrong in onnxruntime.InferenceSession(path). iaunet parity runs the plain
+    session too, gives it its own row and fails the variant (on old main it passed)."""
+    import onnx
+    import onnxruntime as ort
+    from iaunet.cli import main
+    from iaunet.runtime.runners import OnnxRuntimeRunner
+    _, out = int8_variant
+    model = onnx.load(str(out / "m.int8.trt.onnx"))
+    marks = [p for p in model.metadata_props if p.key == "iaunet.consumer"]
+    for prop in marks:
+        model.metadata_props.remove(prop)
+    bad = tmp_path / "m.unmarked.int8.onnx"
+    onnx.save(model, str(bad))
+
+    def old_main_session(self, model, options, device, cache_dir=None):
+        return ort.InferenceSession(model, options, providers=["CPUExecutionProvider"],
+                                    disabled_optimizers=["WeightBiasQuantization"])
+    monkeypatch.setattr(OnnxRuntimeRunner, "_session", old_main_session)
+    code = main(["parity", str(trained_setup["checkpoint"]), str(bad), "--data", str(trained_setup["data"]), "-o",
+                 str(tmp_path / "rep")])
+    rows = {r["name"]: r for r in json.loads((tmp_path / "rep" / "parity.json").read_text())["variants"]}
+    runner, plain = rows[bad.name], rows.get(f"{bad.name} (plain ORT session)")
+    assert runner["mean_cosine"] >= 0.99 and runner["min_cosine"] >= 0.95, "the premise: right in the runner"
+    assert plain is not None and plain["failures"] and not plain["passed"]
+    assert not runner["passed"] and runner["failures"] == [f"plain_session:{f}" for f in plain["failures"]]
+    assert runner["plain_session"]["agrees_with_runner"] is False
+    assert code == 2 and "plain ORT session" in capsys.readouterr().out

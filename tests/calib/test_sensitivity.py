@@ -22,11 +22,18 @@ def hard_model(tmp_path_factory):
 
 
 @pytest.fixture(scope="module")
-def lifted(hard_model, market_synth, tmp_path_factory):
+def hard_cache(tmp_path_factory):
+    """One calibration cache for the hard model's tests (none of them tests a cold cache)."""
+    return tmp_path_factory.mktemp("hard_cache")
+
+
+@pytest.fixture(scope="module")
+def lifted(hard_model, market_synth, hard_cache, tmp_path_factory):
+    """(record, the TensorRT layout): the fallback's layers are judged in it, as TensorRT runs it."""
     out = tmp_path_factory.mktemp("lifted")
     record = quantize_int8(hard_model, out / "q.int8.onnx", market_synth, method="minmax", samples=24,
-                           cache_dir=out / "cache", target_cosine=TARGET, max_fp16_layers=12)
-    return record, out / "q.int8.onnx"
+                           cache_dir=hard_cache, target_cosine=TARGET, max_fp16_layers=24)
+    return record, out / "q.int8.trt.onnx"
 
 
 def test_fallback_lifts_a_hard_model_to_the_target(lifted):
@@ -65,24 +72,31 @@ def test_the_variant_meets_the_target_on_its_own_held_out_images(lifted, hard_mo
     assert not set(map(str, calibration)) & set(map(str, held_out))
     assert not any(part in ("query", "bounding_box_test") for p in held_out for part in p.parts)
     images = load_inputs(held_out, metadata_of(load_onnx(hard_model), hard_model).preprocess, progress=False)
-    p = compare(run_onnxruntime(str(hard_model), images, 8), run_onnxruntime(str(path), images, 8))
-    assert p.mean_cosine >= TARGET and p.mean_cosine == pytest.approx(record["mean_cosine_vs_fp32"], abs=1e-6)
+    from iaunet.calib.parity import plain_session_embeddings
+    from iaunet.runtime.runners import OnnxRuntimeRunner
+    reference = run_onnxruntime(str(hard_model), images, 8)
+    with OnnxRuntimeRunner(path, as_written=True) as runner:  # the TensorRT layout, as TensorRT is asked to run it
+        trt = compare(reference, run_onnxruntime(runner, images, 8))
+    ort = compare(reference, plain_session_embeddings(path.parent / "q.int8.onnx", images))  # a user's session
+    assert trt.mean_cosine >= TARGET and ort.mean_cosine >= TARGET
+    assert min(trt.mean_cosine, ort.mean_cosine) == pytest.approx(record["mean_cosine_vs_fp32"], abs=1e-6)
 
 
 def test_the_sensitivity_plot_is_written_beside_the_variant(lifted):
     record, path = lifted
-    png = sensitivity_plot_path(path)
+    png = sensitivity_plot_path(path.parent / "q.int8.onnx")  # beside the variant's name, not its TensorRT layout
     assert record["sensitivity_plot"] == str(png) and png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     stored = json.loads(next(p.value for p in onnx.load(str(path)).metadata_props if p.key == "iaunet.variant"))
     assert stored["fallback"]["fp16_layers"] == record["fallback"]["fp16_layers"]
 
 
-def test_a_target_out_of_reach_within_the_budget_fails_and_writes_nothing(hard_model, market_synth, tmp_path):
+def test_a_target_out_of_reach_within_the_budget_fails_and_writes_nothing(hard_model, market_synth, hard_cache,
+                                                                         tmp_path):
     dst = tmp_path / "q.int8.onnx"
     with pytest.raises(IAUnetError, match=r"short of --target-cosine 0\.99999.*no variant written"):
-        quantize_int8(hard_model, dst, market_synth, method="minmax", samples=24, cache_dir=tmp_path / "cache",
+        quantize_int8(hard_model, dst, market_synth, method="minmax", samples=24, cache_dir=hard_cache,
                       target_cosine=0.99999, max_fp16_layers=1)
-    assert sorted(p.name for p in tmp_path.iterdir()) == ["cache"]
+    assert list(tmp_path.iterdir()) == []
 
 
 @pytest.mark.parametrize("target, layers, message", [(1.0, 3, "target-cosine"), (0.0, 3, "target-cosine"),
@@ -108,9 +122,10 @@ def test_too_few_images_to_hold_out_is_refused(hard_model, tmp_path):
     assert not (tmp_path / "q.onnx").exists()
 
 
-def test_a_target_the_all_int8_variant_meets_still_measures_and_plots(hard_model, market_synth, tmp_path):
+def test_a_target_the_all_int8_variant_meets_still_measures_and_plots(hard_model, market_synth, hard_cache,
+                                                                     tmp_path):
     record = quantize_int8(hard_model, tmp_path / "q.int8.onnx", market_synth, method="minmax", samples=24,
-                           cache_dir=tmp_path / "cache", target_cosine=0.5)
+                           cache_dir=hard_cache, target_cosine=0.5)
     fallback = record["fallback"]
     assert fallback["met"] and fallback["steps"] == [] and fallback["fp16_layers"] == []
     assert len(fallback["sensitivity"]) == record["int8_layers"] > 20

@@ -41,7 +41,7 @@ def test_video_variants_on_a_mars_layout(video_checkpoint, tmp_path):
     assert model.graph.output[0].type.tensor_type.elem_type == onnx.TensorProto.FLOAT
     int8 = quantize_int8(src, tmp_path / "v.int8.onnx", tmp_path / "mars", samples=6, method="minmax",
                          cache_dir=tmp_path / "c", target_cosine=0.5)  # sensitivity on clips too
-    int8_model = onnx.load(str(tmp_path / "v.int8.onnx"))
+    int8_model = onnx.load(str(tmp_path / "v.int8.trt.onnx"))  # the TensorRT layout: FP16 outside the Q/DQ
     assert check_qdq(int8_model) == []
     from iaunet.calib.mixed import float32_tensors_outside_islands
     assert float32_tensors_outside_islands(model) == [] and float32_tensors_outside_islands(int8_model) == []

@@ -149,6 +149,8 @@ def test_a_second_bundle_copies_the_cached_wheel_and_a_changed_source_builds_ane
     assert bundle._source_digest(tree) == before
     (tree / "runtime" / "gallery.py").write_text((tree / "runtime" / "gallery.py").read_text() + "# changed\n")
     assert bundle._source_digest(tree) != before
+
+
 def test_the_bundle_writes_nothing_into_the_toolkit_source_and_is_readable_by_others(jetson):
     """The wheel is built from a copy in a temporary folder: no build/ or egg-info appears
     in the source tree; the folders have the usual permissions (a container user who is not
@@ -165,3 +167,120 @@ def test_the_bundle_writes_nothing_into_the_toolkit_source_and_is_readable_by_ot
     os.umask(umask)
     for folder in [out] + [p for p in out.rglob("*") if p.is_dir()]:
         assert stat.S_IMODE(folder.stat().st_mode) == 0o777 & ~umask, folder
+
+
+@pytest.fixture(scope="module")
+def int8_artifacts(tmp_path_factory, trained_setup, int8_variant, calib_cache, orin_ptx):
+    """trained_setup's checkpoint as a user's artifacts folder: the plugin export, its FP16
+    variant, its INT8 variant in both layouts (the session's), the native export and its
+    INT8 variant (for DeepStream), and the PTX."""
+    from iaunet.calib.fp16 import convert_fp16
+    from iaunet.calib.int8 import quantize_int8
+    root = tmp_path_factory.mktemp("int8_artifacts")
+    shutil.copy(trained_setup["plugin"], root / "model.onnx")
+    shutil.copy(trained_setup["native"], root / "model.native.onnx")
+    convert_fp16(trained_setup["plugin"], root / "model.fp16.onnx")
+    for path in int8_variant[1].glob("m.int8.*"):
+        shutil.copy(path, root / path.name.replace("m.int8.", "model.int8."))
+    quantize_int8(trained_setup["native"], root / "model.native.int8.onnx", trained_setup["data"], method="minmax",
+                  samples=24, cache_dir=calib_cache)
+    shutil.copytree(orin_ptx[1], root / "ptx")
+    return root
+
+
+def _consumer(path) -> str | None:
+    import onnx
+    props = {p.key: p.value for p in onnx.load(str(path), load_external_data=False).metadata_props}
+    return props.get("iaunet.consumer")
+
+
+def test_each_consumer_is_handed_its_int8_layout(int8_artifacts, tmp_path):
+    """Jetson's and DeepStream's TensorRT build the TensorRT layout (X.int8.trt.onnx); Triton's
+    ONNX Runtime serves X.int8.onnx, and no file marked for TensorRT is in its repository (on
+    old main the one INT8 file, FP16 outside the Q/DQ, went to all three)."""
+    import configparser
+    import yaml
+    jetson = tmp_path / "jetson"
+    manifest = build_bundle(int8_artifacts, "orin", "jetson", jetson)
+    build = next(line for line in (jetson / "README.md").read_text().splitlines() if line.startswith("iaunet build"))
+    model = build.split()[2]
+    assert model.endswith(".int8.trt.onnx") and _consumer(jetson / model) == "tensorrt", build
+    assert manifest["variants"][model] == "int8"
+
+    deepstream = tmp_path / "deepstream"
+    build_bundle(int8_artifacts, "orin", "deepstream", deepstream)
+    parser = configparser.ConfigParser()
+    parser.read(deepstream / "deepstream" / "config_infer_secondary_reid.txt")
+    onnx_file = parser["property"]["onnx-file"]
+    assert onnx_file == "../models/model.native.int8.trt.onnx" and int(parser["property"]["network-mode"]) == 1
+    assert _consumer(deepstream / "deepstream" / onnx_file) == "tensorrt"
+    reid = yaml.safe_load((deepstream / "deepstream" / "config_tracker_NvDCF_reid.yml").read_text())["ReID"]
+    assert reid["onnxFile"] == onnx_file
+    readme = (deepstream / "README.md").read_text()
+    assert "iaunet build models/model.native.int8.trt.onnx -o deepstream/model.native.int8.trt.engine" in readme
+
+    triton = tmp_path / "triton"
+    (tmp_path / "plugin_only").mkdir()
+    for name in ("model.onnx", "model.fp16.onnx", "model.int8.onnx", "model.int8.trt.onnx", "model.int8.calib"):
+        shutil.copy(int8_artifacts / name, tmp_path / "plugin_only" / name)
+    build_bundle(tmp_path / "plugin_only", "x86", "triton", triton)
+    served = sorted((triton / "model_repository").glob("*/1/*.onnx"))
+    assert [p.parent.parent.name for p in served] == ["iaunet_fp16", "iaunet_fp32", "iaunet_int8"]
+    assert all(_consumer(p) is None for p in served)
+    assert (triton / "model_repository" / "iaunet_int8" / "1" / "model.onnx").read_bytes() == (
+        int8_artifacts / "model.int8.onnx").read_bytes()
+    both = tmp_path / "triton_both"  # plugin and native graphs of each precision: one model each, none lost
+    build_bundle(int8_artifacts, "x86", "triton", both)
+    served = {p.parent.parent.name: p for p in (both / "model_repository").glob("*/1/model.onnx")}
+    assert sorted(served) == ["iaunet_fp16", "iaunet_fp32", "iaunet_fp32_native", "iaunet_int8", "iaunet_int8_native"]
+    assert served["iaunet_int8_native"].read_bytes() == (int8_artifacts / "model.native.int8.onnx").read_bytes()
+    assert all(_consumer(p) is None for p in served.values())
+
+
+def test_every_model_triton_serves_passes_parity_in_a_default_onnxruntime_session(int8_artifacts, trained_setup,
+                                                                                 tmp_path):
+    """Each model of the Triton repository, read as Triton reads it (config.pbtxt through Triton's
+    own ModelConfig schema, the file its platform names) and run in ONNX Runtime's default
+    session (what the onnxruntime_onnx backend opens with no optimization block), gives
+    embeddings that pass the parity gates against PyTorch on the query and gallery images
+    (on old main the INT8 model's cosine was about 0)."""
+    model_config_pb2 = pytest.importorskip("tritonclient.grpc.model_config_pb2", reason="tritonclient is not installed")
+    import numpy as np
+    import onnxruntime as ort
+    from google.protobuf import text_format
+    from iaunet.calib.data import load_inputs
+    from iaunet.calib.parity import VariantResult, _retrieval, judge
+    from iaunet.export.checks import compare
+    from iaunet.export.metadata import preprocess_spec
+    from iaunet.train.checkpoint import load_checkpoint
+    from iaunet.train.data.datasets import open_dataset
+    from iaunet.train.runner import TorchRunner
+    (tmp_path / "art").mkdir()
+    for path in int8_artifacts.glob("model.*"):  # the plugin graph's variants
+        if "native" not in path.name:
+            shutil.copy(path, tmp_path / "art" / path.name)
+    build_bundle(tmp_path / "art", "x86", "triton", tmp_path / "t")
+    model, config = load_checkpoint(trained_setup["checkpoint"])
+    ds = open_dataset(trained_setup["data"])
+    samples = ds.query + ds.gallery
+    pids, cams = np.array([s.pid for s in samples]), np.array([s.camid for s in samples])
+    inputs = load_inputs([s.paths[0] for s in samples], preprocess_spec(config), progress=False)
+    reference = TorchRunner(model, config).infer_batches(inputs, 32)
+    rank1, mAP, _ = _retrieval(reference, len(ds.query), pids, cams)
+    configs = sorted((tmp_path / "t" / "model_repository").glob("*/config.pbtxt"))
+    assert len(configs) == 3
+    for path in configs:
+        served = text_format.Parse(path.read_text(), model_config_pb2.ModelConfig())
+        assert served.platform == "onnxruntime_onnx" and not served.HasField("optimization")
+        session = ort.InferenceSession(str(path.parent / "1" / (served.default_model_filename or "model.onnx")))
+        (expected_in,), (expected_out,) = served.input, served.output
+        assert [i.name for i in session.get_inputs()] == [expected_in.name]
+        assert session.get_outputs()[0].shape[1:] == list(expected_out.dims)
+        emb = np.concatenate([session.run([expected_out.name], {expected_in.name: inputs[i:i + 32]})[0]
+                              for i in range(0, len(inputs), 32)])
+        p = compare(reference, emb)
+        r1, m, _ = _retrieval(emb, len(ds.query), pids, cams)
+        result = VariantResult(served.name, str(path), served.name.split("_")[-1], "triton", p.mean_cosine,
+                               p.min_cosine, p.max_abs_error, r1, m, r1 - rank1, m - mAP)
+        judge(result)
+        assert result.passed, (served.name, result.failures, p.describe())

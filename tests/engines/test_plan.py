@@ -206,3 +206,40 @@ def test_the_dla_core_the_engine_was_built_for_is_the_one_it_loads_onto():
     plan = plan_build(CARD, "cd" * 32, True, ORIN, BuildOptions(dla_core=1, batch=(8, 8, 8), ptx_dir=PTX))
     assert dla_core(plan.sidecar()) == 1
     assert dla_core(plan_build(CARD, "cd" * 32, True, ORIN, BuildOptions(ptx_dir=PTX)).sidecar()) is None
+
+
+def test_build_of_an_int8_variant_plans_its_tensorrt_layout(int8_variant, tmp_path):
+    """iaunet build X.int8.onnx builds X.int8.trt.onnx beside it (FP16 outside the Q/DQ, marked
+    for TensorRT), decided before TensorRT is imported; other files are built as given."""
+    import shutil
+    import onnx
+    from iaunet.engines.builder import tensorrt_source
+    _, out = int8_variant
+    for name in ("m.int8.onnx", "m.int8.trt.onnx"):
+        shutil.copy(out / name, tmp_path / name)
+    chosen = tensorrt_source(tmp_path / "m.int8.onnx")
+    assert chosen == tmp_path / "m.int8.trt.onnx"
+    assert {p.key: p.value for p in onnx.load(str(chosen), load_external_data=False).metadata_props}[
+        "iaunet.consumer"] == "tensorrt"
+    assert tensorrt_source(chosen) == chosen
+    (tmp_path / "alone").mkdir()
+    shutil.copy(out / "m.int8.onnx", tmp_path / "alone" / "m.int8.onnx")
+    assert tensorrt_source(tmp_path / "alone" / "m.int8.onnx") == tmp_path / "alone" / "m.int8.onnx"
+
+
+def test_the_build_command_names_the_tensorrt_layout_before_tensorrt(int8_variant, tmp_path):
+    """The CLI as a user runs it, on a machine without TensorRT: it says it builds
+    m.int8.trt.onnx, then stops with the one line 'TensorRT is not installed'."""
+    import importlib.util
+    import subprocess
+    import sys
+    if importlib.util.find_spec("tensorrt") is not None:
+        pytest.skip("TensorRT is installed here: the build would run")
+    _, out = int8_variant
+    (tmp_path / "ptx").mkdir()  # a plugin graph's build names its PTX folder
+    r = subprocess.run([sys.executable, "-m", "iaunet.cli", "-v", "build", str(out / "m.int8.onnx"), "-o",
+                        str(tmp_path / "m.engine"), "--ptx", str(tmp_path / "ptx")], capture_output=True, text=True,
+                       timeout=120)
+    assert r.returncode == 1 and "TensorRT is not installed" in r.stderr.strip().splitlines()[-1], r.stderr[-800:]
+    assert "building m.int8.trt.onnx" in r.stderr, r.stderr[-800:]
+    assert [p.name for p in tmp_path.iterdir()] == ["ptx"]

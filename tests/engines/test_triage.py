@@ -108,3 +108,21 @@ def test_cli_exit_code_says_whether_a_layer_parts(image_onnx, perturbed, market_
     assert f"first layer below cosine 0.9999: {TARGET} (Conv)" in capsys.readouterr().out
     assert main(["triage", *args, "--threshold", "0.01", "-o", str(tmp_path / "b.json")]) == 0
     assert "no layer below cosine 0.01" in capsys.readouterr().out
+
+
+def test_the_tensorrt_layout_is_triaged_as_written(int8_variant, trained_setup, tmp_path):
+    """An INT8 variant's TensorRT layout (FP16 outside the Q/DQ, refused by the runner) is
+    compared layer by layer as written, graph optimisations off: what TensorRT is asked to
+    compute. Its layers pair with the FP32 graph's and the embeddings agree as calibration
+    measured (the ONNX Runtime layout beside it gives the same verdict)."""
+    _, out = int8_variant
+    trt = out / "m.int8.trt.onnx"
+    result, report = run_triage(trained_setup["plugin"], trt, trained_setup["data"], samples=2,
+                                output=tmp_path / "trt.json")
+    assert result.precision == "int8" and result.candidate == str(trt) and len(result.layers) > 100
+    last = next(layer for layer in reversed(result.layers) if layer.tensor == "embeddings")
+    assert last.finite and last.cosine > 0.95, last.describe()
+    ort, _ = run_triage(trained_setup["plugin"], out / "m.int8.onnx", trained_setup["data"], samples=2,
+                        output=tmp_path / "ort.json")
+    mine = next(layer for layer in reversed(ort.layers) if layer.tensor == "embeddings")
+    assert abs(mine.cosine - last.cosine) < 0.02
