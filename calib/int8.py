@@ -413,6 +413,7 @@ def quantize_int8(src, dst, data, method: str = DEFAULT_METHOD, samples: int = C
     meta = metadata_of(model, src)
     if graph.get_prop(model, "precision", "fp32") != "fp32":
         raise IAUnetError(f"{src} is already a {graph.get_prop(model, 'precision')} variant; expected an FP32 export")
+    cache = cache_folder("calib", cache_dir)  # a file there is refused before the images are read
     sources, held_out = split_sources(calibration_sources(data, meta.config.variant == "video"), samples,
                                       HELD_OUT, seed)
     if (target_cosine is not None or method == "auto") and len(held_out) < MIN_HELD_OUT:
@@ -423,7 +424,7 @@ def quantize_int8(src, dst, data, method: str = DEFAULT_METHOD, samples: int = C
     exclude = graph.native_affinity_nodes(model) | graph.affinity_neighbour_matmuls(model)
     source_sha256 = sha256_file(src)
     key = calibration_key(source_sha256, sources, seed)
-    ranges = _Ranges(src, sources, meta, percentile, key, cache_folder("calib", cache_dir))
+    ranges = _Ranges(src, sources, meta, percentile, key, cache)
     probe = load_inputs(held_out or pick(sources, PROBE_SAMPLES, seed + 1), meta.preprocess, "held-out images",
                         progress=False)
     overflow = graph.fp16_overflow_nodes(model, probe)

@@ -496,11 +496,11 @@ def cases() -> list[Case]:
         ("batch-text", "--batch a,b,c", "is not MIN,OPT,MAX integers"),
         ("workspace-zero", "--workspace 0", "--workspace: expected an integer in [16, 1048576], got 0"),
         ("opt-level-high", "--opt-level 9", "--opt-level: expected an integer in [0, 5], got 9"),
-        ("legacy-int8-without-calib", "--legacy-int8", "--legacy-int8 needs --calib"),
+        ("legacy-int8-without-calib", "--legacy-int8 --ptx {empty}", "--legacy-int8 needs --calib"),
         ("calib-missing", "--legacy-int8 --calib nowhere.calib", "nowhere.calib not found"),
         ("native-route-for-plugin-graph", "--plugins native", "has IAU plugin nodes"),
         ("timing-cache-is-folder", "--timing-cache {empty}", "is a folder"),
-        ("no-tensorrt", "", "TensorRT is not installed"),
+        ("no-tensorrt", "--ptx {empty}", "TensorRT is not installed"),  # a plugin graph names its PTX
     ])
     add("triage", "--data {data} -o t.json", [
         ("reference-missing", "nowhere.onnx {onnx}", "nowhere.onnx not found"),
