@@ -55,17 +55,18 @@ def convert_fp16(src, dst, data=None, samples: int = PROBE_SAMPLES, seed: int = 
     return record
 
 
-def half_precision(model, blocked_nodes) -> tuple:
+def half_precision(model, blocked_nodes, say_clamped: bool = True) -> tuple:
     """FP16 everywhere but the plugin ops, ``blocked_nodes`` (names) and the graph I/O,
     with onnxconverter-common. Returns (converted model, clamped weights by target value,
-    FP16 round trips removed). The plugin ops' local functions must come out unchanged."""
+    FP16 round trips removed); ``say_clamped``: log the clamping (else only returned). The
+    plugin ops' local functions must come out unchanged."""
     from onnxconverter_common import float16
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
         converted = float16.convert_float_to_float16(
             model, keep_io_types=True, op_block_list=list(float16.DEFAULT_OP_BLOCK_LIST) + list(PLUGIN_OPS),
             node_block_list=sorted(blocked_nodes))
-    clamped = summarise_clamping(caught)
+    clamped = summarise_clamping(caught, say_clamped)
     removed = drop_fp16_round_trips(converted)
     restore_float32_outputs(converted)
     used = {t for n in converted.graph.node for t in list(n.input) + list(n.output)}
@@ -81,7 +82,7 @@ def half_precision(model, blocked_nodes) -> tuple:
 _CLAMP = re.compile(r"the float32 number (\S+) will be truncated to (\S+)")
 
 
-def summarise_clamping(caught) -> dict:
+def summarise_clamping(caught, say: bool = True) -> dict:
     """The converter warns once per weight tensor whose values leave FP16's range
     (magnitudes below its smallest normal value are raised to it, above 65504 cut to
     it). Turn those warnings into one log line and a count per target value; other
@@ -93,7 +94,7 @@ def summarise_clamping(caught) -> dict:
             warnings.warn_explicit(w.message, w.category, w.filename, w.lineno)
             continue
         targets[match.group(2)] = targets.get(match.group(2), 0) + 1
-    if targets:
+    if targets and say:
         log.info("fp16: %d weight tensors had values outside FP16's range, clamped to %s",
                  sum(targets.values()), ", ".join(f"{t} ({n})" for t, n in sorted(targets.items())))
     return targets

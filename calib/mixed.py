@@ -109,7 +109,8 @@ def fp16_outside_qdq(qdq: onnx.ModelProto, fp32_nodes: set) -> tuple[onnx.ModelP
     model = raise_opset(qdq)
     raised = fp16_safe_scales(model)
     islands = graph.native_affinity_nodes(model) | set(fp32_nodes)
-    converted, clamped, removed = half_precision(model, islands | qdq_feeding(model, islands))
+    # the clamping goes into the INT8 record, not the log: the FP16 variant's line already says it
+    converted, clamped, removed = half_precision(model, islands | qdq_feeding(model, islands), say_clamped=False)
     return converted, {"opset": FP16_SCALE_OPSET, "scales_raised_to_fp16_min_normal": raised,
                        "clamped_weights": clamped, "fp16_round_trips_removed": removed}
 

@@ -206,9 +206,8 @@ def compile_variant(variant: Variant, arch: int, cache_dir: Path, ptx_version: i
     resources = assemble_check(ptx, arch)
     result = {"ptx": ptx, "name": meta.name, "shared_bytes": meta.shared, "num_warps": meta.num_warps, **resources}
     cache_dir.mkdir(parents=True, exist_ok=True)
-    tmp = cached.with_suffix(".tmp")
-    tmp.write_text(json.dumps(result))
-    os.replace(tmp, cached)
+    with atomic_output(cached) as tmp:  # a temporary name of its own: two processes compiling at once do not collide
+        Path(tmp).write_text(json.dumps(result))
     return result
 
 

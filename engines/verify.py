@@ -20,6 +20,7 @@ from pathlib import Path
 
 from iaunet.core.errors import IAUnetError
 from iaunet.core.files import atomic_output, check_report_folder, sha256_file, write_json
+from iaunet.core.graph_io import TENSORRT_SUFFIX, tensorrt_layout_path
 from iaunet.core.log import get_logger
 from iaunet.engines.plan import DEFAULT_BATCH, BuildOptions
 from iaunet.runtime import parity_kit
@@ -84,6 +85,16 @@ def onnxruntime_missing() -> str | None:
     return None
 
 
+def _consumed_by(backend: str, variants: list) -> list:
+    """The variants a backend runs: an INT8 variant's two layouts are one variant, run by ONNX
+    Runtime as X.int8.onnx and built by TensorRT from X.int8.trt.onnx (each backend would swap
+    the other file for its own: one row each, not two of the same model)."""
+    names = {rel for rel, _ in variants}
+    if backend == "onnxruntime":
+        return [(rel, p) for rel, p in variants if not rel.endswith(TENSORRT_SUFFIX)]
+    return [(rel, p) for rel, p in variants if str(tensorrt_layout_path(rel)) not in names or rel.endswith(TENSORRT_SUFFIX)]
+
+
 def verify_bundle(bundle, output=None, repeats: int = BENCH_REPEATS, cache_dir=None) -> dict:
     """Build, check and bench every variant of ``bundle``; writes the reports and returns verify.json's content."""
     bundle = Path(bundle)
@@ -97,7 +108,7 @@ def verify_bundle(bundle, output=None, repeats: int = BENCH_REPEATS, cache_dir=N
     variants = sorted(manifest["variants"].items())
     rows, figures = [], [base] if base else []
     for backend in BACKENDS:
-        for rel, precision in variants:
+        for rel, precision in _consumed_by(backend, variants):
             row = Row(rel, precision, backend)
             rows.append(row)
             if missing[backend]:

@@ -238,7 +238,7 @@ def _engines(out: Path, variants, version: str | None) -> dict:
     Jetson user runs."""
     if version is None:
         log.info("TensorRT is not installed here: no engines built. A Jetson user builds them on the device from "
-                 "bundle-orin/ (stage 10; the commands are in its README.md)")
+                 "bundle-orin/ (its README.md has the commands)")
         return {"built": [], "tensorrt": None, "why": "TensorRT is not installed on this machine"}
     from iaunet.engines.builder import build_engine
     built, failed = [], []

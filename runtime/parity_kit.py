@@ -173,7 +173,7 @@ def variant_figures(kit: Kit, inputs: np.ndarray, path: Path, opened, base, name
     if not card.matches(kit.model_id):
         raise IAUnetError(f"parity kit {kit.root} was made for model {kit.model_id[:12]}..., but {path} "
                           f"embeds for model {card.model_id[:12] or '(unknown)'}...; use that model's kit")
-    log.info("parity: %s (%s, %s) on %s", Path(path).name, precision, mode, runner.name)
+    log.debug("parity: %s (%s, %s) on %s", Path(path).name, precision, mode, runner.name)
     emb = embed_all(runner, inputs)
     return parity.measure(name or Path(path).name, str(path), precision, mode, card.normalized, emb, kit.embeddings,
                           kit.num_query, kit.ids, kit.cameras, base, kit.gates)

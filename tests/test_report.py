@@ -40,9 +40,10 @@ def page(demo):
 def test_report_opens_offline_with_every_image_loaded_and_no_errors(page):
     page, seen = page
     images = page.evaluate("Array.from(document.images).map(i => [i.alt, i.complete, i.naturalWidth, "
-                           "i.src.slice(0, 22)])")
+                           "i.src.slice(0, 23)])")
     assert len(images) >= 7
-    assert all(complete and width > 0 and src == "data:image/png;base64," for _, complete, width, src in images), images
+    inlined = ("data:image/png;base64,", "data:image/jpeg;base64,")  # plots, and the labelled camera frame
+    assert all(complete and width > 0 and src.startswith(inlined) for _, complete, width, src in images), images
     assert seen["errors"] == []
     assert all(url.startswith(("file:", "data:")) for url in seen["requests"]), seen["requests"]
 

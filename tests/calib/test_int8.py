@@ -311,14 +311,16 @@ def test_every_onnx_file_declares_the_embedding_size_its_metadata_states(int8, t
         assert dims == ["batch", dim], f"{path.name}: {dims}"
 
 
-def test_a_corrupted_cache_entry_is_recomputed_and_said(int8, trained_setup, iaunet_notes):
-    record, _, out = int8
+def test_a_corrupted_cache_entry_is_recomputed_and_said(int8, trained_setup, calib_cache, iaunet_notes, tmp_path):
+    import shutil
+    record, _, _ = int8
+    cache = shutil.copytree(calib_cache, tmp_path / "cache")  # the session's cache stays whole
     method = record["method"]
-    entry = next((out / "cache" / record["calibration"]["cache_key"]).glob(f"{method}*.ranges.json"))
+    entry = next((cache / record["calibration"]["cache_key"]).glob(f"{method}*.ranges.json"))
     good = entry.read_text()
     entry.write_text(good[: len(good) // 2])  # truncated
-    quantize_int8(trained_setup["plugin"], out / "again.int8.onnx", trained_setup["data"], method=method, samples=24,
-                  cache_dir=out / "cache")
+    quantize_int8(trained_setup["plugin"], tmp_path / "again.int8.onnx", trained_setup["data"], method=method,
+                  samples=24, cache_dir=cache)
     assert any("cannot be read" in note and "computing them again" in note for note in iaunet_notes), iaunet_notes
     assert json.loads(entry.read_text()) == json.loads(good)  # the same images and settings give the same ranges
     from iaunet.calib.int8 import _unreadable_ranges

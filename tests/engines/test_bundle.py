@@ -249,7 +249,7 @@ def test_every_model_triton_serves_passes_parity_in_a_default_onnxruntime_sessio
     import onnxruntime as ort
     from google.protobuf import text_format
     from iaunet.calib.data import load_inputs
-    from iaunet.calib.parity import VariantResult, _retrieval, judge
+    from iaunet.runtime.parity import VariantResult, judge, retrieval
     from iaunet.export.checks import compare
     from iaunet.export.metadata import preprocess_spec
     from iaunet.train.checkpoint import load_checkpoint
@@ -266,7 +266,7 @@ def test_every_model_triton_serves_passes_parity_in_a_default_onnxruntime_sessio
     pids, cams = np.array([s.pid for s in samples]), np.array([s.camid for s in samples])
     inputs = load_inputs([s.paths[0] for s in samples], preprocess_spec(config), progress=False)
     reference = TorchRunner(model, config).infer_batches(inputs, 32)
-    rank1, mAP, _ = _retrieval(reference, len(ds.query), pids, cams)
+    rank1, mAP, _ = retrieval(reference, len(ds.query), pids, cams)
     configs = sorted((tmp_path / "t" / "model_repository").glob("*/config.pbtxt"))
     assert len(configs) == 3
     for path in configs:
@@ -279,7 +279,7 @@ def test_every_model_triton_serves_passes_parity_in_a_default_onnxruntime_sessio
         emb = np.concatenate([session.run([expected_out.name], {expected_in.name: inputs[i:i + 32]})[0]
                               for i in range(0, len(inputs), 32)])
         p = compare(reference, emb)
-        r1, m, _ = _retrieval(emb, len(ds.query), pids, cams)
+        r1, m, _ = retrieval(emb, len(ds.query), pids, cams)
         result = VariantResult(served.name, str(path), served.name.split("_")[-1], "triton", p.mean_cosine,
                                p.min_cosine, p.max_abs_error, r1, m, r1 - rank1, m - mAP)
         judge(result)

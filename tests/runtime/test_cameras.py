@@ -206,19 +206,24 @@ def test_a_camera_dying_mid_stream_does_not_stop_the_others(embedder):
 def test_eight_cameras_at_twice_real_time_stay_bounded(embedder, seconds):
     """The issue's load case (8 cameras, 2x real time), shortened: 30 s runs in the camera
     benchmark (``python -m iaunet.camera_bench --load``). The stream's memory must not grow
-    with the run's length: the traced peak of a run three times as long stays within 1.5x."""
+    with the run's length: the traced peak of a run three times as long stays within 1.5x.
+    The worker is held while the cameras push, so both runs meet a full queue whatever the
+    machine's speed (a fast machine would otherwise drain the short run's queue)."""
     frames = [frame_of(k) for k in range(4)]
     opts = StreamOptions(every=2, batch=8, queue_size=16, on_full="drop", max_delay_ms=20, track_timeout=5)
 
     def run(duration):
+        gated = Gated(embedder.runner)
         tracemalloc.start()
-        with CameraStream.from_embedder(embedder, opts) as stream:
+        with CameraStream(gated, embedder.card, opts) as stream:
             threads = [threading.Thread(target=_feed, args=(stream.camera(f"c{k}"), frames, int(25 * duration), 50,
                                                             _walkers)) for k in range(8)]
             for t in threads:
                 t.start()
             for t in threads:
                 t.join()
+            assert stream.stats()["overall"]["queue_peak"] == opts.queue_size  # the premise: a full queue
+            gated.gate.set()
         results = list(stream.results())
         peak = tracemalloc.get_traced_memory()[1]
         tracemalloc.stop()
