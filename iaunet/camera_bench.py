@@ -37,19 +37,14 @@ MODELS = {"iaunet_r18": (128, 64), "iaunet_r50": (256, 128)}
 
 
 def build_model(name: str, height: int, width: int, folder: Path) -> Path:
-    """A randomised-BN model (the IAU blocks active, as ``tests/conftest.randomised_model``), exported."""
+    """A randomised-BN model (the IAU blocks active; ``randomise_batchnorm``), exported."""
     import torch
     from iaunet.export.exporter import export_checkpoint
     from iaunet.train import create_model, save_checkpoint
+    from iaunet.train.models import randomise_batchnorm
     torch.manual_seed(0)
-    model = create_model(name, num_classes=8, height=height, width=width)
-    for m in model.modules():
-        if isinstance(m, (torch.nn.BatchNorm1d, torch.nn.BatchNorm2d)):
-            torch.nn.init.uniform_(m.weight, 0.5, 1.5)
-            torch.nn.init.uniform_(m.bias, -0.2, 0.2)
-            m.running_mean.uniform_(-0.1, 0.1)
-            m.running_var.uniform_(0.5, 1.5)
-    checkpoint = save_checkpoint(folder / f"{name}.pt", model.eval())
+    model = randomise_batchnorm(create_model(name, num_classes=8, height=height, width=width))
+    checkpoint = save_checkpoint(folder / f"{name}.pt", model)
     return export_checkpoint(checkpoint, folder / f"{name}.onnx", "plugin", parity_batches=(1,)).path
 
 
@@ -200,7 +195,6 @@ def load_run(model: Path, scenes: Path, work: Path) -> dict:
     samples, stop = [], []
 
     def sample_rss():
-        import threading
         page = resource.getpagesize()
         while not stop:
             with open("/proc/self/statm") as f:

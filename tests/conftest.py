@@ -148,6 +148,17 @@ def demo_run():
                                                         (folder / "stderr.txt").read_text())
 
 
+def run_cli(capsys, *argv):
+    """``iaunet ARGV`` in this process: (exit code, stdout, stderr)."""
+    from iaunet.cli import main
+    try:
+        code = main([str(a) for a in argv])
+    except SystemExit as exit_:
+        code = exit_.code
+    out, err = capsys.readouterr()
+    return code, out, err
+
+
 def noise_statistics_model(name, height=64, width=32, batches=3, **kw):
     """Random BatchNorm affine parameters and running statistics from a few batches of
     uniform noise: a model whose INT8 variant loses accuracy in a few layers, like an

@@ -108,3 +108,18 @@ def iaunet_video_r50(**kw) -> IAUnet:
 def iaunet_video_r18(**kw) -> IAUnet:
     return _build(ModelConfig(name="iaunet_video_r18", variant="video", backbone="resnet18",
                               embedding_dim=512, frames=4), **kw)
+
+
+def randomise_batchnorm(model: nn.Module, seed: int = 0) -> nn.Module:
+    """Give every BatchNorm a random affine and running statistics (seeded), in eval mode: a
+    fresh model's zero-initialised update BNs make the IAU blocks an identity, so timings and
+    numerics checks of an untrained model would skip their work."""
+    generator = torch.Generator().manual_seed(seed)
+    for m in model.modules():
+        if isinstance(m, (nn.BatchNorm1d, nn.BatchNorm2d)):
+            with torch.no_grad():
+                m.weight.copy_(torch.rand(m.weight.shape, generator=generator) + 0.5)
+                m.bias.copy_(torch.rand(m.bias.shape, generator=generator) * 0.4 - 0.2)
+                m.running_mean.copy_(torch.rand(m.running_mean.shape, generator=generator) * 0.2 - 0.1)
+                m.running_var.copy_(torch.rand(m.running_var.shape, generator=generator) + 0.5)
+    return model.eval()

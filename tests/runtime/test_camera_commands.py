@@ -7,18 +7,11 @@ import shutil
 import numpy as np
 import pytest
 
-from iaunet.cli import main
+from tests.conftest import run_cli as run
 
 pytest.importorskip("av", reason="PyAV is not installed (pip install -e '.[cameras]')")
 
 
-def run(capsys, *argv):
-    try:
-        code = main([str(a) for a in argv])
-    except SystemExit as exit_:
-        code = exit_.code
-    out, err = capsys.readouterr()
-    return code, out, err
 
 
 @pytest.fixture(scope="module")

@@ -9,17 +9,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from iaunet.cli import main
+from tests.conftest import run_cli as run
 from iaunet.runtime.gallery import Gallery
 
 
-def run(capsys, *argv):
-    try:
-        code = main([str(a) for a in argv])
-    except SystemExit as exit_:
-        code = exit_.code
-    out, err = capsys.readouterr()
-    return code, out, err
 
 
 def test_embed_outputs_give_evaluations_map(capsys, tmp_path, image_checkpoint, image_onnx, market_synth):
