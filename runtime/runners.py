@@ -174,10 +174,13 @@ class OnnxRuntimeRunner(Runner):
     tensorrt``) is refused: ONNX Runtime's graph optimisations compute it wrongly
     (``iaunet.calib.ort_layout``); ``X.int8.onnx`` beside it is the same model for ONNX Runtime.
     ``as_written=True`` turns every graph optimisation off and accepts it: the file computed
-    exactly as written, how the toolkit judges a graph meant for TensorRT on a CPU."""
+    exactly as written, how the toolkit judges a graph meant for TensorRT on a CPU.
+    ``weights`` (name -> ``onnxruntime.OrtValue``) supplies the initializers a serialized
+    model holds as external references: many graphs over one set of weights, each parsed
+    without them (``iaunet.calib.int8``'s one-layer sensitivity graphs)."""
 
     def __init__(self, model, device: str = "cpu", threads: int | None = None, cache_dir=None,
-                 as_written: bool = False):
+                 as_written: bool = False, weights: dict | None = None):
         import onnxruntime as ort
         self.source = "ONNX model" if isinstance(model, (bytes, bytearray)) else str(model)
         if not isinstance(model, (bytes, bytearray)):
@@ -195,6 +198,8 @@ class OnnxRuntimeRunner(Runner):
         # iaunet_r50 256x128 at batch 8 (2 cores, ORT 1.32): peak RSS 534 MB with it, 372-460 MB
         # without, same latency (388 vs 387-400 ms).
         options.enable_mem_pattern = False
+        if weights:  # name -> OrtValue, for the model's initializers that say their data is external
+            options.add_external_initializers(list(weights), list(weights.values()))
         if not as_written and _metadata_of(model).get(METADATA_PREFIX + CONSUMER_KEY) == TENSORRT_ONLY:
             raise IAUnetError(f"{self.source} is the TensorRT layout of an INT8 variant (FP16 outside its Q/DQ), which "
                               "ONNX Runtime's graph optimisations compute wrongly; run "
