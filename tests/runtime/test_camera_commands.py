@@ -12,8 +12,6 @@ from tests.conftest import run_cli as run
 pytest.importorskip("av", reason="PyAV is not installed (pip install -e '.[cameras]')")
 
 
-
-
 @pytest.fixture(scope="module")
 def scene(tmp_path_factory):
     from iaunet.train.data.scenes import SceneSpec, generate_scenes
