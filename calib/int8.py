@@ -56,6 +56,7 @@ ENTROPY_BINS, ENTROPY_QUANTIZED_BINS = 2048, 128  # TensorRT's entropy calibrato
 HELD_OUT = 32        # training images kept out of calibration to judge the variant
 MIN_HELD_OUT = 8     # fewer cannot steer the fallback or choose the method
 HISTOGRAMS = "histograms.npz"  # the cached activation statistics every method's ranges come from
+SHARED_WEIGHT_BYTES = 1024     # initializers at least this large are handed to sensitivity sessions, not serialized
 
 
 def activation_scales(model: onnx.ModelProto) -> dict:
@@ -340,7 +341,7 @@ def _without_weights(models: list) -> tuple[list, dict]:
         copy = onnx.ModelProto()
         copy.CopyFrom(model)
         for tensor in copy.graph.initializer:
-            if len(tensor.raw_data) < 1024:
+            if len(tensor.raw_data) < SHARED_WEIGHT_BYTES:
                 continue
             if tensor.name not in weights:
                 weights[tensor.name] = ort.OrtValue.ortvalue_from_numpy(numpy_helper.to_array(tensor))

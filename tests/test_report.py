@@ -80,14 +80,15 @@ def test_the_report_says_what_was_not_run_and_the_commands_fit_the_bundle(page, 
     # verify ran here: one row per variant per backend (an INT8 variant's two layouts are one variant:
     # ONNX Runtime runs X.int8.onnx, TensorRT builds X.int8.trt.onnx), TensorRT rows not run and why
     rows = summary["verify"]["rows"]
+    from iaunet.core.graph_io import TENSORRT_SUFFIX, onnxruntime_layout_path
     variants = set(summary["bundle"]["variants"])
-    trt_layouts = {v for v in variants if v.endswith(".int8.trt.onnx")}
-    assert trt_layouts, "the bundle holds an INT8 variant in both layouts"
+    trt_layouts = {v for v in variants if v.endswith(TENSORRT_SUFFIX)}
+    portable = {str(onnxruntime_layout_path(v)) for v in trt_layouts}
+    assert trt_layouts and portable <= variants, "the bundle holds an INT8 variant in both layouts"
     by_backend = {b: sorted(r["variant"] for r in rows if r["backend"].startswith(b)) for b in ("onnxruntime", "tensorrt")}
     assert summary["verify"]["passed"] and len(rows) == sum(len(v) for v in by_backend.values())
     assert by_backend["onnxruntime"] == sorted(variants - trt_layouts)
-    portable = {v.replace(".int8.trt.onnx", ".int8.onnx") for v in trt_layouts}
-    assert portable <= variants and by_backend["tensorrt"] == sorted(variants - portable)
+    assert by_backend["tensorrt"] == sorted(variants - portable)
     assert all(r["status"] == "pass" for r in rows if r["backend"].startswith("onnxruntime"))
     assert all(r["status"] == "not run" and "TensorRT is not installed" in r["reason"] for r in rows
                if r["backend"] == "tensorrt")
